@@ -1,0 +1,162 @@
+//! The closed vocabularies every layer shares: which banks, which providers, which service.
+//!
+//! They are enums rather than strings so that metric labels stay bounded and a typo in a
+//! setting, a URL or a fault fails to parse instead of creating a new bank.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// A bank that Drop's users connect through bankgate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BankId {
+    Dnb,
+    Nordea,
+    Sparebank1,
+}
+
+impl BankId {
+    pub const ALL: [BankId; 3] = [BankId::Dnb, BankId::Nordea, BankId::Sparebank1];
+
+    /// Returns the id used in URLs, settings and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BankId::Dnb => "dnb",
+            BankId::Nordea => "nordea",
+            BankId::Sparebank1 => "sparebank1",
+        }
+    }
+
+    /// Returns the bank's name as users know it, for Norwegian banners and warnings.
+    pub fn display_name(self) -> &'static str {
+        match self {
+            BankId::Dnb => "DNB",
+            BankId::Nordea => "Nordea",
+            BankId::Sparebank1 => "SpareBank 1",
+        }
+    }
+
+    /// Returns the bank's BIC, which Neonomics uses as the bank's id.
+    pub fn bic(self) -> &'static str {
+        match self {
+            BankId::Dnb => "DNBANOKKXXX",
+            BankId::Nordea => "NDEANOKKXXX",
+            BankId::Sparebank1 => "SPRONO22XXX",
+        }
+    }
+}
+
+/// An upstream path to the banks: the aggregator or the banks' own PSD2 APIs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderId {
+    /// Neonomics, the Open Banking aggregator (primary).
+    Neonomics,
+    /// The banks' own Berlin Group NextGenPSD2 APIs (backup).
+    Psd2,
+}
+
+impl ProviderId {
+    pub const ALL: [ProviderId; 2] = [ProviderId::Neonomics, ProviderId::Psd2];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderId::Neonomics => "neonomics",
+            ProviderId::Psd2 => "psd2",
+        }
+    }
+}
+
+/// The PSD2 service a call belongs to: account information or payment initiation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Service {
+    Aisp,
+    Pisp,
+}
+
+impl Service {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Service::Aisp => "aisp",
+            Service::Pisp => "pisp",
+        }
+    }
+}
+
+/// Returned when a string names no known bank, provider or service.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} `{value}` (expected one of: {expected})")]
+pub struct ParseIdError {
+    kind: &'static str,
+    value: String,
+    expected: &'static str,
+}
+
+macro_rules! id_strings {
+    ($ty:ty, $kind:literal, $expected:literal, [$($variant:expr),+]) => {
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $ty {
+            type Err = ParseIdError;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                [$($variant),+]
+                    .into_iter()
+                    .find(|v| v.as_str() == s)
+                    .ok_or_else(|| ParseIdError { kind: $kind, value: s.to_owned(), expected: $expected })
+            }
+        }
+    };
+}
+
+id_strings!(
+    BankId,
+    "bank",
+    "dnb, nordea, sparebank1",
+    [BankId::Dnb, BankId::Nordea, BankId::Sparebank1]
+);
+id_strings!(
+    ProviderId,
+    "provider",
+    "neonomics, psd2",
+    [ProviderId::Neonomics, ProviderId::Psd2]
+);
+id_strings!(
+    Service,
+    "service",
+    "aisp, pisp",
+    [Service::Aisp, Service::Pisp]
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_through_strings_and_json() {
+        for bank in BankId::ALL {
+            assert_eq!(bank.as_str().parse::<BankId>().unwrap(), bank);
+            assert_eq!(serde_json::to_string(&bank).unwrap(), format!("\"{bank}\""));
+        }
+        for provider in ProviderId::ALL {
+            assert_eq!(provider.as_str().parse::<ProviderId>().unwrap(), provider);
+        }
+        assert_eq!("pisp".parse::<Service>().unwrap(), Service::Pisp);
+    }
+
+    #[test]
+    fn unknown_ids_name_the_choices() {
+        let err = "handelsbanken".parse::<BankId>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown bank `handelsbanken` (expected one of: dnb, nordea, sparebank1)"
+        );
+    }
+}

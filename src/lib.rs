@@ -1,0 +1,26 @@
+//! bankgate: a resilient open-banking gateway between Drop's API and its PSD2 providers.
+//!
+//! # Layout
+//!
+//! - `cli`: the `bankgate` command line (serve, sandbox, demo, migrate, token).
+//! - `settings`: layered settings (built-in defaults → file → `BANKGATE__…` env vars).
+//! - `telemetry`: logs and the Prometheus recorder.
+//! - `http`: the connection loop, error envelope and request ids every listener shares.
+//! - `gateway`: the gateway process: client API, ops API, wiring to PostgreSQL.
+//! - `postgres`: connection pool, migrations, and the private cluster for demo and tests.
+//! - `sandbox`: the simulated upstream (Neonomics and the banks' NextGenPSD2 APIs) with fault
+//!   injection; tests, the demo and the benchmarks run against it over real HTTP.
+//! - `token`: client bearer tokens.
+//! - `demo`: PostgreSQL, sandbox and gateway in one process tree.
+//!
+//! The resilience logic (actors, breakers, caches) lives in the `bankgate-actors` crate.
+
+pub mod cli;
+pub mod demo;
+pub mod gateway;
+pub mod http;
+pub mod postgres;
+pub mod sandbox;
+pub mod settings;
+pub mod telemetry;
+pub mod token;

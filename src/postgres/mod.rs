@@ -1,0 +1,78 @@
+//! PostgreSQL: the connection pool, the migrations in `migrations/`, and a private cluster
+//! for `demo` and the tests.
+
+mod cluster;
+
+pub use cluster::{ClusterError, PrivateCluster};
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// Lock id taken while migrating, so that gateway instances starting together migrate once.
+const MIGRATION_LOCK: i64 = 0x6261_6e6b_6761_7465; // "bankgate"
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("invalid database URL: {0}")]
+    Url(#[source] tokio_postgres::Error),
+    #[error("cannot build the connection pool: {0}")]
+    Build(#[from] deadpool_postgres::BuildError),
+    #[error("cannot connect to PostgreSQL: {0}")]
+    Connect(#[from] deadpool_postgres::PoolError),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] refinery::Error),
+    #[error("database error: {0}")]
+    Query(#[from] tokio_postgres::Error),
+}
+
+/// Builds a pool for `url`. Connections are opened lazily; `migrate` or a query proves them.
+pub fn pool(url: &str, size: usize, connect_timeout: Duration) -> Result<Pool, DbError> {
+    let mut config: tokio_postgres::Config = url.parse().map_err(DbError::Url)?;
+    config.connect_timeout(connect_timeout);
+    if config.get_application_name().is_none() {
+        config.application_name("bankgate");
+    }
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Ok(Pool::builder(manager)
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(connect_timeout))
+        .create_timeout(Some(connect_timeout))
+        .recycle_timeout(Some(connect_timeout))
+        .build()?)
+}
+
+/// Applies every migration not yet applied. Safe to run concurrently and repeatedly.
+pub async fn migrate(pool: &Pool) -> Result<usize, DbError> {
+    let mut client = pool.get().await?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let report = embedded::migrations::runner()
+        .run_async(&mut **client)
+        .await;
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    Ok(report?.applied_migrations().len())
+}
+
+/// Returns whether the database answers a trivial query.
+pub async fn ping(pool: &Pool) -> bool {
+    match pool.get().await {
+        Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
+        Err(_) => false,
+    }
+}

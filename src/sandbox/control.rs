@@ -1,0 +1,251 @@
+//! The sandbox's control API (faults, ledger, consents, webhooks) and the SCA pages a user's
+//! browser is sent to. Errors use bankgate's envelope `{error, message, details}`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bankgate_actors::{BankId, ProviderId};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::json;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Filter, Reply};
+
+use super::SandboxState;
+use super::faults::FaultSpec;
+use super::webhooks::WebhookTarget;
+use crate::http::error::recover;
+use crate::http::{ApiError, ErrorCode};
+
+const BODY_LIMIT: u64 = 16 * 1024;
+
+pub fn routes(
+    state: Arc<SandboxState>,
+) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    let with_state = warp::any().map(move || state.clone());
+
+    let health = warp::get()
+        .and(warp::path!("sandbox" / "health"))
+        .map(|| warp::reply::json(&json!({"status": "ok"})).into_response());
+    let add_fault = warp::post()
+        .and(warp::path!("sandbox" / "faults"))
+        .and(with_state.clone())
+        .and(json_body())
+        .map(
+            |state: Arc<SandboxState>, spec: FaultSpec| match state.faults.add(spec) {
+                Ok(fault) => {
+                    warp::reply::with_status(warp::reply::json(&fault), StatusCode::CREATED)
+                        .into_response()
+                }
+                Err(error) => error.into_response(),
+            },
+        );
+    let list_faults = warp::get()
+        .and(warp::path!("sandbox" / "faults"))
+        .and(with_state.clone())
+        .map(|state: Arc<SandboxState>| {
+            warp::reply::json(&json!({"faults": state.faults.list()})).into_response()
+        });
+    let clear_faults = warp::delete()
+        .and(warp::path!("sandbox" / "faults"))
+        .and(with_state.clone())
+        .map(|state: Arc<SandboxState>| {
+            state.faults.clear();
+            no_content()
+        });
+    let remove_fault = warp::delete()
+        .and(warp::path!("sandbox" / "faults" / u64))
+        .and(with_state.clone())
+        .map(|id: u64, state: Arc<SandboxState>| {
+            if state.faults.remove(id) {
+                no_content()
+            } else {
+                ApiError::not_found(format!("no fault {id}")).into_response()
+            }
+        });
+    let ledger = warp::get()
+        .and(warp::path!("sandbox" / "ledger"))
+        .and(with_state.clone())
+        .and(warp::query::<LedgerQuery>())
+        .map(ledger);
+    let accounts = warp::get()
+        .and(warp::path!("sandbox" / "accounts"))
+        .and(with_state.clone())
+        .and(warp::query::<AccountsQuery>())
+        .map(|state: Arc<SandboxState>, query: AccountsQuery| {
+            let psu = query
+                .psu
+                .unwrap_or_else(|| super::world::DEFAULT_PSU.to_owned());
+            let accounts = state
+                .world
+                .lock()
+                .expect("world")
+                .accounts_of(query.bank, &psu);
+            warp::reply::json(&json!({"accounts": accounts})).into_response()
+        });
+    let sca = warp::get()
+        .and(warp::path!("sandbox" / "sca" / String))
+        .and(with_state.clone())
+        .and(warp::query::<ScaQuery>())
+        .map(sca);
+    let consents = warp::get()
+        .and(warp::path!("sandbox" / "consents"))
+        .and(with_state.clone())
+        .map(|state: Arc<SandboxState>| {
+            let world = state.world.lock().expect("world");
+            warp::reply::json(&json!({"consents": world.consents()})).into_response()
+        });
+    let expire_consent = warp::post()
+        .and(warp::path!("sandbox" / "consents" / String / "expire"))
+        .and(with_state.clone())
+        .map(|id: String, state: Arc<SandboxState>| {
+            match state.world.lock().expect("world").expire_consent(&id) {
+                Some(consent) => warp::reply::json(&consent).into_response(),
+                None => ApiError::not_found(format!("no consent {id}")).into_response(),
+            }
+        });
+    let register_webhook = warp::put()
+        .and(warp::path!("sandbox" / "webhooks" / ProviderId))
+        .and(with_state.clone())
+        .and(json_body())
+        .map(
+            |provider: ProviderId, state: Arc<SandboxState>, target: WebhookTarget| {
+                if !super::is_redirect_url(&target.url) {
+                    return ApiError::invalid_field("url", "must be an absolute http(s) URL")
+                        .into_response();
+                }
+                if target.secret.len() < 16 {
+                    return ApiError::invalid_field("secret", "must be at least 16 characters")
+                        .into_response();
+                }
+                state.webhooks.register(provider, target);
+                no_content()
+            },
+        );
+    let unregister_webhook = warp::delete()
+        .and(warp::path!("sandbox" / "webhooks" / ProviderId))
+        .and(with_state)
+        .map(|provider: ProviderId, state: Arc<SandboxState>| {
+            if state.webhooks.unregister(provider) {
+                no_content()
+            } else {
+                ApiError::not_found(format!("no webhook for {provider}")).into_response()
+            }
+        });
+
+    health
+        .or(add_fault)
+        .unify()
+        .or(list_faults)
+        .unify()
+        .or(clear_faults)
+        .unify()
+        .or(remove_fault)
+        .unify()
+        .or(ledger)
+        .unify()
+        .or(accounts)
+        .unify()
+        .or(sca)
+        .unify()
+        .or(consents)
+        .unify()
+        .or(expire_consent)
+        .unify()
+        .or(register_webhook)
+        .unify()
+        .or(unregister_webhook)
+        .unify()
+        .recover(recover)
+        .unify()
+}
+
+fn json_body<T: serde::de::DeserializeOwned + Send>()
+-> impl Filter<Extract = (T,), Error = warp::Rejection> + Clone {
+    warp::body::content_length_limit(BODY_LIMIT).and(warp::body::json())
+}
+
+fn no_content() -> Response {
+    warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LedgerQuery {
+    provider: Option<ProviderId>,
+    bank: Option<BankId>,
+    request_id: Option<String>,
+    end_to_end_id: Option<String>,
+}
+
+fn ledger(state: Arc<SandboxState>, query: LedgerQuery) -> Response {
+    let world = state.world.lock().expect("world");
+    let entries: Vec<_> = world
+        .ledger()
+        .iter()
+        .filter(|p| query.provider.is_none_or(|v| v == p.provider))
+        .filter(|p| query.bank.is_none_or(|v| v == p.bank))
+        .filter(|p| {
+            query
+                .request_id
+                .as_ref()
+                .is_none_or(|v| Some(v) == p.request_id.as_ref())
+        })
+        .filter(|p| {
+            query
+                .end_to_end_id
+                .as_ref()
+                .is_none_or(|v| Some(v) == p.end_to_end_id.as_ref())
+        })
+        .collect();
+    warp::reply::json(&json!({"entries": entries})).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccountsQuery {
+    bank: BankId,
+    psu: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ScaResult {
+    #[default]
+    Approve,
+    Reject,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScaQuery {
+    #[serde(default)]
+    result: ScaResult,
+    psu: Option<String>,
+}
+
+/// The user's SCA: approves (or rejects) the consent or payment and sends the browser back.
+fn sca(id: String, state: Arc<SandboxState>, query: ScaQuery) -> Response {
+    let approve = matches!(query.result, ScaResult::Approve);
+    let outcome =
+        state
+            .world
+            .lock()
+            .expect("world")
+            .complete_sca(&id, approve, query.psu, Utc::now());
+    let Some(outcome) = outcome else {
+        return ApiError::not_found("unknown or expired SCA link").into_response();
+    };
+    if let Some(payment) = &outcome.payment {
+        state.webhooks.payment_changed(&state.http, payment);
+    }
+    match outcome.redirect_url.parse::<warp::http::Uri>() {
+        Ok(uri) => warp::redirect::found(uri).into_response(),
+        Err(_) => ApiError::new(
+            ErrorCode::Unprocessable,
+            "the caller's redirect URL cannot be followed",
+        )
+        .into_response(),
+    }
+}

@@ -1,0 +1,271 @@
+//! The sandbox upstream: a simulator of Neonomics and of the banks' own NextGenPSD2 APIs, with
+//! fault injection for every cause in the outage runbook. Tests, the demo and the benchmarks
+//! run bankgate against it over real HTTP.
+//!
+//! Three listeners:
+//! - control (`port`): `/sandbox/faults`, `/sandbox/ledger`, consents, webhooks, and the SCA
+//!   pages a user's browser is sent to (`/sandbox/sca/{id}` approves, as BankID would);
+//! - Neonomics (`port + 1`): OAuth2 token, `/ics/v3/…`;
+//! - the banks' PSD2 APIs (`port + 2`): `/{bank}/v1/…`, one base path per bank.
+//!
+//! Each provider has its own listener so that a `refuse` fault can close it for real.
+
+mod accounts;
+mod control;
+pub mod faults;
+mod listener;
+mod neonomics;
+mod psd2;
+mod rate_limit;
+pub mod webhooks;
+pub mod world;
+
+pub use accounts::{iban_from_bban, is_valid_bban, is_valid_iban};
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bankgate_actors::{BankId, ProviderId};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use warp::Filter;
+
+use self::faults::{FaultKind, FaultStore, Injected, Target};
+use self::rate_limit::ProviderLimit;
+use self::webhooks::Webhooks;
+use self::world::World;
+use crate::http::{ServeOptions, bind, serve};
+use crate::settings::SandboxSettings;
+
+/// Where the sandbox listens and how its providers behave.
+#[derive(Debug, Clone)]
+pub struct SandboxOptions {
+    pub ip: IpAddr,
+    /// Port of the control listener; 0 picks free ports for all three listeners.
+    pub port: u16,
+    pub rate_limit_per_s: u32,
+    pub consent_ttl: Duration,
+    pub access_token_ttl: Duration,
+    pub max_hang: Duration,
+    pub seed: u64,
+    pub neonomics_client_id: String,
+    pub neonomics_client_secret: String,
+}
+
+impl SandboxOptions {
+    pub fn from_settings(settings: &SandboxSettings) -> SandboxOptions {
+        use secrecy::ExposeSecret;
+        SandboxOptions {
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: settings.port,
+            rate_limit_per_s: settings.rate_limit_per_s,
+            consent_ttl: settings.consent_ttl,
+            access_token_ttl: settings.access_token_ttl,
+            max_hang: settings.max_hang,
+            seed: settings.seed,
+            neonomics_client_id: settings.neonomics_client_id.clone(),
+            neonomics_client_secret: settings.neonomics_client_secret.expose_secret().to_owned(),
+        }
+    }
+}
+
+/// Shared by every sandbox handler.
+pub(crate) struct SandboxState {
+    pub world: Mutex<World>,
+    pub faults: Arc<FaultStore>,
+    pub neonomics: Mutex<neonomics::Book>,
+    neonomics_limit: ProviderLimit,
+    psd2_limit: ProviderLimit,
+    pub webhooks: Webhooks,
+    pub http: reqwest::Client,
+    pub options: SandboxOptions,
+    /// Base URL of the control listener, for SCA links.
+    pub control_url: String,
+}
+
+impl SandboxState {
+    fn limit(&self, provider: ProviderId) -> &ProviderLimit {
+        match provider {
+            ProviderId::Neonomics => &self.neonomics_limit,
+            ProviderId::Psd2 => &self.psd2_limit,
+        }
+    }
+
+    /// Applies the active faults to a request: waits out latency, hangs on a timeout fault
+    /// (until the fault is removed or `max_hang` passes) and returns the failure to render.
+    pub async fn gate(&self, target: Target) -> Option<Injected> {
+        let decision = self.faults.decide(target);
+        if !decision.delay.is_zero() {
+            tokio::time::sleep(decision.delay).await;
+        }
+        let failure = decision.failure?;
+        if failure.kind == FaultKind::Timeout {
+            let deadline = tokio::time::Instant::now() + self.options.max_hang;
+            let mut changes = self.faults.subscribe();
+            while self.faults.is_active(failure.fault_id) && tokio::time::Instant::now() < deadline
+            {
+                tokio::select! {
+                    () = self.faults.changed(&mut changes) => {}
+                    () = tokio::time::sleep_until(deadline) => {}
+                }
+            }
+        }
+        Some(failure)
+    }
+
+    pub fn sca_url(&self, sca_id: &str) -> String {
+        format!("{}/sandbox/sca/{sca_id}", self.control_url)
+    }
+}
+
+/// A running sandbox. Dropping it without `shutdown` leaves its tasks to the runtime.
+pub struct Sandbox {
+    control: SocketAddr,
+    neonomics: SocketAddr,
+    psd2: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the sandbox: {0}")]
+pub struct SandboxError(#[from] std::io::Error);
+
+impl Sandbox {
+    /// Binds the three listeners and starts serving.
+    pub async fn start(options: SandboxOptions) -> Result<Sandbox, SandboxError> {
+        let port_after = |offset: u16| {
+            if options.port == 0 {
+                0
+            } else {
+                options.port + offset
+            }
+        };
+        let control_listener = bind(SocketAddr::new(options.ip, options.port)).await?;
+        let neonomics_listener = bind(SocketAddr::new(options.ip, port_after(1))).await?;
+        let psd2_listener = bind(SocketAddr::new(options.ip, port_after(2))).await?;
+        let control = control_listener.local_addr()?;
+        let neonomics_addr = neonomics_listener.local_addr()?;
+        let psd2_addr = psd2_listener.local_addr()?;
+
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let state = Arc::new(SandboxState {
+            world: Mutex::new(World::new(options.seed, options.consent_ttl)),
+            faults: Arc::new(FaultStore::default()),
+            neonomics: Mutex::new(neonomics::Book::default()),
+            neonomics_limit: ProviderLimit::per_second(options.rate_limit_per_s),
+            psd2_limit: ProviderLimit::per_second(options.rate_limit_per_s),
+            webhooks: Webhooks::default(),
+            http,
+            control_url: format!("http://{control}"),
+            options,
+        });
+
+        let (shutdown, stopped) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let control_routes =
+            control::routes(state.clone()).with(warp::log("bankgate::sandbox::control"));
+        let control_stop = wait_for(stopped.clone());
+        let control_options = ServeOptions {
+            header_read_timeout: Duration::from_secs(10),
+            drain: Duration::from_secs(1),
+        };
+        tasks.spawn(serve(
+            control_listener,
+            control_routes,
+            control_options,
+            control_stop,
+        ));
+        tasks.spawn(listener::run(
+            ProviderId::Neonomics,
+            neonomics_listener,
+            neonomics::routes(state.clone()),
+            state.faults.clone(),
+            stopped.clone(),
+        ));
+        tasks.spawn(listener::run(
+            ProviderId::Psd2,
+            psd2_listener,
+            psd2::routes(state.clone()),
+            state.faults.clone(),
+            stopped,
+        ));
+        Ok(Sandbox {
+            control,
+            neonomics: neonomics_addr,
+            psd2: psd2_addr,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Base URL of the control API and SCA pages.
+    pub fn control_url(&self) -> String {
+        format!("http://{}", self.control)
+    }
+
+    /// Base URL of the simulated Neonomics.
+    pub fn neonomics_url(&self) -> String {
+        format!("http://{}", self.neonomics)
+    }
+
+    /// Base URL of `bank`'s simulated NextGenPSD2 API (before `/consents`, `/accounts`, …).
+    pub fn psd2_url(&self, bank: BankId) -> String {
+        format!("http://{}/{bank}/v1", self.psd2)
+    }
+
+    pub fn neonomics_addr(&self) -> SocketAddr {
+        self.neonomics
+    }
+
+    pub fn psd2_addr(&self) -> SocketAddr {
+        self.psd2
+    }
+
+    /// Stops every listener and waits for them to close.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+async fn wait_for(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
+}
+
+/// Reads `name` from `headers` as text.
+pub(crate) fn header<'a>(headers: &'a warp::http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+/// Returns whether `url` is an absolute http(s) URL a browser can be redirected to.
+pub(crate) fn is_redirect_url(url: &str) -> bool {
+    reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+}
+
+/// An account as both providers' payment bodies name it: `{"iban": …}` or `{"bban": …}`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AccountRef {
+    iban: Option<String>,
+    bban: Option<String>,
+}
+
+impl AccountRef {
+    /// Returns the account number when exactly one valid IBAN or Norwegian BBAN is given.
+    pub fn number(&self) -> Option<String> {
+        match (&self.iban, &self.bban) {
+            (Some(iban), None) if is_valid_iban(iban) => Some(iban.clone()),
+            (None, Some(bban)) if is_valid_bban(bban) => Some(bban.clone()),
+            _ => None,
+        }
+    }
+}

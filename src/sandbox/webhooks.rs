@@ -1,0 +1,147 @@
+//! Signed webhook pushes of payment status changes, as the providers send them.
+//!
+//! The receiver registers a URL and a secret per provider (`PUT /sandbox/webhooks/{provider}`).
+//! Each event is POSTed as JSON with `x-webhook-id`, `x-webhook-timestamp` (Unix seconds) and
+//! `x-webhook-signature: v1=<hex HMAC-SHA256 of "{timestamp}.{body}">`, and retried with
+//! back-off until the receiver answers 2xx.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bankgate_actors::ProviderId;
+use serde::{Deserialize, Serialize};
+use tracing::{debug, warn};
+
+use super::world::Payment;
+
+const ATTEMPTS: u32 = 6;
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookTarget {
+    pub url: String,
+    #[serde(skip_serializing)]
+    pub secret: String,
+}
+
+/// The event body a provider pushes when a payment's status changes.
+#[derive(Debug, Clone, Serialize)]
+pub struct PaymentEvent {
+    pub event_id: String,
+    pub event_type: &'static str,
+    pub provider: ProviderId,
+    pub bank: bankgate_actors::BankId,
+    pub payment_id: String,
+    pub end_to_end_id: Option<String>,
+    pub status: super::world::TransactionStatus,
+    pub reason: Option<String>,
+    pub occurred_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Default)]
+pub struct Webhooks {
+    targets: Mutex<HashMap<ProviderId, WebhookTarget>>,
+}
+
+/// Returns the signature header value for `body` sent at `timestamp`.
+pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret);
+    let mut context = aws_lc_rs::hmac::Context::with_key(&key);
+    context.update(timestamp.to_string().as_bytes());
+    context.update(b".");
+    context.update(body);
+    let tag = context.sign();
+    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("v1={hex}")
+}
+
+impl Webhooks {
+    pub fn register(&self, provider: ProviderId, target: WebhookTarget) {
+        self.targets
+            .lock()
+            .expect("webhooks")
+            .insert(provider, target);
+    }
+
+    pub fn unregister(&self, provider: ProviderId) -> bool {
+        self.targets
+            .lock()
+            .expect("webhooks")
+            .remove(&provider)
+            .is_some()
+    }
+
+    /// Pushes the payment's new status to the provider's registered receiver, if any, in
+    /// the background.
+    pub fn payment_changed(&self, http: &reqwest::Client, payment: &Payment) {
+        let Some(target) = self
+            .targets
+            .lock()
+            .expect("webhooks")
+            .get(&payment.provider)
+            .cloned()
+        else {
+            return;
+        };
+        let event = PaymentEvent {
+            event_id: uuid::Uuid::new_v4().to_string(),
+            event_type: "payment.status_changed",
+            provider: payment.provider,
+            bank: payment.bank,
+            payment_id: payment.payment_id.clone(),
+            end_to_end_id: payment.end_to_end_id.clone(),
+            status: payment.status,
+            reason: payment.reject_reason.clone(),
+            occurred_at: payment.updated_at,
+        };
+        let http = http.clone();
+        tokio::spawn(deliver(http, target, event));
+    }
+}
+
+async fn deliver(http: reqwest::Client, target: WebhookTarget, event: PaymentEvent) {
+    let body = serde_json::to_vec(&event).expect("event serializes");
+    let mut backoff = FIRST_BACKOFF;
+    for attempt in 1..=ATTEMPTS {
+        let timestamp = chrono::Utc::now().timestamp();
+        let result = http
+            .post(&target.url)
+            .header("content-type", "application/json")
+            .header("x-webhook-id", &event.event_id)
+            .header("x-webhook-timestamp", timestamp.to_string())
+            .header(
+                "x-webhook-signature",
+                sign(target.secret.as_bytes(), timestamp, &body),
+            )
+            .body(body.clone())
+            .send()
+            .await;
+        match result {
+            Ok(response) if response.status().is_success() => {
+                debug!(event_id = %event.event_id, attempt, "webhook delivered");
+                return;
+            }
+            Ok(response) => debug!(status = %response.status(), attempt, "webhook refused"),
+            Err(error) => debug!(error = %error, attempt, "webhook delivery failed"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff *= 2;
+    }
+    warn!(event_id = %event.event_id, "webhook given up after {ATTEMPTS} attempts");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_is_hmac_sha256_of_timestamp_and_body() {
+        // Computed independently: printf '1700000000.{}' | openssl dgst -sha256 -hmac secret
+        assert_eq!(
+            sign(b"secret", 1_700_000_000, b"{}"),
+            "v1=b8569b78799ff9e3cbff0fc2d63a33a2b57f3282abd07c37ae5e8e7d79a5f163"
+        );
+    }
+}
