@@ -14,8 +14,8 @@ use crate::http::request_id::{RequestId, request_id, tag};
 pub fn routes(
     _state: AppState,
 ) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
-    let health = warp::get()
-        .and(warp::path!("healthz"))
+    let health = warp::path!("healthz")
+        .and(warp::get())
         .map(|| warp::reply::json(&json!({"status": "ok"})).into_response());
     let api = health.recover(recover).unify();
     request_id()

@@ -25,11 +25,11 @@ pub fn routes(
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     let with_state = warp::any().map(move || state.clone());
 
-    let health = warp::get()
-        .and(warp::path!("sandbox" / "health"))
+    let health = warp::path!("sandbox" / "health")
+        .and(warp::get())
         .map(|| warp::reply::json(&json!({"status": "ok"})).into_response());
-    let add_fault = warp::post()
-        .and(warp::path!("sandbox" / "faults"))
+    let add_fault = warp::path!("sandbox" / "faults")
+        .and(warp::post())
         .and(with_state.clone())
         .and(json_body())
         .map(
@@ -41,21 +41,21 @@ pub fn routes(
                 Err(error) => error.into_response(),
             },
         );
-    let list_faults = warp::get()
-        .and(warp::path!("sandbox" / "faults"))
+    let list_faults = warp::path!("sandbox" / "faults")
+        .and(warp::get())
         .and(with_state.clone())
         .map(|state: Arc<SandboxState>| {
             warp::reply::json(&json!({"faults": state.faults.list()})).into_response()
         });
-    let clear_faults = warp::delete()
-        .and(warp::path!("sandbox" / "faults"))
+    let clear_faults = warp::path!("sandbox" / "faults")
+        .and(warp::delete())
         .and(with_state.clone())
         .map(|state: Arc<SandboxState>| {
             state.faults.clear();
             no_content()
         });
-    let remove_fault = warp::delete()
-        .and(warp::path!("sandbox" / "faults" / u64))
+    let remove_fault = warp::path!("sandbox" / "faults" / u64)
+        .and(warp::delete())
         .and(with_state.clone())
         .map(|id: u64, state: Arc<SandboxState>| {
             if state.faults.remove(id) {
@@ -64,13 +64,13 @@ pub fn routes(
                 ApiError::not_found(format!("no fault {id}")).into_response()
             }
         });
-    let ledger = warp::get()
-        .and(warp::path!("sandbox" / "ledger"))
+    let ledger = warp::path!("sandbox" / "ledger")
+        .and(warp::get())
         .and(with_state.clone())
         .and(warp::query::<LedgerQuery>())
         .map(ledger);
-    let accounts = warp::get()
-        .and(warp::path!("sandbox" / "accounts"))
+    let accounts = warp::path!("sandbox" / "accounts")
+        .and(warp::get())
         .and(with_state.clone())
         .and(warp::query::<AccountsQuery>())
         .map(|state: Arc<SandboxState>, query: AccountsQuery| {
@@ -84,20 +84,20 @@ pub fn routes(
                 .accounts_of(query.bank, &psu);
             warp::reply::json(&json!({"accounts": accounts})).into_response()
         });
-    let sca = warp::get()
-        .and(warp::path!("sandbox" / "sca" / String))
+    let sca = warp::path!("sandbox" / "sca" / String)
+        .and(warp::get())
         .and(with_state.clone())
         .and(warp::query::<ScaQuery>())
         .map(sca);
-    let consents = warp::get()
-        .and(warp::path!("sandbox" / "consents"))
+    let consents = warp::path!("sandbox" / "consents")
+        .and(warp::get())
         .and(with_state.clone())
         .map(|state: Arc<SandboxState>| {
             let world = state.world.lock().expect("world");
             warp::reply::json(&json!({"consents": world.consents()})).into_response()
         });
-    let expire_consent = warp::post()
-        .and(warp::path!("sandbox" / "consents" / String / "expire"))
+    let expire_consent = warp::path!("sandbox" / "consents" / String / "expire")
+        .and(warp::post())
         .and(with_state.clone())
         .map(|id: String, state: Arc<SandboxState>| {
             match state.world.lock().expect("world").expire_consent(&id) {
@@ -105,8 +105,8 @@ pub fn routes(
                 None => ApiError::not_found(format!("no consent {id}")).into_response(),
             }
         });
-    let register_webhook = warp::put()
-        .and(warp::path!("sandbox" / "webhooks" / ProviderId))
+    let register_webhook = warp::path!("sandbox" / "webhooks" / ProviderId)
+        .and(warp::put())
         .and(with_state.clone())
         .and(json_body())
         .map(
@@ -123,8 +123,8 @@ pub fn routes(
                 no_content()
             },
         );
-    let unregister_webhook = warp::delete()
-        .and(warp::path!("sandbox" / "webhooks" / ProviderId))
+    let unregister_webhook = warp::path!("sandbox" / "webhooks" / ProviderId)
+        .and(warp::delete())
         .and(with_state)
         .map(|provider: ProviderId, state: Arc<SandboxState>| {
             if state.webhooks.unregister(provider) {

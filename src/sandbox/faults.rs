@@ -178,6 +178,8 @@ pub struct Injected {
     pub fault_id: u64,
     pub kind: FaultKind,
     pub retry_after_s: u64,
+    /// Whether the fault names a bank (the bank fails) or not (the provider itself fails).
+    pub bank_scoped: bool,
 }
 
 /// What to do to one request.
@@ -322,6 +324,7 @@ impl FaultStore {
                     fault_id: fault.id,
                     kind: fault.kind,
                     retry_after_s: fault.retry_after_s.unwrap_or(1),
+                    bank_scoped: fault.bank.is_some(),
                 });
             }
         }

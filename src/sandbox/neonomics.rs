@@ -83,15 +83,16 @@ fn consent_required(session_id: &str) -> Response {
     .into_response()
 }
 
-/// Renders an injected fault as Neonomics would answer.
-fn injected(failure: Injected, target: Target, session_id: Option<&str>) -> Response {
-    let source = if target.bank.is_some() {
+/// Renders an injected fault as Neonomics would answer: a fault naming a bank is the bank's
+/// failure (530, source BANK), one without is Neonomics' own (520, source NEONOMICS).
+fn injected(failure: Injected, session_id: Option<&str>) -> Response {
+    let source = if failure.bank_scoped {
         "BANK"
     } else {
         "NEONOMICS"
     };
     match failure.kind {
-        FaultKind::Error if target.bank.is_some() => error(
+        FaultKind::Error if failure.bank_scoped => error(
             530,
             "5300",
             "The bank returned an unexpected error",
@@ -126,7 +127,7 @@ fn injected(failure: Injected, target: Target, session_id: Option<&str>) -> Resp
             );
             response
         }
-        FaultKind::Unauthorized if target.bank.is_some() => error(
+        FaultKind::Unauthorized if failure.bank_scoped => error(
             403,
             "1403",
             "Access to this bank is revoked for the client",
@@ -162,56 +163,55 @@ pub fn routes(
     let headers = warp::header::headers_cloned();
     let body = warp::body::content_length_limit(BODY_LIMIT).and(warp::body::bytes());
 
-    let token = warp::post()
-        .and(warp::path!(
-            "auth" / "realms" / "sandbox" / "protocol" / "openid-connect" / "token"
-        ))
-        .and(with_state.clone())
-        .and(body)
-        .then(token);
-    let health = warp::get()
-        .and(warp::path!("health"))
+    let token =
+        warp::path!("auth" / "realms" / "sandbox" / "protocol" / "openid-connect" / "token")
+            .and(warp::post())
+            .and(with_state.clone())
+            .and(body)
+            .then(token);
+    let health = warp::path!("health")
+        .and(warp::get())
         .and(with_state.clone())
         .then(health);
-    let banks = warp::get()
-        .and(warp::path!("ics" / "v3" / "banks"))
+    let banks = warp::path!("ics" / "v3" / "banks")
+        .and(warp::get())
         .and(with_state.clone())
         .and(headers)
         .then(banks);
-    let session = warp::post()
-        .and(warp::path!("ics" / "v3" / "session"))
+    let session = warp::path!("ics" / "v3" / "session")
+        .and(warp::post())
         .and(with_state.clone())
         .and(headers)
         .and(body)
         .then(create_session);
-    let consent = warp::get()
-        .and(warp::path!("ics" / "v3" / "consent" / String))
+    let consent = warp::path!("ics" / "v3" / "consent" / String)
+        .and(warp::get())
         .and(with_state.clone())
         .and(headers)
         .then(consent);
-    let accounts = warp::get()
-        .and(warp::path!("ics" / "v3" / "accounts"))
+    let accounts = warp::path!("ics" / "v3" / "accounts")
+        .and(warp::get())
         .and(with_state.clone())
         .and(headers)
         .then(|state, headers| account_read(state, headers, None, false));
-    let account = warp::get()
-        .and(warp::path!("ics" / "v3" / "accounts" / String))
+    let account = warp::path!("ics" / "v3" / "accounts" / String)
+        .and(warp::get())
         .and(with_state.clone())
         .and(headers)
         .then(|id, state, headers| account_read(state, headers, Some(id), false));
-    let balances = warp::get()
-        .and(warp::path!("ics" / "v3" / "accounts" / String / "balances"))
+    let balances = warp::path!("ics" / "v3" / "accounts" / String / "balances")
+        .and(warp::get())
         .and(with_state.clone())
         .and(headers)
         .then(|id, state, headers| account_read(state, headers, Some(id), true));
-    let initiate = warp::post()
-        .and(warp::path!("ics" / "v3" / "payments" / String))
+    let initiate = warp::path!("ics" / "v3" / "payments" / String)
+        .and(warp::post())
         .and(with_state.clone())
         .and(headers)
         .and(body)
         .then(initiate_payment);
-    let payment = warp::get()
-        .and(warp::path!("ics" / "v3" / "payments" / String / String))
+    let payment = warp::path!("ics" / "v3" / "payments" / String / String)
+        .and(warp::get())
         .and(with_state)
         .and(headers)
         .then(payment_status);
@@ -323,7 +323,7 @@ async fn token(state: Arc<SandboxState>, body: Bytes) -> Response {
                 "unauthorized_client",
                 "Invalid client or Invalid client credentials",
             ),
-            _ => injected(failure, provider_target(), None),
+            _ => injected(failure, None),
         };
     }
     let Ok(form) = serde_urlencoded::from_bytes::<TokenForm>(&body) else {
@@ -371,14 +371,14 @@ async fn token(state: Arc<SandboxState>, body: Bytes) -> Response {
 
 async fn health(state: Arc<SandboxState>) -> Response {
     match state.gate(provider_target()).await {
-        Some(failure) => injected(failure, provider_target(), None),
+        Some(failure) => injected(failure, None),
         None => warp::reply::json(&json!({"status": "UP"})).into_response(),
     }
 }
 
 async fn banks(state: Arc<SandboxState>, headers: HeaderMap) -> Response {
     if let Some(failure) = state.gate(provider_target()).await {
-        return injected(failure, provider_target(), None);
+        return injected(failure, None);
     }
     if let Err(response) = authenticate(&state, &headers) {
         return response;
@@ -423,7 +423,7 @@ async fn create_session(state: Arc<SandboxState>, headers: HeaderMap, body: Byte
         ..provider_target()
     };
     if let Some(failure) = state.gate(target).await {
-        return injected(failure, target, None);
+        return injected(failure, None);
     }
     if let Err(response) = authenticate(&state, &headers) {
         return response;
@@ -463,7 +463,7 @@ async fn consent(session_id: String, state: Arc<SandboxState>, headers: HeaderMa
         uses_consent: false,
     };
     if let Some(failure) = state.gate(target).await {
-        return injected(failure, target, Some(&session_id));
+        return injected(failure, Some(&session_id));
     }
     if let Err(response) = authenticate(&state, &headers) {
         return response;
@@ -525,7 +525,7 @@ async fn account_read(
         uses_consent: true,
     };
     if let Some(failure) = state.gate(target).await {
-        return injected(failure, target, session_id.as_deref());
+        return injected(failure, session_id.as_deref());
     }
     if let Err(response) = authenticate(&state, &headers) {
         return response;
@@ -605,7 +605,7 @@ async fn initiate_payment(
         uses_consent: false,
     };
     if let Some(failure) = state.gate(target).await {
-        return injected(failure, target, session_id.as_deref());
+        return injected(failure, session_id.as_deref());
     }
     if let Err(response) = authenticate(&state, &headers) {
         return response;
@@ -704,7 +704,7 @@ async fn payment_status(
         uses_consent: false,
     };
     if let Some(failure) = state.gate(target).await {
-        return injected(failure, target, session_id.as_deref());
+        return injected(failure, session_id.as_deref());
     }
     if let Err(response) = authenticate(&state, &headers) {
         return response;

@@ -189,9 +189,9 @@ pub fn routes(
     };
     let body = warp::body::content_length_limit(BODY_LIMIT).and(warp::body::bytes());
 
-    let create_consent = warp::post()
-        .and(call())
+    let create_consent = call()
         .and(warp::path!("consents"))
+        .and(warp::post())
         .and(with_state.clone())
         .and(body)
         .then(|call, state, body: Bytes| {
@@ -199,27 +199,27 @@ pub fn routes(
                 create_consent(state, call, &body)
             })
         });
-    let consent = warp::get()
-        .and(call())
+    let consent = call()
         .and(warp::path!("consents" / String))
+        .and(warp::get())
         .and(with_state.clone())
         .then(|call, id: String, state| {
             handle(state, call, Service::Aisp, false, move |state, _| {
                 consent_view(state, &id, false)
             })
         });
-    let consent_status = warp::get()
-        .and(call())
+    let consent_status = call()
         .and(warp::path!("consents" / String / "status"))
+        .and(warp::get())
         .and(with_state.clone())
         .then(|call, id: String, state| {
             handle(state, call, Service::Aisp, false, move |state, _| {
                 consent_view(state, &id, true)
             })
         });
-    let delete_consent = warp::delete()
-        .and(call())
+    let delete_consent = call()
         .and(warp::path!("consents" / String))
+        .and(warp::delete())
         .and(with_state.clone())
         .then(|call, id: String, state| {
             handle(
@@ -233,36 +233,36 @@ pub fn routes(
                 },
             )
         });
-    let accounts = warp::get()
-        .and(call())
+    let accounts = call()
         .and(warp::path!("accounts"))
+        .and(warp::get())
         .and(with_state.clone())
         .then(|call, state| {
             handle(state, call, Service::Aisp, true, |state, call| {
                 account_read(state, call, None, false)
             })
         });
-    let account = warp::get()
-        .and(call())
+    let account = call()
         .and(warp::path!("accounts" / String))
+        .and(warp::get())
         .and(with_state.clone())
         .then(|call, id: String, state| {
             handle(state, call, Service::Aisp, true, move |state, call| {
                 account_read(state, call, Some(&id), false)
             })
         });
-    let balances = warp::get()
-        .and(call())
+    let balances = call()
         .and(warp::path!("accounts" / String / "balances"))
+        .and(warp::get())
         .and(with_state.clone())
         .then(|call, id: String, state| {
             handle(state, call, Service::Aisp, true, move |state, call| {
                 account_read(state, call, Some(&id), true)
             })
         });
-    let initiate = warp::post()
-        .and(call())
+    let initiate = call()
         .and(warp::path!("payments" / String))
+        .and(warp::post())
         .and(with_state.clone())
         .and(body)
         .then(|call, product: String, state, body: Bytes| {
@@ -270,18 +270,18 @@ pub fn routes(
                 initiate_payment(state, call, product, &body)
             })
         });
-    let payment = warp::get()
-        .and(call())
+    let payment = call()
         .and(warp::path!("payments" / String / String))
+        .and(warp::get())
         .and(with_state.clone())
         .then(|call, product: String, id: String, state| {
             handle(state, call, Service::Pisp, false, move |state, call| {
                 payment_view(state, call, &product, &id, false)
             })
         });
-    let payment_status = warp::get()
-        .and(call())
+    let payment_status = call()
         .and(warp::path!("payments" / String / String / "status"))
+        .and(warp::get())
         .and(with_state)
         .then(|call, product: String, id: String, state| {
             handle(state, call, Service::Pisp, false, move |state, call| {

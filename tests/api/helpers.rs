@@ -1,0 +1,334 @@
+//! The test harness: a throwaway PostgreSQL per test binary (or the server named by
+//! `BANKGATE_TEST_DATABASE_URL`) with a fresh database per test, the sandbox on port 0, and
+//! the gateway wired to both.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bankgate::gateway::Gateway;
+use bankgate::postgres::PrivateCluster;
+use bankgate::sandbox::{Sandbox, SandboxOptions};
+use bankgate::settings::Settings;
+use bankgate_actors::BankId;
+use serde_json::Value;
+use tokio::sync::OnceCell;
+use tokio_postgres::NoTls;
+
+/// The cluster shared by every test in this binary. It is never dropped: when the test
+/// process exits, the cluster's watchdog sees its stdin close and stops PostgreSQL.
+static CLUSTER: OnceCell<PrivateCluster> = OnceCell::const_new();
+
+/// Returns the URL of a new, empty database.
+pub async fn fresh_database() -> String {
+    let name = format!("bankgate_test_{}", uuid::Uuid::new_v4().simple());
+    if let Ok(server) = std::env::var("BANKGATE_TEST_DATABASE_URL") {
+        let (client, connection) = tokio_postgres::connect(&server, NoTls)
+            .await
+            .expect("test server");
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create database");
+        let mut config: tokio_postgres::Config = server.parse().expect("valid URL");
+        config.dbname(&name);
+        return database_url(&config);
+    }
+    let cluster = CLUSTER
+        .get_or_init(|| async {
+            PrivateCluster::start_temporary()
+                .await
+                .expect("start PostgreSQL")
+        })
+        .await;
+    cluster
+        .ensure_database(&name)
+        .await
+        .expect("create database")
+}
+
+/// Rebuilds a URL from a parsed config (tokio-postgres cannot print one).
+fn database_url(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        _ => "127.0.0.1".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let user = config.get_user().unwrap_or("postgres");
+    let password = config
+        .get_password()
+        .map(|p| format!(":{}", String::from_utf8_lossy(p)))
+        .unwrap_or_default();
+    let db = config.get_dbname().unwrap_or("postgres");
+    format!("postgres://{user}{password}@{host}:{port}/{db}")
+}
+
+/// Settings as the gateway gets them in tests: defaults with every listener on port 0.
+pub fn test_settings(overrides: &[(&str, &str)]) -> Settings {
+    let mut env: HashMap<String, String> = HashMap::from([
+        ("BANKGATE__HTTP__CLIENT_ADDR".into(), "127.0.0.1:0".into()),
+        ("BANKGATE__HTTP__OPS_ADDR".into(), "127.0.0.1:0".into()),
+        ("BANKGATE__SANDBOX__PORT".into(), "0".into()),
+        ("BANKGATE__HTTP__SHUTDOWN_GRACE".into(), "1s".into()),
+    ]);
+    for (key, value) in overrides {
+        env.insert((*key).to_owned(), (*value).to_owned());
+    }
+    Settings::load(None, &env).expect("test settings are valid")
+}
+
+/// Sandbox options for tests: ephemeral ports and a rate limit tests never reach.
+pub fn sandbox_options() -> SandboxOptions {
+    let mut options = SandboxOptions::from_settings(&test_settings(&[]).sandbox);
+    options.rate_limit_per_s = 10_000;
+    options.max_hang = Duration::from_secs(30);
+    options
+}
+
+/// A running sandbox and a client for it.
+pub struct TestSandbox {
+    pub sandbox: Sandbox,
+    pub http: reqwest::Client,
+}
+
+pub async fn spawn_sandbox() -> TestSandbox {
+    spawn_sandbox_with(sandbox_options()).await
+}
+
+pub async fn spawn_sandbox_with(options: SandboxOptions) -> TestSandbox {
+    let sandbox = Sandbox::start(options).await.expect("sandbox starts");
+    TestSandbox {
+        sandbox,
+        http: client(),
+    }
+}
+
+/// A client that does not follow redirects (SCA redirects are asserted, not followed).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client")
+}
+
+impl TestSandbox {
+    pub fn control(&self, path: &str) -> String {
+        format!("{}{path}", self.sandbox.control_url())
+    }
+
+    pub fn neonomics(&self, path: &str) -> String {
+        format!("{}{path}", self.sandbox.neonomics_url())
+    }
+
+    pub fn psd2(&self, bank: BankId, path: &str) -> String {
+        format!("{}{path}", self.sandbox.psd2_url(bank))
+    }
+
+    /// Adds a fault and returns its id.
+    pub async fn add_fault(&self, fault: Value) -> u64 {
+        let response = self
+            .http
+            .post(self.control("/sandbox/faults"))
+            .json(&fault)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "fault {fault} accepted");
+        response.json::<Value>().await.unwrap()["id"]
+            .as_u64()
+            .unwrap()
+    }
+
+    pub async fn remove_fault(&self, id: u64) {
+        let url = self.control(&format!("/sandbox/faults/{id}"));
+        let response = self.http.delete(url).send().await.unwrap();
+        assert_eq!(response.status(), 204);
+    }
+
+    pub async fn ledger(&self, query: &str) -> Vec<Value> {
+        let url = self.control(&format!("/sandbox/ledger{query}"));
+        let body: Value = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["entries"].as_array().unwrap().clone()
+    }
+
+    /// Follows an SCA link as the user's browser would, returning where it is sent next.
+    pub async fn complete_sca(&self, sca_url: &str) -> String {
+        let response = self.http.get(sca_url).send().await.unwrap();
+        assert_eq!(response.status(), 302, "SCA redirects back");
+        response.headers()["location"].to_str().unwrap().to_owned()
+    }
+
+    /// A PSD2 request with a fresh X-Request-ID.
+    pub fn psd2_request(
+        &self,
+        method: reqwest::Method,
+        bank: BankId,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, self.psd2(bank, path))
+            .header("x-request-id", uuid::Uuid::new_v4().to_string())
+    }
+
+    /// Creates and approves a PSD2 consent for `psu` at `bank`; returns the consent id.
+    pub async fn psd2_consent(&self, bank: BankId, psu: &str) -> String {
+        let response = self
+            .psd2_request(reqwest::Method::POST, bank, "/consents")
+            .header("tpp-redirect-uri", "https://drop.example/consent-done")
+            .header("psu-id", psu)
+            .json(&consent_body(4))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let body: Value = response.json().await.unwrap();
+        self.complete_sca(body["_links"]["scaRedirect"]["href"].as_str().unwrap())
+            .await;
+        body["consentId"].as_str().unwrap().to_owned()
+    }
+
+    /// Gets a Neonomics access token.
+    pub async fn neonomics_token(&self) -> String {
+        let response = self
+            .http
+            .post(self.neonomics("/auth/realms/sandbox/protocol/openid-connect/token"))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "bankgate-sandbox"),
+                ("client_secret", "sandbox-client-secret"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// A Neonomics API request with the token and device headers.
+    pub fn neonomics_request(
+        &self,
+        method: reqwest::Method,
+        token: &str,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, self.neonomics(path))
+            .bearer_auth(token)
+            .header("x-device-id", "test-device")
+    }
+
+    /// Opens a Neonomics session at `bank` for `psu` and approves its consent.
+    pub async fn neonomics_session(&self, token: &str, bank: BankId, psu: &str) -> String {
+        let response = self
+            .neonomics_request(reqwest::Method::POST, token, "/ics/v3/session")
+            .header("x-psu-id", psu)
+            .json(&serde_json::json!({"bankId": bank.bic()}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let session: Value = response.json().await.unwrap();
+        let session_id = session["sessionId"].as_str().unwrap().to_owned();
+        let response = self
+            .neonomics_request(
+                reqwest::Method::GET,
+                token,
+                &format!("/ics/v3/consent/{session_id}"),
+            )
+            .header("x-redirect-url", "https://drop.example/consent-done")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let consent: Value = response.json().await.unwrap();
+        self.complete_sca(consent["links"][0]["href"].as_str().unwrap())
+            .await;
+        session_id
+    }
+}
+
+/// A NextGenPSD2 consent body for all accounts with `frequency` unattended reads a day.
+pub fn consent_body(frequency: u32) -> Value {
+    let valid_until = (chrono::Utc::now() + chrono::Duration::days(30)).date_naive();
+    serde_json::json!({
+        "access": {"allPsd2": "allAccounts"},
+        "recurringIndicator": true,
+        "validUntil": valid_until,
+        "frequencyPerDay": frequency,
+        "combinedServiceIndicator": false,
+    })
+}
+
+/// A running gateway on a fresh database, with the sandbox it talks to.
+pub struct TestApp {
+    pub gateway: Gateway,
+    /// The upstream the gateway is wired to; dropping it would stop it.
+    _sandbox: TestSandbox,
+    pub http: reqwest::Client,
+}
+
+pub async fn spawn_app() -> TestApp {
+    let sandbox = spawn_sandbox().await;
+    let database_url = fresh_database().await;
+    let mut settings = test_settings(&[]);
+    settings.providers.neonomics.base_url = sandbox.sandbox.neonomics_url();
+    for bank in BankId::ALL {
+        settings
+            .providers
+            .psd2
+            .bank_urls
+            .insert(bank, sandbox.sandbox.psd2_url(bank));
+    }
+    let db = &settings.database;
+    let pool = bankgate::postgres::pool(&database_url, 4, db.connect_timeout).expect("pool");
+    bankgate::postgres::migrate(&pool)
+        .await
+        .expect("migrations apply");
+    let gateway = Gateway::start(&settings, pool)
+        .await
+        .expect("gateway starts");
+    TestApp {
+        gateway,
+        _sandbox: sandbox,
+        http: client(),
+    }
+}
+
+impl TestApp {
+    pub fn client_url(&self, path: &str) -> String {
+        format!("{}{path}", self.gateway.client_url())
+    }
+
+    pub fn ops_url(&self, path: &str) -> String {
+        format!("{}{path}", self.gateway.ops_url())
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, failing after `deadline`.
+pub async fn eventually<T, F, Fut>(deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = tokio::time::Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "condition not met within {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,11 @@
+//! bankgate's integration tests: one binary (one link, one PostgreSQL cluster) whose modules
+//! exercise the real pieces over real sockets.
+
+mod cli;
+mod gateway;
+mod helpers;
+mod postgres;
+mod sandbox_consent;
+mod sandbox_faults;
+mod sandbox_payments;
+mod settings;

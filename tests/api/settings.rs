@@ -1,0 +1,140 @@
+//! Settings layering and rejection, through the loader and through the binary.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::process::Command;
+
+use bankgate::settings::{Settings, SettingsError};
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn file(contents: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    file.write_all(contents.as_bytes()).unwrap();
+    file
+}
+
+#[test]
+fn defaults_load_and_point_at_loopback() {
+    let settings = Settings::load(None, &HashMap::new()).unwrap();
+    assert_eq!(settings.http.client_addr.to_string(), "127.0.0.1:8080");
+    assert_eq!(settings.http.ops_addr.to_string(), "127.0.0.1:8081");
+    assert_eq!(settings.sandbox.port, 8090);
+    assert!(settings.database.url.is_none());
+}
+
+#[test]
+fn file_overrides_defaults_and_env_overrides_the_file() {
+    let overrides =
+        file("[http]\nclient_addr = \"127.0.0.1:9000\"\nops_addr = \"127.0.0.1:9001\"\n");
+    let settings = Settings::load(Some(overrides.path()), &HashMap::new()).unwrap();
+    assert_eq!(settings.http.client_addr.port(), 9000);
+    assert_eq!(
+        settings.http.body_limit_bytes, 65536,
+        "untouched keys keep their defaults"
+    );
+
+    let vars = env(&[
+        ("BANKGATE__HTTP__CLIENT_ADDR", "127.0.0.1:9100"),
+        ("BANKGATE__SANDBOX__RATE_LIMIT_PER_S", "7"),
+        ("BANKGATE__DATABASE__URL", "postgres://u@127.0.0.1:5432/db"),
+        (
+            "BANKGATE__PROVIDERS__PSD2__BANK_URLS__DNB",
+            "http://127.0.0.1:1/dnb/v1",
+        ),
+        ("UNRELATED", "ignored"),
+    ]);
+    let settings = Settings::load(Some(overrides.path()), &vars).unwrap();
+    assert_eq!(settings.http.client_addr.port(), 9100);
+    assert_eq!(
+        settings.http.ops_addr.port(),
+        9001,
+        "the file still applies where env is silent"
+    );
+    assert_eq!(settings.sandbox.rate_limit_per_s, 7);
+    assert!(settings.database.url.is_some());
+    assert_eq!(
+        settings.providers.psd2.bank_urls[&bankgate_actors::BankId::Dnb],
+        "http://127.0.0.1:1/dnb/v1"
+    );
+}
+
+#[test]
+fn unknown_keys_fail_loudly() {
+    let typo = file("[http]\nclinet_addr = \"127.0.0.1:9000\"\n");
+    let error = Settings::load(Some(typo.path()), &HashMap::new()).unwrap_err();
+    assert!(error.to_string().contains("clinet_addr"), "{error}");
+
+    let error = Settings::load(None, &env(&[("BANKGATE__HTTP__PROT", "1")])).unwrap_err();
+    assert!(error.to_string().contains("prot"), "{error}");
+    let error = Settings::load(None, &env(&[("BANKGATE__BANKS__DNB", "x")])).unwrap_err();
+    assert!(error.to_string().contains("banks"), "{error}");
+}
+
+#[test]
+fn invalid_values_are_rejected_with_the_key() {
+    let cases = [
+        ("BANKGATE__HTTP__CLIENT_ADDR", "not-an-address"),
+        ("BANKGATE__HTTP__HEADER_READ_TIMEOUT", "soon"),
+        ("BANKGATE__AUTH__TOKEN_SECRET", "short"),
+        ("BANKGATE__DATABASE__URL", "mysql:/nope"),
+        ("BANKGATE__PROVIDERS__NEONOMICS__BASE_URL", "ftp://example"),
+        ("BANKGATE__SANDBOX__RATE_LIMIT_PER_S", "0"),
+        ("BANKGATE__TELEMETRY__LOG_FORMAT", "xml"),
+    ];
+    for (key, value) in cases {
+        let error = Settings::load(None, &env(&[(key, value)])).unwrap_err();
+        let lowered = key.trim_start_matches("BANKGATE__").to_ascii_lowercase();
+        let leaf = lowered.rsplit("__").next().unwrap();
+        let message = error.to_string().to_ascii_lowercase();
+        assert!(message.contains(leaf), "{key}={value}: {error}");
+    }
+    assert!(matches!(
+        Settings::load(
+            Some(std::path::Path::new("/nonexistent.toml")),
+            &HashMap::new()
+        ),
+        Err(SettingsError::MissingFile(_))
+    ));
+}
+
+#[test]
+fn the_binary_exits_64_with_one_line_on_bad_settings() {
+    let output = Command::new(env!("CARGO_BIN_EXE_bankgate"))
+        .args(["token", "--user", "u1"])
+        .env("BANKGATE__HTTP__CLIENT_ADDR", "nowhere")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("BANKGATE__HTTP__CLIENT_ADDR"),
+        "names the variable: {stderr}"
+    );
+}
+
+#[test]
+fn production_example_needs_only_secrets_from_the_environment() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/production.toml");
+    let vars = env(&[
+        (
+            "BANKGATE__DATABASE__URL",
+            "postgres://bankgate@db:5432/bankgate",
+        ),
+        (
+            "BANKGATE__AUTH__TOKEN_SECRET",
+            "0123456789abcdef0123456789abcdef",
+        ),
+    ]);
+    let settings = Settings::load(Some(std::path::Path::new(path)), &vars).unwrap();
+    assert_eq!(
+        settings.telemetry.log_format,
+        bankgate::settings::LogFormat::Json
+    );
+}
