@@ -10,6 +10,8 @@
 //! - `postgres`: connection pool, migrations, and the private cluster for demo and tests.
 //! - `sandbox`: the simulated upstream (Neonomics and the banks' NextGenPSD2 APIs) with fault
 //!   injection; tests, the demo and the benchmarks run against it over real HTTP.
+//! - `providers`: HTTP clients of Neonomics and the banks' PSD2 APIs (the actors' `Upstream`).
+//! - `store`: PostgreSQL behind the actors' `Store`, and consent and connection records.
 //! - `token`: client bearer tokens.
 //! - `demo`: PostgreSQL, sandbox and gateway in one process tree.
 //!
@@ -20,7 +22,9 @@ pub mod demo;
 pub mod gateway;
 pub mod http;
 pub mod postgres;
+pub mod providers;
 pub mod sandbox;
 pub mod settings;
+pub mod store;
 pub mod telemetry;
 pub mod token;

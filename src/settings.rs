@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bankgate_actors::BankId;
+use bankgate_actors::{BankId, ProviderId};
 use figment::providers::{Format, Toml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
@@ -30,6 +30,10 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub auth: AuthSettings,
     pub providers: ProvidersSettings,
+    pub banks: BanksSettings,
+    pub breaker: BreakerSettings,
+    pub balances: BalancesSettings,
+    pub sessions: SessionsSettings,
     pub sandbox: SandboxSettings,
     pub telemetry: TelemetrySettings,
 }
@@ -44,6 +48,9 @@ pub struct HttpSettings {
     pub header_read_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Where browsers reach the client API; `None` means the bound client address.
+    #[serde(default)]
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -78,6 +85,7 @@ pub struct NeonomicsSettings {
     pub client_secret: SecretString,
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    pub limits: ProviderLimits,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -86,6 +94,64 @@ pub struct Psd2Settings {
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
     pub bank_urls: BTreeMap<BankId, String>,
+    pub limits: ProviderLimits,
+}
+
+/// How bankgate treats one provider: quota, concurrency, retries.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderLimits {
+    pub rate_limit_per_s: u32,
+    pub concurrency: usize,
+    pub max_retries: u32,
+    #[serde(with = "humantime_serde")]
+    pub first_backoff: Duration,
+    pub retry_budget_ratio: f64,
+    #[serde(with = "humantime_serde")]
+    pub credentials_backoff: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BanksSettings {
+    pub provider_order: Vec<ProviderId>,
+    pub max_in_flight: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerSettings {
+    pub failure_threshold: u32,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    #[serde(with = "humantime_serde")]
+    pub open_for: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_open: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BalancesSettings {
+    #[serde(with = "humantime_serde")]
+    pub fresh_for: Duration,
+    #[serde(with = "humantime_serde")]
+    pub fresh_for_when_rate_limited: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_stale: Duration,
+    pub unattended_reads_per_day: u32,
+    pub cache_capacity: u64,
+    #[serde(with = "humantime_serde")]
+    pub read_deadline: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionsSettings {
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    pub user_rate_per_s: u32,
+    pub user_burst: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -196,6 +262,63 @@ impl Settings {
         }
         if self.providers.neonomics.timeout.is_zero() || self.providers.psd2.timeout.is_zero() {
             return invalid("providers.*.timeout", "must be greater than zero");
+        }
+        for limits in [
+            &self.providers.neonomics.limits,
+            &self.providers.psd2.limits,
+        ] {
+            if limits.rate_limit_per_s == 0 || limits.concurrency == 0 {
+                return invalid(
+                    "providers.*.limits",
+                    "rate_limit_per_s and concurrency must be at least 1",
+                );
+            }
+            if !(0.0..=1.0).contains(&limits.retry_budget_ratio) {
+                return invalid(
+                    "providers.*.limits.retry_budget_ratio",
+                    "must be between 0 and 1",
+                );
+            }
+        }
+        let order = &self.banks.provider_order;
+        if order.is_empty() || (1..order.len()).any(|i| order[..i].contains(&order[i])) {
+            return invalid(
+                "banks.provider_order",
+                "must name each provider at most once, and at least one",
+            );
+        }
+        if self.banks.max_in_flight == 0 {
+            return invalid("banks.max_in_flight", "must be at least 1");
+        }
+        if self.breaker.failure_threshold == 0
+            || self.breaker.open_for.is_zero()
+            || self.breaker.max_open < self.breaker.open_for
+        {
+            return invalid(
+                "breaker",
+                "needs failure_threshold ≥ 1 and 0 < open_for ≤ max_open",
+            );
+        }
+        let balances = &self.balances;
+        if balances.fresh_for > balances.max_stale
+            || balances.fresh_for_when_rate_limited > balances.max_stale
+        {
+            return invalid(
+                "balances.max_stale",
+                "must be at least as long as the freshness periods",
+            );
+        }
+        if balances.read_deadline.is_zero() {
+            return invalid("balances.read_deadline", "must be greater than zero");
+        }
+        if self.sessions.idle_timeout.is_zero() || self.sessions.user_rate_per_s == 0 {
+            return invalid(
+                "sessions",
+                "idle_timeout and user_rate_per_s must be greater than zero",
+            );
+        }
+        if let Some(url) = &self.http.public_url {
+            check_url("http.public_url", url)?;
         }
         if self.sandbox.port > u16::MAX - 2 {
             return invalid("sandbox.port", "must leave room for port + 2");

@@ -1,20 +1,14 @@
-//! Logs (tracing) and metrics (the process-wide Prometheus recorder).
+//! Logs (tracing) and metrics (the process-wide Prometheus recorder). Metric names are
+//! declared once, in `bankgate_actors::metrics`.
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use bankgate_actors::metrics::{HTTP_DURATION, HTTP_REQUESTS};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 use crate::settings::{LogFormat, TelemetrySettings};
-
-/// Every metric bankgate exports, declared once. Names follow `bankgate_<subsystem>_<what>`.
-pub mod names {
-    /// Requests answered per API (`client`, `ops`) and status class (`2xx` … `5xx`).
-    pub const HTTP_REQUESTS: &str = "bankgate_http_requests_total";
-    /// Time to answer, per API.
-    pub const HTTP_DURATION: &str = "bankgate_http_request_duration_seconds";
-}
 
 /// Installs the log subscriber; later calls (tests) keep the first one.
 pub fn init_logging(settings: &TelemetrySettings) {
@@ -37,29 +31,18 @@ pub fn prometheus() -> &'static PrometheusHandle {
     PROMETHEUS.get_or_init(|| {
         let handle = PrometheusBuilder::new()
             .set_buckets_for_metric(
-                metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+                Matcher::Suffix("_seconds".into()),
                 &[
-                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0,
                 ],
             )
             .expect("static bucket list is valid")
             .install_recorder()
             .expect("no other metrics recorder is installed");
-        describe();
+        bankgate_actors::metrics::describe();
         handle
     })
-}
-
-fn describe() {
-    metrics::describe_counter!(
-        names::HTTP_REQUESTS,
-        "HTTP requests answered, by API and status class"
-    );
-    metrics::describe_histogram!(
-        names::HTTP_DURATION,
-        metrics::Unit::Seconds,
-        "time to answer an HTTP request, by API"
-    );
 }
 
 /// Runs the recorder's upkeep (histogram maintenance) until the task is dropped.
@@ -72,9 +55,30 @@ pub async fn upkeep() {
     }
 }
 
-/// Returns a warp log hook that counts and times each answer of `api`.
+/// Names the route of a request path with its ids replaced, so labels stay bounded.
+pub fn route_label(path: &str) -> &'static str {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["healthz"] => "/healthz",
+        ["readyz"] => "/readyz",
+        ["metrics"] => "/metrics",
+        ["v1", "balances"] => "/v1/balances",
+        ["v1", "accounts", _, "balances"] => "/v1/accounts/{id}/balances",
+        ["v1", "banks"] => "/v1/banks",
+        ["v1", "consents"] => "/v1/consents",
+        ["v1", "consents", _, "callback"] => "/v1/consents/{id}/callback",
+        ["v1", "connections"] => "/v1/connections",
+        ["v1", "connections", _] => "/v1/connections/{id}",
+        ["v1", "openapi.yaml"] => "/v1/openapi.yaml",
+        ["ops", ..] => "/ops",
+        _ => "other",
+    }
+}
+
+/// Returns a warp log hook that counts and times each answer of `api` by route.
 pub fn http_metrics(api: &'static str) -> warp::log::Log<impl Fn(warp::log::Info<'_>) + Copy> {
     warp::log::custom(move |info| {
+        let route = route_label(info.path());
         let class = match info.status().as_u16() {
             100..=199 => "1xx",
             200..=299 => "2xx",
@@ -82,8 +86,9 @@ pub fn http_metrics(api: &'static str) -> warp::log::Log<impl Fn(warp::log::Info
             400..=499 => "4xx",
             _ => "5xx",
         };
-        metrics::counter!(names::HTTP_REQUESTS, "api" => api, "status" => class).increment(1);
-        metrics::histogram!(names::HTTP_DURATION, "api" => api)
+        metrics::counter!(HTTP_REQUESTS, "api" => api, "route" => route, "status" => class)
+            .increment(1);
+        metrics::histogram!(HTTP_DURATION, "api" => api, "route" => route)
             .record(info.elapsed().as_secs_f64());
     })
 }

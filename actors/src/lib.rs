@@ -1,9 +1,40 @@
 //! bankgate's supervision tree and resilience logic.
 //!
-//! This crate knows nothing of HTTP or of the settings loader: it names the banks, providers
-//! and services bankgate talks about and, as the gateway grows, owns the actors that keep the
-//! answers coming when those fail. `src/` (the `bankgate` crate) implements the ports it needs.
+//! This crate knows nothing of HTTP or of the settings loader: it defines the ports it needs
+//! (`upstream::Upstream` for a provider's API, `upstream::Store` for PostgreSQL) and `src/`
+//! implements them.
+//!
+//! ```text
+//!                         RootActor (tree.rs) — restarts failed children with back-off
+//!        ┌──────────────────────┬───────────────────────┬─────────────────────────────┐
+//!  ProviderActor ×2        BankActor ×3            SessionSupervisor
+//!  (neonomics, psd2)       (dnb, nordea,           └── SessionActor per (user, sid),
+//!  token, quota,           sparebank1)                 stopped when idle
+//!  retries                 breakers, cache,
+//!                          failover, bulkhead
+//! ```
+//!
+//! One balance read: the warp handler verifies the token and asks the user's `SessionHandle`;
+//! the session rate-limits the user, coalesces identical reads in flight and asks each
+//! account's `BankHandle`; the bank actor answers from a fresh cache, or spawns a task that
+//! calls the first provider whose breaker allows it (`ProviderHandle::balance`: quota,
+//! concurrency cap, token, timeout, retries) and gets the outcome back as a message; on failure
+//! it fails over to the next provider, and with none left it serves the cached balance as
+//! stale with the bank's Norwegian warning, or answers unavailable.
+//!
+//! The pure pieces live apart from the actors and are tested with paused time: `breaker`,
+//! `retry` (back-off and budget), `freshness`.
 
+pub mod bank;
+pub mod breaker;
+pub mod freshness;
 mod ids;
+pub mod metrics;
+pub mod provider;
+pub mod retry;
+pub mod session;
+mod slot;
+pub mod tree;
+pub mod upstream;
 
 pub use ids::{BankId, ParseIdError, ProviderId, Service};

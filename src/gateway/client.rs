@@ -1,23 +1,116 @@
-//! The client REST API (Drop's backend calls it): every answer carries `x-request-id`, every
-//! error is in the `{error, message, details}` envelope.
+//! The client REST API (Drop's backend calls it). Every answer carries `x-request-id`; every
+//! error is in the `{error, message, details}` envelope; every `/v1` route but the OpenAPI
+//! document and the browser's consent callback needs a bearer token.
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 
 use serde_json::json;
+use uuid::Uuid;
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
-use super::AppState;
+use super::auth::authenticated;
+use super::{AppState, balances, banks, consents};
 use crate::http::error::recover;
 use crate::http::request_id::{RequestId, request_id, tag};
+use crate::http::{ApiError, ClientAddr};
 
-pub fn routes(
-    _state: AppState,
-) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
+/// The OpenAPI document of this API, served at `/v1/openapi.yaml`.
+pub const OPENAPI: &str = include_str!("openapi.yaml");
+
+fn respond(result: Result<Response, ApiError>) -> Response {
+    result.unwrap_or_else(Reply::into_response)
+}
+
+pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
+    let with_state = {
+        let state = state.clone();
+        warp::any().map(move || state.clone())
+    };
+    let auth = authenticated(state.token_secret.clone());
+    let psu_ip = warp::header::optional::<String>("x-psu-ip-address");
+    let json_body = warp::body::content_length_limit(state.body_limit).and(warp::body::json());
+
     let health = warp::path!("healthz")
         .and(warp::get())
         .map(|| warp::reply::json(&json!({"status": "ok"})).into_response());
-    let api = health.recover(recover).unify();
+    let openapi = warp::path!("v1" / "openapi.yaml").and(warp::get()).map(|| {
+        warp::reply::with_header(OPENAPI, "content-type", "application/yaml").into_response()
+    });
+    let balances_all = warp::path!("v1" / "balances")
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(auth.clone())
+        .and(psu_ip)
+        .and(request_id())
+        .then(|state, claims, ip, rid| async move {
+            respond(balances::all(state, claims, ip, rid).await)
+        });
+    let balance_one = warp::path!("v1" / "accounts" / Uuid / "balances")
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(auth.clone())
+        .and(psu_ip)
+        .and(request_id())
+        .then(|id, state, claims, ip, rid| async move {
+            respond(balances::one(state, claims, id, ip, rid).await)
+        });
+    let banks = warp::path!("v1" / "banks")
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(auth.clone())
+        .then(|state, _claims| banks::list(state));
+    let create_consent =
+        warp::path!("v1" / "consents")
+            .and(warp::post())
+            .and(with_state.clone())
+            .and(auth.clone())
+            .and(json_body)
+            .then(|state, claims, body| async move {
+                respond(consents::create(state, claims, body).await)
+            });
+    let callback = warp::path!("v1" / "consents" / Uuid / "callback")
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(warp::query::<consents::CallbackQuery>())
+        .and(warp::ext::optional::<ClientAddr>())
+        .then(|id, state, query, peer: Option<ClientAddr>| async move {
+            let ip: Option<IpAddr> = peer.map(|p| p.0.ip());
+            respond(consents::callback(state, id, query, ip).await)
+        });
+    let connections = warp::path!("v1" / "connections")
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(auth.clone())
+        .then(|state, claims| async move { respond(consents::list(state, claims).await) });
+    let delete_connection = warp::path!("v1" / "connections" / Uuid)
+        .and(warp::delete())
+        .and(with_state)
+        .and(auth)
+        .then(
+            |id, state, claims| async move { respond(consents::delete(state, claims, id).await) },
+        );
+
+    let api = health
+        .or(openapi)
+        .unify()
+        .or(balances_all)
+        .unify()
+        .or(balance_one)
+        .unify()
+        .or(banks)
+        .unify()
+        .or(create_consent)
+        .unify()
+        .or(callback)
+        .unify()
+        .or(connections)
+        .unify()
+        .or(delete_connection)
+        .unify()
+        .recover(recover)
+        .unify();
     request_id()
         .and(api)
         .map(|id: RequestId, response: Response| tag(&id, response))

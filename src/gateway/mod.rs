@@ -1,44 +1,160 @@
-//! The gateway process: the client API and the ops API on their own listeners, over one
-//! PostgreSQL pool.
+//! The gateway process: the actor tree over the provider clients and PostgreSQL, the client
+//! API and the ops API on their own listeners.
 
+mod auth;
+mod balances;
+mod banks;
 mod client;
+mod consents;
 mod ops;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
+use bankgate_actors::bank::{BankConfig, BankHandle};
+use bankgate_actors::breaker::BreakerConfig;
+use bankgate_actors::freshness::FreshnessConfig;
+use bankgate_actors::provider::{ProviderConfig, ProviderHandle};
+use bankgate_actors::retry::RetryConfig;
+use bankgate_actors::session::{SessionConfig, Sessions};
+use bankgate_actors::tree::{ActorTree, TreeConfig};
+use bankgate_actors::upstream::Upstream;
+use bankgate_actors::{BankId, ProviderId};
 use deadpool_postgres::Pool;
+use secrecy::SecretString;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::http::{ServeOptions, bind, serve};
-use crate::settings::Settings;
+use crate::providers::neonomics::NeonomicsClient;
+use crate::providers::psd2::Psd2Client;
+use crate::settings::{ProviderLimits, Settings};
+use crate::store::PgStore;
 
-/// What the gateway's handlers share.
+/// What the gateway's handlers share. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     pub pool: Pool,
+    pub store: Arc<PgStore>,
+    pub sessions: Arc<Sessions>,
+    pub banks: Arc<HashMap<BankId, BankHandle>>,
+    pub providers: Arc<HashMap<ProviderId, ProviderHandle>>,
+    pub neonomics: Arc<NeonomicsClient>,
+    pub psd2: Arc<Psd2Client>,
+    pub token_secret: SecretString,
+    /// Where users' browsers reach the client API (consent callbacks).
+    pub public_url: String,
+    pub provider_order: Vec<ProviderId>,
+    pub body_limit: u64,
 }
 
 /// A running gateway.
 pub struct Gateway {
     client: SocketAddr,
     ops: SocketAddr,
+    tree: ActorTree,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot start the gateway: {0}")]
-pub struct GatewayError(#[from] std::io::Error);
+pub enum GatewayError {
+    #[error("cannot start the gateway: {0}")]
+    Listen(#[from] std::io::Error),
+    #[error("cannot start the actor tree: {0}")]
+    Actors(#[from] bankgate_actors::tree::SpawnErr),
+}
+
+fn provider_config(limits: &ProviderLimits, timeout: std::time::Duration) -> ProviderConfig {
+    ProviderConfig {
+        rate_per_s: limits.rate_limit_per_s,
+        concurrency: limits.concurrency,
+        timeout,
+        retry: RetryConfig {
+            max_retries: limits.max_retries,
+            first_backoff: limits.first_backoff,
+            budget_ratio: limits.retry_budget_ratio,
+            ..RetryConfig::default()
+        },
+        credentials_backoff: limits.credentials_backoff,
+        ..ProviderConfig::default()
+    }
+}
+
+/// Translates settings into the actor tree's configuration.
+pub fn tree_config(settings: &Settings) -> TreeConfig {
+    let providers = &settings.providers;
+    TreeConfig {
+        providers: HashMap::from([
+            (
+                ProviderId::Neonomics,
+                provider_config(&providers.neonomics.limits, providers.neonomics.timeout),
+            ),
+            (
+                ProviderId::Psd2,
+                provider_config(&providers.psd2.limits, providers.psd2.timeout),
+            ),
+        ]),
+        bank: BankConfig {
+            providers: settings.banks.provider_order.clone(),
+            breaker: BreakerConfig {
+                failure_threshold: settings.breaker.failure_threshold,
+                window: settings.breaker.window,
+                open_for: settings.breaker.open_for,
+                max_open: settings.breaker.max_open,
+            },
+            freshness: FreshnessConfig {
+                fresh_for: settings.balances.fresh_for,
+                fresh_for_when_limited: settings.balances.fresh_for_when_rate_limited,
+                max_stale: settings.balances.max_stale,
+            },
+            max_in_flight: settings.banks.max_in_flight,
+            unattended_per_day: settings.balances.unattended_reads_per_day,
+        },
+        session: SessionConfig {
+            idle_timeout: settings.sessions.idle_timeout,
+            user_rate_per_s: settings.sessions.user_rate_per_s,
+            user_burst: settings.sessions.user_burst,
+            read_deadline: settings.balances.read_deadline,
+        },
+        cache_capacity: settings.balances.cache_capacity,
+    }
+}
 
 impl Gateway {
-    /// Binds both listeners and starts serving. The pool must point at a migrated database.
+    /// Binds both listeners, starts the actor tree and serves. The pool must point at a
+    /// migrated database.
     pub async fn start(settings: &Settings, pool: Pool) -> Result<Gateway, GatewayError> {
+        crate::telemetry::prometheus();
         let client_listener = bind(settings.http.client_addr).await?;
         let ops_listener = bind(settings.http.ops_addr).await?;
         let client = client_listener.local_addr()?;
         let ops = ops_listener.local_addr()?;
-        let state = AppState { pool };
+
+        let store = PgStore::new(pool.clone());
+        let neonomics = NeonomicsClient::new(&settings.providers.neonomics);
+        let psd2 = Psd2Client::new(&settings.providers.psd2);
+        let upstreams: Vec<Arc<dyn Upstream>> = vec![neonomics.clone(), psd2.clone()];
+        let tree = ActorTree::start(tree_config(settings), upstreams, store.clone()).await?;
+
+        let state = AppState {
+            pool,
+            store,
+            sessions: tree.sessions.clone(),
+            banks: Arc::new(tree.banks.clone()),
+            providers: Arc::new(tree.providers.clone()),
+            neonomics,
+            psd2,
+            token_secret: settings.auth.token_secret.clone(),
+            public_url: settings
+                .http
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{client}")),
+            provider_order: settings.banks.provider_order.clone(),
+            body_limit: settings.http.body_limit_bytes,
+        };
         let options = ServeOptions {
             header_read_timeout: settings.http.header_read_timeout,
             drain: settings.http.shutdown_grace,
@@ -67,6 +183,7 @@ impl Gateway {
         Ok(Gateway {
             client,
             ops,
+            tree,
             shutdown,
             tasks,
         })
@@ -80,10 +197,17 @@ impl Gateway {
         format!("http://{}", self.ops)
     }
 
-    /// Stops accepting, lets in-flight requests finish (up to the shutdown grace) and returns.
+    /// The actor tree, for chaos hooks and status.
+    pub fn actors(&self) -> &ActorTree {
+        &self.tree
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to the shutdown grace), then
+    /// stops the actors.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         while self.tasks.join_next().await.is_some() {}
+        self.tree.shutdown().await;
     }
 }
 

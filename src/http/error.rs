@@ -28,6 +28,10 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     Unprocessable,
     RateLimited,
+    /// The user's consent at the bank expired or was revoked: the user must renew it.
+    ConsentExpired,
+    /// The bank cannot be reached and nothing recent enough is cached.
+    BankUnavailable,
     Internal,
     Unavailable,
 }
@@ -45,6 +49,8 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::ConsentExpired => StatusCode::FORBIDDEN,
+            ErrorCode::BankUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }

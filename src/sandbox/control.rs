@@ -69,6 +69,17 @@ pub fn routes(
         .and(with_state.clone())
         .and(warp::query::<LedgerQuery>())
         .map(ledger);
+    let requests = warp::path!("sandbox" / "requests")
+        .and(warp::get())
+        .and(with_state.clone())
+        .map(|state: Arc<SandboxState>| {
+            let counts = state.requests.lock().expect("requests");
+            let list: Vec<_> = counts
+                .iter()
+                .map(|(key, count)| json!({"provider": key.provider, "bank": key.bank, "service": key.service, "count": count}))
+                .collect();
+            warp::reply::json(&json!({"requests": list})).into_response()
+        });
     let accounts = warp::path!("sandbox" / "accounts")
         .and(warp::get())
         .and(with_state.clone())
@@ -144,6 +155,8 @@ pub fn routes(
         .or(remove_fault)
         .unify()
         .or(ledger)
+        .unify()
+        .or(requests)
         .unify()
         .or(accounts)
         .unify()

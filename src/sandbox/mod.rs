@@ -3,7 +3,8 @@
 //! run bankgate against it over real HTTP.
 //!
 //! Three listeners:
-//! - control (`port`): `/sandbox/faults`, `/sandbox/ledger`, consents, webhooks, and the SCA
+//! - control (`port`): `/sandbox/faults`, `/sandbox/ledger`, `/sandbox/requests` (calls
+//!   received), consents, webhooks, and the SCA
 //!   pages a user's browser is sent to (`/sandbox/sca/{id}` approves, as BankID would);
 //! - Neonomics (`port + 1`): OAuth2 token, `/ics/v3/…`;
 //! - the banks' PSD2 APIs (`port + 2`): `/{bank}/v1/…`, one base path per bank.
@@ -70,6 +71,14 @@ impl SandboxOptions {
     }
 }
 
+/// What a request is counted under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct RequestKey {
+    pub provider: ProviderId,
+    pub bank: Option<BankId>,
+    pub service: Option<bankgate_actors::Service>,
+}
+
 /// Shared by every sandbox handler.
 pub(crate) struct SandboxState {
     pub world: Mutex<World>,
@@ -78,6 +87,8 @@ pub(crate) struct SandboxState {
     neonomics_limit: ProviderLimit,
     psd2_limit: ProviderLimit,
     pub webhooks: Webhooks,
+    /// Requests received per provider, bank and service, so tests can count upstream calls.
+    pub requests: Mutex<std::collections::BTreeMap<RequestKey, u64>>,
     pub http: reqwest::Client,
     pub options: SandboxOptions,
     /// Base URL of the control listener, for SCA links.
@@ -95,6 +106,17 @@ impl SandboxState {
     /// Applies the active faults to a request: waits out latency, hangs on a timeout fault
     /// (until the fault is removed or `max_hang` passes) and returns the failure to render.
     pub async fn gate(&self, target: Target) -> Option<Injected> {
+        let key = RequestKey {
+            provider: target.provider,
+            bank: target.bank,
+            service: target.service,
+        };
+        *self
+            .requests
+            .lock()
+            .expect("requests")
+            .entry(key)
+            .or_default() += 1;
         let decision = self.faults.decide(target);
         if !decision.delay.is_zero() {
             tokio::time::sleep(decision.delay).await;
@@ -160,6 +182,7 @@ impl Sandbox {
             neonomics_limit: ProviderLimit::per_second(options.rate_limit_per_s),
             psd2_limit: ProviderLimit::per_second(options.rate_limit_per_s),
             webhooks: Webhooks::default(),
+            requests: Mutex::default(),
             http,
             control_url: format!("http://{control}"),
             options,

@@ -272,15 +272,33 @@ pub fn consent_body(frequency: u32) -> Value {
 /// A running gateway on a fresh database, with the sandbox it talks to.
 pub struct TestApp {
     pub gateway: Gateway,
-    /// The upstream the gateway is wired to; dropping it would stop it.
-    _sandbox: TestSandbox,
+    pub sandbox: TestSandbox,
     pub http: reqwest::Client,
 }
 
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// Settings that make resilience scenarios quick: every read goes upstream (no fresh cache),
+/// breakers re-probe after a second, retries back off for milliseconds, calls time out fast.
+pub const QUICK: &[(&str, &str)] = &[
+    ("BANKGATE__BALANCES__FRESH_FOR", "0s"),
+    ("BANKGATE__BREAKER__OPEN_FOR", "1s"),
+    ("BANKGATE__BREAKER__MAX_OPEN", "2s"),
+    ("BANKGATE__PROVIDERS__NEONOMICS__TIMEOUT", "500ms"),
+    ("BANKGATE__PROVIDERS__PSD2__TIMEOUT", "500ms"),
+    (
+        "BANKGATE__PROVIDERS__NEONOMICS__LIMITS__FIRST_BACKOFF",
+        "20ms",
+    ),
+    ("BANKGATE__PROVIDERS__PSD2__LIMITS__FIRST_BACKOFF", "20ms"),
+];
+
+pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     let sandbox = spawn_sandbox().await;
     let database_url = fresh_database().await;
-    let mut settings = test_settings(&[]);
+    let mut settings = test_settings(overrides);
     settings.providers.neonomics.base_url = sandbox.sandbox.neonomics_url();
     for bank in BankId::ALL {
         settings
@@ -299,7 +317,7 @@ pub async fn spawn_app() -> TestApp {
         .expect("gateway starts");
     TestApp {
         gateway,
-        _sandbox: sandbox,
+        sandbox,
         http: client(),
     }
 }
@@ -307,6 +325,77 @@ pub async fn spawn_app() -> TestApp {
 impl TestApp {
     pub fn client_url(&self, path: &str) -> String {
         format!("{}{path}", self.gateway.client_url())
+    }
+
+    /// Mints a token for `user` in a fresh session.
+    pub fn token(&self, user: &str) -> String {
+        let secret = secrecy::SecretString::from(
+            "bankgate-development-secret-do-not-use-in-production".to_owned(),
+        );
+        bankgate::token::mint(
+            &secret,
+            user,
+            &uuid::Uuid::new_v4().to_string(),
+            Duration::from_secs(600),
+        )
+        .unwrap()
+    }
+
+    /// Connects `user` to `bank` the way the app would: starts the consent, then follows the
+    /// browser's redirects through each provider's SCA and the gateway's callback.
+    pub async fn connect(&self, token: &str, bank: BankId) -> String {
+        let response = self
+            .http
+            .post(self.client_url("/v1/consents"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"bank": bank, "redirect_url": "https://drop.example/connected"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "consent started");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["status"], "pending");
+        let mut next = body["sca_redirect"].as_str().unwrap().to_owned();
+        for _ in 0..10 {
+            if next.starts_with("https://drop.example/") {
+                return next;
+            }
+            let response = self.http.get(&next).send().await.unwrap();
+            assert_eq!(response.status(), 302, "redirect at {next}");
+            next = response.headers()["location"].to_str().unwrap().to_owned();
+        }
+        panic!("the consent flow did not come back to the app");
+    }
+
+    /// `GET /v1/balances` as the app does with the user present.
+    pub async fn balances(&self, token: &str) -> reqwest::Response {
+        self.http
+            .get(self.client_url("/v1/balances"))
+            .bearer_auth(token)
+            .header("x-psu-ip-address", "192.0.2.44")
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The sandbox's count of calls received for `provider` (and `bank`, when given).
+    pub async fn upstream_calls(&self, provider: &str, bank: Option<&str>) -> u64 {
+        let body: Value = self
+            .http
+            .get(self.sandbox.control("/sandbox/requests"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["provider"] == provider && bank.is_none_or(|b| r["bank"] == b))
+            .map(|r| r["count"].as_u64().unwrap())
+            .sum()
     }
 
     pub fn ops_url(&self, path: &str) -> String {

@@ -1,6 +1,7 @@
 //! bankgate's integration tests: one binary (one link, one PostgreSQL cluster) whose modules
 //! exercise the real pieces over real sockets.
 
+mod balances;
 mod cli;
 mod gateway;
 mod helpers;

@@ -1,0 +1,618 @@
+//! The bank connection actor: one per bank. It decides how each balance read is served.
+//!
+//! Fresh cache first; otherwise the first provider in the bank's order whose breaker lets the
+//! call through and where the user has a consented account. The call runs as a task and its
+//! outcome comes back as a message, so a hanging bank never blocks this mailbox. A failure
+//! feeds that path's breaker (a consent problem does not: it is the user's) and the read fails
+//! over to the next provider; when none is left it is served stale from the cache, with the
+//! bank's Norwegian warning, or answered as unavailable. A cap on calls in flight per bank
+//! (the bulkhead) keeps one bank from taking every connection.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{NaiveDate, Utc};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde::Serialize;
+use tokio::time::Instant;
+use tracing::{debug, info};
+use uuid::Uuid;
+
+use crate::breaker::{Breaker, BreakerConfig, BreakerState, Permit};
+use crate::freshness::{Freshness, FreshnessConfig};
+use crate::metrics;
+use crate::provider::ProviderHandle;
+use crate::slot::Slot;
+use crate::upstream::{Balance, BalanceCall, Connection, FailureClass, Store, UpstreamError};
+use crate::{BankId, ProviderId};
+
+/// Last balances by connection, shared by all bank actors and kept across their restarts.
+pub type BalanceCache = moka::sync::Cache<Uuid, Balance>;
+
+#[derive(Debug, Clone)]
+pub struct BankConfig {
+    /// Providers in order of preference.
+    pub providers: Vec<ProviderId>,
+    pub breaker: BreakerConfig,
+    pub freshness: FreshnessConfig,
+    /// Upstream calls in flight for this bank at most.
+    pub max_in_flight: usize,
+    /// Reads without the user present allowed per account and day (PSD2).
+    pub unattended_per_day: u32,
+}
+
+impl Default for BankConfig {
+    fn default() -> Self {
+        BankConfig {
+            providers: vec![ProviderId::Neonomics, ProviderId::Psd2],
+            breaker: BreakerConfig::default(),
+            freshness: FreshnessConfig::default(),
+            max_in_flight: 64,
+            unattended_per_day: 4,
+        }
+    }
+}
+
+/// Where a served balance came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    Live,
+    CacheFresh,
+    CacheStale,
+}
+
+impl Source {
+    fn metric(self) -> &'static str {
+        match self {
+            Source::Live => "live",
+            Source::CacheFresh => "cache_fresh",
+            Source::CacheStale => "cache_stale",
+        }
+    }
+}
+
+/// The answer to one balance read.
+#[derive(Debug, Clone)]
+pub enum BalanceAnswer {
+    Served {
+        balance: Balance,
+        source: Source,
+        warning: Option<String>,
+    },
+    /// Every provider that could answer said the user's consent is no longer valid.
+    ConsentExpired { providers: Vec<ProviderId> },
+    /// Nothing live and nothing recent enough cached.
+    Unavailable { warning: String },
+}
+
+/// One read to serve.
+#[derive(Debug, Clone)]
+pub struct FetchRequest {
+    pub connection: Arc<Connection>,
+    /// The user's IP when the user is present; `None` for background (unattended) reads.
+    pub psu_ip: Option<String>,
+    pub request_id: String,
+}
+
+pub enum BankMsg {
+    Fetch {
+        request: FetchRequest,
+        reply: RpcReplyPort<BalanceAnswer>,
+    },
+    Outcome {
+        ticket: u64,
+        provider: ProviderId,
+        probe: bool,
+        result: Result<Balance, UpstreamError>,
+    },
+    Status(RpcReplyPort<BankStatus>),
+    /// Chaos hook: panics inside the handler, to exercise supervision.
+    Panic,
+}
+
+/// A bank's health as `/v1/banks` and ops see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BankStatus {
+    pub bank: BankId,
+    pub paths: Vec<PathStatus>,
+    pub rate_limited: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PathStatus {
+    pub provider: ProviderId,
+    pub breaker: BreakerState,
+    /// How long the breaker has been in its state.
+    pub since_s: u64,
+    pub last_error: Option<FailureClass>,
+}
+
+impl BankStatus {
+    /// Whether any provider path can be tried (at least one breaker not open).
+    pub fn available(&self) -> bool {
+        self.paths.iter().any(|p| p.breaker != BreakerState::Open)
+    }
+}
+
+/// Everything a bank actor is started with; kept by the supervisor for restarts.
+#[derive(Clone)]
+pub struct BankArgs {
+    pub bank: BankId,
+    pub config: BankConfig,
+    pub providers: Vec<ProviderHandle>,
+    pub cache: BalanceCache,
+    pub store: Arc<dyn Store>,
+    pub slot: Slot<BankMsg>,
+}
+
+pub struct BankActor;
+
+struct Pending {
+    request: FetchRequest,
+    reply: RpcReplyPort<BalanceAnswer>,
+    tried: Vec<ProviderId>,
+    consent_failed: Vec<ProviderId>,
+}
+
+pub struct BankState {
+    args: BankArgs,
+    breakers: BTreeMap<ProviderId, Breaker>,
+    last_error: HashMap<ProviderId, FailureClass>,
+    pending: HashMap<u64, Pending>,
+    next_ticket: u64,
+    in_flight: usize,
+    rate_limited_until: Option<Instant>,
+    unattended: HashMap<Uuid, (NaiveDate, u32)>,
+}
+
+/// The handle warp handlers and sessions use.
+#[derive(Clone)]
+pub struct BankHandle {
+    pub bank: BankId,
+    slot: Slot<BankMsg>,
+}
+
+/// The actor is not running (it is being restarted): answer 503, never hang.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the bank connection is restarting")]
+pub struct ActorUnavailable;
+
+impl BankHandle {
+    pub fn new(bank: BankId, slot: Slot<BankMsg>) -> BankHandle {
+        BankHandle { bank, slot }
+    }
+
+    /// Serves one balance read. `deadline` bounds the wait for the actor's answer.
+    pub async fn fetch(
+        &self,
+        request: FetchRequest,
+        deadline: Duration,
+    ) -> Result<BalanceAnswer, ActorUnavailable> {
+        let actor = self.slot.get().ok_or(ActorUnavailable)?;
+        match actor
+            .call(|reply| BankMsg::Fetch { request, reply }, Some(deadline))
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(answer)) => Ok(answer),
+            _ => Err(ActorUnavailable),
+        }
+    }
+
+    pub async fn status(&self) -> Result<BankStatus, ActorUnavailable> {
+        let actor = self.slot.get().ok_or(ActorUnavailable)?;
+        match actor
+            .call(BankMsg::Status, Some(Duration::from_secs(2)))
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(status)) => Ok(status),
+            _ => Err(ActorUnavailable),
+        }
+    }
+
+    /// Chaos hook: makes the bank actor panic.
+    pub fn inject_panic(&self) {
+        if let Some(actor) = self.slot.get() {
+            let _ = actor.send_message(BankMsg::Panic);
+        }
+    }
+}
+
+/// The Norwegian warning shown with a stale balance.
+pub fn stale_warning(bank: BankId) -> String {
+    format!(
+        "{} opplever tekniske problemer. Saldo kan være utdatert.",
+        bank.display_name()
+    )
+}
+
+/// The Norwegian message when no balance can be shown.
+pub fn unavailable_warning(bank: BankId) -> String {
+    format!(
+        "{} er utilgjengelig akkurat nå. Saldo kan ikke vises.",
+        bank.display_name()
+    )
+}
+
+impl Actor for BankActor {
+    type Msg = BankMsg;
+    type State = BankState;
+    type Arguments = BankArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<BankMsg>,
+        args: BankArgs,
+    ) -> Result<BankState, ActorProcessingErr> {
+        args.slot.set(myself);
+        let now = Instant::now();
+        let breakers = args
+            .config
+            .providers
+            .iter()
+            .map(|&p| (p, Breaker::new(args.config.breaker, now)))
+            .collect();
+        let state = BankState {
+            args,
+            breakers,
+            last_error: HashMap::new(),
+            pending: HashMap::new(),
+            next_ticket: 0,
+            in_flight: 0,
+            rate_limited_until: None,
+            unattended: HashMap::new(),
+        };
+        for &provider in state.breakers.keys() {
+            state.export_breaker(provider, BreakerState::Closed);
+        }
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<BankMsg>,
+        message: BankMsg,
+        state: &mut BankState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            BankMsg::Fetch { request, reply } => state.fetch(&myself, request, reply),
+            BankMsg::Outcome {
+                ticket,
+                provider,
+                probe,
+                result,
+            } => {
+                state.outcome(&myself, ticket, provider, probe, result);
+            }
+            BankMsg::Status(reply) => {
+                let _ = reply.send(state.status());
+            }
+            BankMsg::Panic => panic!("chaos: bank actor asked to panic"),
+        }
+        Ok(())
+    }
+}
+
+impl BankState {
+    fn bank(&self) -> BankId {
+        self.args.bank
+    }
+
+    fn rate_limited(&self, now: Instant) -> bool {
+        self.rate_limited_until.is_some_and(|until| until > now)
+    }
+
+    /// The newest balance known for the connection: this process's cache or the database's.
+    fn cached(&self, connection: &Connection) -> Option<Balance> {
+        let cached = self.args.cache.get(&connection.id);
+        match (cached, &connection.last_balance) {
+            (Some(a), Some(b)) => Some(if a.fetched_at >= b.fetched_at {
+                a
+            } else {
+                b.clone()
+            }),
+            (a, b) => a.or_else(|| b.clone()),
+        }
+    }
+
+    fn freshness(&self, balance: &Balance, now: Instant) -> Freshness {
+        let age = (Utc::now() - balance.fetched_at)
+            .to_std()
+            .unwrap_or_default();
+        self.args
+            .config
+            .freshness
+            .classify(age, self.rate_limited(now))
+    }
+
+    fn fetch(
+        &mut self,
+        myself: &ActorRef<BankMsg>,
+        request: FetchRequest,
+        reply: RpcReplyPort<BalanceAnswer>,
+    ) {
+        let now = Instant::now();
+        let cached = self.cached(&request.connection);
+        if let Some(balance) = &cached
+            && self.freshness(balance, now) == Freshness::Fresh
+        {
+            self.answer(
+                reply,
+                BalanceAnswer::Served {
+                    balance: balance.clone(),
+                    source: Source::CacheFresh,
+                    warning: None,
+                },
+            );
+            return;
+        }
+        if request.psu_ip.is_none() && !self.count_unattended(request.connection.id) {
+            // PSD2 allows few reads without the user; beyond them the cache has to do.
+            let answer = match cached {
+                Some(balance) if self.freshness(&balance, now) != Freshness::Expired => {
+                    BalanceAnswer::Served {
+                        balance,
+                        source: Source::CacheStale,
+                        warning: None,
+                    }
+                }
+                _ => BalanceAnswer::Unavailable {
+                    warning: unavailable_warning(self.bank()),
+                },
+            };
+            self.answer(reply, answer);
+            return;
+        }
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        self.pending.insert(
+            ticket,
+            Pending {
+                request,
+                reply,
+                tried: Vec::new(),
+                consent_failed: Vec::new(),
+            },
+        );
+        self.dispatch(myself, ticket);
+    }
+
+    /// Counts an unattended read; returns whether it is still within today's allowance.
+    fn count_unattended(&mut self, connection: Uuid) -> bool {
+        let today = Utc::now().date_naive();
+        let entry = self.unattended.entry(connection).or_insert((today, 0));
+        if entry.0 != today {
+            *entry = (today, 0);
+        }
+        if entry.1 >= self.args.config.unattended_per_day {
+            return false;
+        }
+        entry.1 += 1;
+        true
+    }
+
+    /// Starts the read at the next usable provider, or degrades when none is left.
+    fn dispatch(&mut self, myself: &ActorRef<BankMsg>, ticket: u64) {
+        let now = Instant::now();
+        let Some(pending) = self.pending.get(&ticket) else {
+            return;
+        };
+        let connection = pending.request.connection.clone();
+        let candidates: Vec<ProviderId> = self
+            .args
+            .config
+            .providers
+            .iter()
+            .copied()
+            .filter(|p| !pending.tried.contains(p) && connection.account_at(*p).is_some())
+            .collect();
+        if self.in_flight >= self.args.config.max_in_flight {
+            debug!(bank = %self.bank(), "bulkhead full; not calling upstream");
+            return self.finish_without_live(ticket);
+        }
+        for (index, &provider) in candidates.iter().enumerate() {
+            let breaker = self
+                .breakers
+                .get_mut(&provider)
+                .expect("a breaker per configured provider");
+            let before = breaker.state(now);
+            let permit = breaker.permit(now);
+            let after = breaker.state(now);
+            if before != after {
+                self.export_breaker(provider, after);
+            }
+            if permit == Permit::Refused {
+                continue;
+            }
+            let later_paths = candidates[index + 1..].iter().any(|p| {
+                self.breakers
+                    .get_mut(p)
+                    .is_some_and(|b| b.state(now) != BreakerState::Open)
+            });
+            let Some(handle) = self
+                .args
+                .providers
+                .iter()
+                .find(|h| h.id() == provider)
+                .cloned()
+            else {
+                continue;
+            };
+            let bank = self.bank();
+            let pending = self.pending.get_mut(&ticket).expect("pending read");
+            pending.tried.push(provider);
+            let call = BalanceCall {
+                bank,
+                account: connection
+                    .account_at(provider)
+                    .expect("candidate has an account")
+                    .clone(),
+                psu_ip: pending.request.psu_ip.clone(),
+                request_id: pending.request.request_id.clone(),
+            };
+            self.in_flight += 1;
+            let myself = myself.clone();
+            let probe = permit == Permit::Probe;
+            tokio::spawn(async move {
+                // Failover is the better retry: retry in place only on the last path.
+                let result = handle.balance(call, !later_paths).await;
+                let _ = myself.send_message(BankMsg::Outcome {
+                    ticket,
+                    provider,
+                    probe,
+                    result,
+                });
+            });
+            return;
+        }
+        self.finish_without_live(ticket);
+    }
+
+    fn outcome(
+        &mut self,
+        myself: &ActorRef<BankMsg>,
+        ticket: u64,
+        provider: ProviderId,
+        probe: bool,
+        result: Result<Balance, UpstreamError>,
+    ) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let now = Instant::now();
+        let bank = self.bank();
+        let breaker = self
+            .breakers
+            .get_mut(&provider)
+            .expect("a breaker per configured provider");
+        let before = breaker.state(now);
+        match &result {
+            Ok(_) => breaker.on_success(now),
+            Err(error) => {
+                self.last_error.insert(provider, error.class);
+                match error.class {
+                    // The provider and bank answered: the path is healthy.
+                    FailureClass::Consent | FailureClass::Client => {
+                        if probe {
+                            breaker.on_success(now);
+                        }
+                    }
+                    FailureClass::RateLimited => {
+                        let wait = error
+                            .retry_after
+                            .unwrap_or(self.args.config.breaker.open_for);
+                        breaker.open_for(now, wait);
+                        self.rate_limited_until = Some(now + wait);
+                    }
+                    FailureClass::Credentials => breaker.force_open(now),
+                    _ => {
+                        breaker.on_failure(now);
+                    }
+                }
+            }
+        }
+        let after = breaker.state(now);
+        if before != after {
+            info!(bank = %bank, provider = %provider, from = before.as_str(), to = after.as_str(), "breaker changed");
+            self.export_breaker(provider, after);
+            ::metrics::counter!(metrics::BREAKER_TRANSITIONS, "bank" => bank.as_str(), "provider" => provider.as_str(), "to" => after.as_str())
+                .increment(1);
+        }
+        if !self.pending.contains_key(&ticket) {
+            return;
+        }
+        match result {
+            Ok(balance) => {
+                let pending = self.pending.remove(&ticket).expect("pending read");
+                let connection = pending.request.connection.id;
+                self.args.cache.insert(connection, balance.clone());
+                let store = self.args.store.clone();
+                let saved = balance.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = store.save_balance(connection, saved).await {
+                        debug!(error = %error, "last balance not persisted");
+                    }
+                });
+                if pending.tried.len() > 1 {
+                    ::metrics::counter!(metrics::FAILOVERS, "bank" => bank.as_str()).increment(1);
+                }
+                self.answer(
+                    pending.reply,
+                    BalanceAnswer::Served {
+                        balance,
+                        source: Source::Live,
+                        warning: None,
+                    },
+                );
+            }
+            Err(error) => {
+                debug!(bank = %bank, provider = %provider, error = %error, "balance read failed");
+                if error.class == FailureClass::Consent
+                    && let Some(pending) = self.pending.get_mut(&ticket)
+                {
+                    pending.consent_failed.push(provider);
+                }
+                self.dispatch(myself, ticket);
+            }
+        }
+    }
+
+    /// Answers a read no provider served: consent problem, stale cache, or unavailable.
+    fn finish_without_live(&mut self, ticket: u64) {
+        let Some(pending) = self.pending.remove(&ticket) else {
+            return;
+        };
+        let now = Instant::now();
+        if !pending.consent_failed.is_empty() {
+            let providers = pending.consent_failed;
+            self.answer(pending.reply, BalanceAnswer::ConsentExpired { providers });
+            return;
+        }
+        let answer = match self.cached(&pending.request.connection) {
+            Some(balance) if self.freshness(&balance, now) != Freshness::Expired => {
+                BalanceAnswer::Served {
+                    balance,
+                    source: Source::CacheStale,
+                    warning: Some(stale_warning(self.bank())),
+                }
+            }
+            _ => BalanceAnswer::Unavailable {
+                warning: unavailable_warning(self.bank()),
+            },
+        };
+        self.answer(pending.reply, answer);
+    }
+
+    fn answer(&self, reply: RpcReplyPort<BalanceAnswer>, answer: BalanceAnswer) {
+        let source = match &answer {
+            BalanceAnswer::Served { source, .. } => source.metric(),
+            BalanceAnswer::ConsentExpired { .. } => "consent_expired",
+            BalanceAnswer::Unavailable { .. } => "unavailable",
+        };
+        ::metrics::counter!(metrics::BALANCE_READS, "bank" => self.bank().as_str(), "source" => source).increment(1);
+        let _ = reply.send(answer);
+    }
+
+    fn export_breaker(&self, provider: ProviderId, state: BreakerState) {
+        ::metrics::gauge!(metrics::BREAKER_STATE, "bank" => self.bank().as_str(), "provider" => provider.as_str())
+            .set(state.gauge());
+    }
+
+    fn status(&mut self) -> BankStatus {
+        let now = Instant::now();
+        let paths = self
+            .breakers
+            .iter_mut()
+            .map(|(&provider, breaker)| PathStatus {
+                provider,
+                breaker: breaker.state(now),
+                since_s: now.duration_since(breaker.since()).as_secs(),
+                last_error: self.last_error.get(&provider).copied(),
+            })
+            .collect();
+        BankStatus {
+            bank: self.args.bank,
+            paths,
+            rate_limited: self.rate_limited(now),
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! Every metric bankgate exports, declared once. Labels are bounded: bank, provider, service,
+//! outcome, route, source; never a user, session, account or error text.
+
+pub const UPSTREAM_REQUESTS: &str = "bankgate_upstream_requests_total";
+pub const UPSTREAM_DURATION: &str = "bankgate_upstream_request_duration_seconds";
+pub const BREAKER_STATE: &str = "bankgate_breaker_state";
+pub const BREAKER_TRANSITIONS: &str = "bankgate_breaker_transitions_total";
+pub const BALANCE_READS: &str = "bankgate_balance_reads_total";
+pub const RATE_LIMITED: &str = "bankgate_rate_limited_total";
+pub const RETRIES: &str = "bankgate_retries_total";
+pub const ACTOR_RESTARTS: &str = "bankgate_actor_restarts_total";
+pub const SESSIONS_ACTIVE: &str = "bankgate_sessions_active";
+pub const FAILOVERS: &str = "bankgate_failovers_total";
+pub const HTTP_REQUESTS: &str = "bankgate_http_requests_total";
+pub const HTTP_DURATION: &str = "bankgate_http_request_duration_seconds";
+
+/// Every metric name, for the test that checks dashboards and alert rules against them.
+pub const ALL: [&str; 12] = [
+    UPSTREAM_REQUESTS,
+    UPSTREAM_DURATION,
+    BREAKER_STATE,
+    BREAKER_TRANSITIONS,
+    BALANCE_READS,
+    RATE_LIMITED,
+    RETRIES,
+    ACTOR_RESTARTS,
+    SESSIONS_ACTIVE,
+    FAILOVERS,
+    HTTP_REQUESTS,
+    HTTP_DURATION,
+];
+
+/// Registers descriptions with the installed recorder.
+pub fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        UPSTREAM_REQUESTS,
+        "calls to providers by provider, bank, service and outcome"
+    );
+    describe_histogram!(
+        UPSTREAM_DURATION,
+        Unit::Seconds,
+        "provider call latency by provider, bank and service"
+    );
+    describe_gauge!(
+        BREAKER_STATE,
+        "circuit breaker per bank and provider: 0 closed, 1 half-open, 2 open"
+    );
+    describe_counter!(
+        BREAKER_TRANSITIONS,
+        "breaker state changes by bank, provider and new state"
+    );
+    describe_counter!(
+        BALANCE_READS,
+        "balances served by bank and source: live, cache_fresh, cache_stale, unavailable"
+    );
+    describe_counter!(
+        RATE_LIMITED,
+        "requests held back by a rate limit: source user, local or upstream"
+    );
+    describe_counter!(RETRIES, "retried provider reads by provider and bank");
+    describe_counter!(
+        ACTOR_RESTARTS,
+        "actors restarted by their supervisor, by actor kind"
+    );
+    describe_gauge!(SESSIONS_ACTIVE, "session actors alive");
+    describe_counter!(
+        FAILOVERS,
+        "balance reads served by a later provider after the first failed, by bank"
+    );
+    describe_counter!(
+        HTTP_REQUESTS,
+        "HTTP requests answered by api, route and status class"
+    );
+    describe_histogram!(
+        HTTP_DURATION,
+        Unit::Seconds,
+        "time to answer an HTTP request by api and route"
+    );
+}

@@ -1,0 +1,447 @@
+//! The provider actor: one per provider (Neonomics, the banks' PSD2 APIs).
+//!
+//! It owns the provider's OAuth2 client-credentials token: handed out while valid, refreshed
+//! before it expires, refreshed once when the provider rejects it, and when refreshing fails
+//! with a credentials error the provider is marked as having invalid credentials and no call
+//! is made (no hammering) until `credentials_backoff` has passed.
+//!
+//! The calls themselves do not pass through the actor's mailbox: `ProviderHandle::balance` runs
+//! in the caller's task and shares the provider's quota limiter, concurrency cap and retry
+//! budget through `Shared`. Reads are retried with jittered exponential back-off, honouring
+//! `Retry-After`, within the budget.
+
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::metrics;
+use crate::retry::{RetryBudget, RetryConfig};
+use crate::slot::Slot;
+use crate::upstream::{AccessToken, Balance, BalanceCall, FailureClass, Upstream, UpstreamError};
+use crate::{ProviderId, Service};
+
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    /// The provider's quota, requests per second.
+    pub rate_per_s: u32,
+    /// Calls in flight at once.
+    pub concurrency: usize,
+    /// Per-attempt timeout.
+    pub timeout: Duration,
+    pub retry: RetryConfig,
+    /// How long invalid credentials stop all calls before one new attempt.
+    pub credentials_backoff: Duration,
+    /// A token is renewed this long before it expires.
+    pub token_refresh_margin: Duration,
+}
+
+impl Default for ProviderConfig {
+    fn default() -> Self {
+        ProviderConfig {
+            rate_per_s: 50,
+            concurrency: 10,
+            timeout: Duration::from_secs(3),
+            retry: RetryConfig::default(),
+            credentials_backoff: Duration::from_secs(300),
+            token_refresh_margin: Duration::from_secs(30),
+        }
+    }
+}
+
+type TokenReply = RpcReplyPort<Result<Option<String>, UpstreamError>>;
+
+pub enum ProviderMsg {
+    /// Hands out a valid token, fetching one if needed.
+    Token(TokenReply),
+    /// The provider refused `token`: replace it once.
+    Rejected {
+        token: Option<String>,
+        reply: TokenReply,
+    },
+    /// The outcome of an authentication started by the actor.
+    Authenticated(Result<Option<AccessToken>, UpstreamError>),
+    Status(RpcReplyPort<ProviderStatus>),
+    /// Chaos hook: panics inside the handler, to exercise supervision.
+    Panic,
+}
+
+/// The provider's health as ops and the diagnosis see it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProviderStatus {
+    pub provider: ProviderId,
+    pub credentials_valid: bool,
+    pub last_auth_error: Option<FailureClass>,
+    pub rate_limit_headroom: u32,
+}
+
+/// What the actor and every caller share.
+struct Shared {
+    id: ProviderId,
+    upstream: Arc<dyn Upstream>,
+    limiter: DefaultDirectRateLimiter,
+    concurrency: Semaphore,
+    budget: Mutex<RetryBudget>,
+    config: ProviderConfig,
+}
+
+/// The handle every caller uses. Cheap to clone.
+#[derive(Clone)]
+pub struct ProviderHandle {
+    shared: Arc<Shared>,
+    actor: Slot<ProviderMsg>,
+}
+
+pub struct ProviderActor;
+
+pub struct ProviderState {
+    shared: Arc<Shared>,
+    /// The current token (`None` inside when the provider needs none) and when to renew it.
+    token: Option<(Option<String>, Instant)>,
+    authenticating: bool,
+    waiters: Vec<TokenReply>,
+    credentials_invalid_until: Option<Instant>,
+    last_auth_error: Option<FailureClass>,
+}
+
+impl ProviderHandle {
+    pub fn new(upstream: Arc<dyn Upstream>, config: ProviderConfig) -> ProviderHandle {
+        let rate = NonZeroU32::new(config.rate_per_s).unwrap_or(NonZeroU32::MIN);
+        let shared = Shared {
+            id: upstream.provider(),
+            upstream,
+            limiter: RateLimiter::direct(Quota::per_second(rate)),
+            concurrency: Semaphore::new(config.concurrency.max(1)),
+            budget: Mutex::new(RetryBudget::new(config.retry)),
+            config,
+        };
+        ProviderHandle {
+            shared: Arc::new(shared),
+            actor: Slot::default(),
+        }
+    }
+
+    pub fn id(&self) -> ProviderId {
+        self.shared.id
+    }
+
+    fn ask_timeout(&self) -> Duration {
+        self.shared.config.timeout + Duration::from_secs(2)
+    }
+
+    fn unavailable() -> UpstreamError {
+        UpstreamError::new(FailureClass::Server, "provider actor is restarting")
+    }
+
+    /// Returns a valid access token (`None` for providers that need none).
+    pub async fn token(&self) -> Result<Option<String>, UpstreamError> {
+        let actor = self.actor.get().ok_or_else(Self::unavailable)?;
+        let answer = actor
+            .call(ProviderMsg::Token, Some(self.ask_timeout()))
+            .await;
+        match answer {
+            Ok(ractor::rpc::CallResult::Success(result)) => result,
+            _ => Err(Self::unavailable()),
+        }
+    }
+
+    async fn replace_token(&self, token: Option<String>) -> Result<Option<String>, UpstreamError> {
+        let actor = self.actor.get().ok_or_else(Self::unavailable)?;
+        let answer = actor
+            .call(
+                |reply| ProviderMsg::Rejected { token, reply },
+                Some(self.ask_timeout()),
+            )
+            .await;
+        match answer {
+            Ok(ractor::rpc::CallResult::Success(result)) => result,
+            _ => Err(Self::unavailable()),
+        }
+    }
+
+    pub async fn status(&self) -> Option<ProviderStatus> {
+        let actor = self.actor.get()?;
+        match actor
+            .call(ProviderMsg::Status, Some(Duration::from_secs(2)))
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(status)) => Some(status),
+            _ => None,
+        }
+    }
+
+    /// Chaos hook: makes the provider actor panic.
+    pub fn inject_panic(&self) {
+        if let Some(actor) = self.actor.get() {
+            let _ = actor.send_message(ProviderMsg::Panic);
+        }
+    }
+
+    /// Reads a balance, retrying retryable failures when `retries` allows (the caller turns
+    /// retries off when a failover path exists: another provider is the better retry).
+    pub async fn balance(
+        &self,
+        call: BalanceCall,
+        retries: bool,
+    ) -> Result<Balance, UpstreamError> {
+        let config = &self.shared.config;
+        self.shared
+            .budget
+            .lock()
+            .expect("budget")
+            .record_call(Instant::now());
+        let mut retry = 0;
+        loop {
+            let error = match self.attempt(&call).await {
+                Ok(balance) => return Ok(balance),
+                Err(error) => error,
+            };
+            let may_retry = retries
+                && error.class.is_retryable()
+                && retry < config.retry.max_retries
+                && error
+                    .retry_after
+                    .is_none_or(|wait| wait <= config.retry.first_backoff * 4)
+                && self
+                    .shared
+                    .budget
+                    .lock()
+                    .expect("budget")
+                    .try_retry(Instant::now());
+            if !may_retry {
+                return Err(error);
+            }
+            retry += 1;
+            ::metrics::counter!(metrics::RETRIES, "provider" => self.id().as_str(), "bank" => call.bank.as_str())
+                .increment(1);
+            tokio::time::sleep(config.retry.wait_before(retry, error.retry_after)).await;
+        }
+    }
+
+    /// One attempt: quota, concurrency, token, the call, and one token refresh on a 401.
+    async fn attempt(&self, call: &BalanceCall) -> Result<Balance, UpstreamError> {
+        let config = &self.shared.config;
+        let deadline = Instant::now() + config.timeout;
+        self.wait_for_quota(deadline).await?;
+        let _permit = tokio::time::timeout_at(deadline, self.shared.concurrency.acquire())
+            .await
+            .map_err(|_| {
+                UpstreamError::new(FailureClass::Timeout, "provider concurrency cap reached")
+            })?
+            .expect("semaphore is never closed");
+        let token = self.token().await?;
+        let result = self.call_once(token.clone(), call, deadline).await;
+        match result {
+            Err(error) if error.class == FailureClass::Credentials && token.is_some() => {
+                let fresh = self.replace_token(token).await?;
+                self.call_once(fresh, call, Instant::now() + config.timeout)
+                    .await
+            }
+            other => other,
+        }
+    }
+
+    async fn call_once(
+        &self,
+        token: Option<String>,
+        call: &BalanceCall,
+        deadline: Instant,
+    ) -> Result<Balance, UpstreamError> {
+        let started = Instant::now();
+        let future = self.shared.upstream.balance(token, call.clone());
+        let result = match tokio::time::timeout_at(deadline, future).await {
+            Ok(result) => result,
+            Err(_) => Err(UpstreamError::new(
+                FailureClass::Timeout,
+                "no answer within the timeout",
+            )),
+        };
+        let outcome = match &result {
+            Ok(_) => "success",
+            Err(error) => error.class.as_str(),
+        };
+        let (provider, bank, service) = (
+            self.id().as_str(),
+            call.bank.as_str(),
+            Service::Aisp.as_str(),
+        );
+        ::metrics::counter!(metrics::UPSTREAM_REQUESTS, "provider" => provider, "bank" => bank, "service" => service, "outcome" => outcome)
+            .increment(1);
+        ::metrics::histogram!(metrics::UPSTREAM_DURATION, "provider" => provider, "bank" => bank, "service" => service)
+            .record(started.elapsed().as_secs_f64());
+        if matches!(&result, Err(e) if e.class == FailureClass::RateLimited) {
+            ::metrics::counter!(metrics::RATE_LIMITED, "source" => "upstream", "provider" => provider).increment(1);
+        }
+        result
+    }
+
+    /// Waits for the provider's quota, failing as rate limited if that takes past `deadline`.
+    async fn wait_for_quota(&self, deadline: Instant) -> Result<(), UpstreamError> {
+        loop {
+            match self.shared.limiter.check() {
+                Ok(()) => return Ok(()),
+                Err(not_until) => {
+                    let wait = not_until.wait_time_from(DefaultClock::default().now());
+                    if Instant::now() + wait > deadline {
+                        ::metrics::counter!(metrics::RATE_LIMITED, "source" => "local", "provider" => self.id().as_str())
+                            .increment(1);
+                        let mut error = UpstreamError::new(
+                            FailureClass::RateLimited,
+                            "provider quota exhausted",
+                        );
+                        error.retry_after = Some(wait);
+                        return Err(error);
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+}
+
+impl Actor for ProviderActor {
+    type Msg = ProviderMsg;
+    type State = ProviderState;
+    type Arguments = ProviderHandle;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<ProviderMsg>,
+        handle: ProviderHandle,
+    ) -> Result<ProviderState, ActorProcessingErr> {
+        handle.actor.set(myself);
+        Ok(ProviderState {
+            shared: handle.shared,
+            token: None,
+            authenticating: false,
+            waiters: Vec::new(),
+            credentials_invalid_until: None,
+            last_auth_error: None,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<ProviderMsg>,
+        message: ProviderMsg,
+        state: &mut ProviderState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            ProviderMsg::Token(reply) => state.hand_out(myself, reply),
+            ProviderMsg::Rejected { token, reply } => {
+                // Only the first caller holding the rejected token forces a refresh.
+                if state
+                    .token
+                    .as_ref()
+                    .is_some_and(|(current, _)| *current == token)
+                {
+                    state.token = None;
+                }
+                state.hand_out(myself, reply);
+            }
+            ProviderMsg::Authenticated(result) => state.authenticated(result),
+            ProviderMsg::Status(reply) => {
+                let now = Instant::now();
+                let _ = reply.send(ProviderStatus {
+                    provider: state.shared.id,
+                    credentials_valid: state
+                        .credentials_invalid_until
+                        .is_none_or(|until| until <= now),
+                    last_auth_error: state.last_auth_error,
+                    rate_limit_headroom: state.headroom(),
+                });
+            }
+            ProviderMsg::Panic => panic!("chaos: provider actor asked to panic"),
+        }
+        Ok(())
+    }
+}
+
+impl ProviderState {
+    fn headroom(&self) -> u32 {
+        // A check consumes a cell; report the quota when it is not exhausted.
+        match self.shared.limiter.check() {
+            Ok(()) => self.shared.config.rate_per_s,
+            Err(_) => 0,
+        }
+    }
+
+    fn hand_out(&mut self, myself: ActorRef<ProviderMsg>, reply: TokenReply) {
+        let now = Instant::now();
+        if let Some((token, renew_at)) = &self.token
+            && *renew_at > now
+        {
+            let _ = reply.send(Ok(token.clone()));
+            return;
+        }
+        if let Some(until) = self.credentials_invalid_until {
+            if until > now {
+                let mut error = UpstreamError::new(
+                    FailureClass::Credentials,
+                    "provider credentials are invalid",
+                );
+                error.retry_after = Some(until - now);
+                let _ = reply.send(Err(error));
+                return;
+            }
+            self.credentials_invalid_until = None;
+        }
+        self.waiters.push(reply);
+        if !self.authenticating {
+            self.authenticating = true;
+            let upstream = self.shared.upstream.clone();
+            let timeout = self.shared.config.timeout;
+            tokio::spawn(async move {
+                let result = match tokio::time::timeout(timeout, upstream.authenticate()).await {
+                    Ok(result) => result,
+                    Err(_) => Err(UpstreamError::new(
+                        FailureClass::Timeout,
+                        "token request timed out",
+                    )),
+                };
+                let _ = myself.send_message(ProviderMsg::Authenticated(result));
+            });
+        }
+    }
+
+    fn authenticated(&mut self, result: Result<Option<AccessToken>, UpstreamError>) {
+        self.authenticating = false;
+        let now = Instant::now();
+        let answer = match result {
+            Ok(token) => {
+                let renew_at = match &token {
+                    Some(t) => {
+                        now + t
+                            .expires_in
+                            .saturating_sub(self.shared.config.token_refresh_margin)
+                    }
+                    None => now + Duration::from_secs(365 * 24 * 3600),
+                };
+                let value = token.map(|t| t.value);
+                self.token = Some((value.clone(), renew_at));
+                self.last_auth_error = None;
+                Ok(value)
+            }
+            Err(error) => {
+                self.last_auth_error = Some(error.class);
+                if error.class == FailureClass::Credentials {
+                    warn!(provider = %self.shared.id, "provider rejected our credentials; calls stop");
+                    self.credentials_invalid_until =
+                        Some(now + self.shared.config.credentials_backoff);
+                } else {
+                    info!(provider = %self.shared.id, error = %error, "token request failed");
+                }
+                Err(error)
+            }
+        };
+        for waiter in self.waiters.drain(..) {
+            let _ = waiter.send(answer.clone());
+        }
+    }
+}

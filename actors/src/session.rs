@@ -1,0 +1,548 @@
+//! Session actors: one per user session (`sid`), created on demand and stopped when idle.
+//!
+//! A session knows the user's connections (loaded from PostgreSQL once), limits how fast the
+//! user may ask (governor, keyed by user), and coalesces concurrent identical reads: ten
+//! balance requests at once from one session cause one read per account. A consent problem
+//! reported for an account is remembered, so that account answers `consent_expired` at once
+//! from then on without bothering the bank.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use tokio::time::Instant;
+use tracing::{debug, warn};
+use uuid::Uuid;
+
+use crate::bank::{BalanceAnswer, BankHandle, FetchRequest, unavailable_warning};
+use crate::metrics;
+use crate::slot::Slot;
+use crate::upstream::{Connection, Store, StoreError};
+use crate::{BankId, ProviderId};
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub idle_timeout: Duration,
+    /// Balance requests per second per user, and the burst above it.
+    pub user_rate_per_s: u32,
+    pub user_burst: u32,
+    /// The longest a balance read may take end to end (retries included).
+    pub read_deadline: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            idle_timeout: Duration::from_secs(15 * 60),
+            user_rate_per_s: 10,
+            user_burst: 20,
+            read_deadline: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One account's answer.
+#[derive(Debug, Clone)]
+pub struct AccountBalance {
+    pub connection: Arc<Connection>,
+    pub answer: BalanceAnswer,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SessionError {
+    #[error("too many requests")]
+    RateLimited { retry_after: Duration },
+    #[error("no such account")]
+    UnknownAccount,
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("the session is restarting")]
+    Unavailable,
+}
+
+type BalancesReply = RpcReplyPort<Result<Vec<AccountBalance>, SessionError>>;
+
+pub enum SessionMsg {
+    /// Reads the balance of one account (`Some`) or of all the user's accounts (`None`).
+    Balances {
+        account: Option<Uuid>,
+        psu_ip: Option<String>,
+        request_id: String,
+        reply: BalancesReply,
+    },
+    Fetched {
+        key: Option<Uuid>,
+        loaded: Option<Vec<Arc<Connection>>>,
+        result: Result<Vec<AccountBalance>, SessionError>,
+    },
+    /// The user's connections changed (consent completed, connection removed): reload.
+    Reload,
+    Panic,
+}
+
+/// What every session shares.
+pub struct SessionDeps {
+    pub store: Arc<dyn Store>,
+    pub banks: HashMap<BankId, BankHandle>,
+    pub limiter: DefaultKeyedRateLimiter<String>,
+    pub config: SessionConfig,
+    /// Milliseconds are counted from here for `last_active`.
+    pub epoch: Instant,
+}
+
+impl SessionDeps {
+    pub fn new(
+        store: Arc<dyn Store>,
+        banks: HashMap<BankId, BankHandle>,
+        config: SessionConfig,
+    ) -> SessionDeps {
+        let rate = NonZeroU32::new(config.user_rate_per_s).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(config.user_burst).unwrap_or(rate);
+        SessionDeps {
+            store,
+            banks,
+            limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
+            config,
+            epoch: Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+}
+
+pub struct SessionActor;
+
+pub struct SessionArgs {
+    pub user: String,
+    pub deps: Arc<SessionDeps>,
+    pub last_active: Arc<AtomicU64>,
+}
+
+pub struct SessionState {
+    user: String,
+    deps: Arc<SessionDeps>,
+    last_active: Arc<AtomicU64>,
+    connections: Option<Vec<Arc<Connection>>>,
+    waiting: HashMap<Option<Uuid>, Vec<BalancesReply>>,
+}
+
+impl Actor for SessionActor {
+    type Msg = SessionMsg;
+    type State = SessionState;
+    type Arguments = SessionArgs;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<SessionMsg>,
+        args: SessionArgs,
+    ) -> Result<SessionState, ActorProcessingErr> {
+        Ok(SessionState {
+            user: args.user,
+            deps: args.deps,
+            last_active: args.last_active,
+            connections: None,
+            waiting: HashMap::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        message: SessionMsg,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SessionMsg::Balances {
+                account,
+                psu_ip,
+                request_id,
+                reply,
+            } => {
+                state
+                    .last_active
+                    .store(state.deps.now_ms(), Ordering::Relaxed);
+                if let Err(not_until) = state.deps.limiter.check_key(&state.user) {
+                    let retry_after = not_until.wait_time_from(DefaultClock::default().now());
+                    ::metrics::counter!(metrics::RATE_LIMITED, "source" => "user", "provider" => "none").increment(1);
+                    let _ = reply.send(Err(SessionError::RateLimited { retry_after }));
+                    return Ok(());
+                }
+                if let Some(waiters) = state.waiting.get_mut(&account) {
+                    waiters.push(reply);
+                    return Ok(());
+                }
+                state.waiting.insert(account, vec![reply]);
+                state.start_fetch(myself, account, psu_ip, request_id);
+            }
+            SessionMsg::Fetched {
+                key,
+                loaded,
+                result,
+            } => {
+                if state.connections.is_none() {
+                    state.connections = loaded;
+                }
+                if let Ok(balances) = &result {
+                    state.forget_expired_consents(balances);
+                }
+                for waiter in state.waiting.remove(&key).unwrap_or_default() {
+                    let _ = waiter.send(result.clone());
+                }
+            }
+            SessionMsg::Reload => state.connections = None,
+            SessionMsg::Panic => panic!("chaos: session actor asked to panic"),
+        }
+        Ok(())
+    }
+}
+
+impl SessionState {
+    fn start_fetch(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        key: Option<Uuid>,
+        psu_ip: Option<String>,
+        request_id: String,
+    ) {
+        let known = self.connections.clone();
+        let deps = self.deps.clone();
+        let user = self.user.clone();
+        tokio::spawn(async move {
+            let (loaded, connections) = match known {
+                Some(connections) => (None, Ok(connections)),
+                None => match deps.store.connections(&user).await {
+                    Ok(list) => {
+                        let list: Vec<_> = list.into_iter().map(Arc::new).collect();
+                        (Some(list.clone()), Ok(list))
+                    }
+                    Err(error) => (None, Err(SessionError::Store(error))),
+                },
+            };
+            let result = match connections {
+                Ok(connections) => read_balances(&deps, connections, key, psu_ip, request_id).await,
+                Err(error) => Err(error),
+            };
+            let _ = myself.send_message(SessionMsg::Fetched {
+                key,
+                loaded,
+                result,
+            });
+        });
+    }
+
+    /// Drops provider accounts whose consent a provider rejected, and records it.
+    fn forget_expired_consents(&mut self, balances: &[AccountBalance]) {
+        let Some(connections) = &mut self.connections else {
+            return;
+        };
+        for balance in balances {
+            let BalanceAnswer::ConsentExpired { providers } = &balance.answer else {
+                continue;
+            };
+            let Some(slot) = connections
+                .iter_mut()
+                .find(|c| c.id == balance.connection.id)
+            else {
+                continue;
+            };
+            let mut updated = (**slot).clone();
+            updated
+                .accounts
+                .retain(|a| !providers.contains(&a.provider));
+            *slot = Arc::new(updated);
+            for &provider in providers {
+                let store = self.deps.store.clone();
+                let id = balance.connection.id;
+                tokio::spawn(async move {
+                    if let Err(error) = store.consent_expired(id, provider).await {
+                        warn!(error = %error, "consent expiry not recorded");
+                    }
+                });
+            }
+        }
+    }
+}
+
+async fn read_balances(
+    deps: &SessionDeps,
+    connections: Vec<Arc<Connection>>,
+    key: Option<Uuid>,
+    psu_ip: Option<String>,
+    request_id: String,
+) -> Result<Vec<AccountBalance>, SessionError> {
+    let selected: Vec<Arc<Connection>> = match key {
+        Some(id) => {
+            let found = connections
+                .into_iter()
+                .find(|c| c.id == id)
+                .ok_or(SessionError::UnknownAccount)?;
+            vec![found]
+        }
+        None => connections,
+    };
+    let reads = selected.into_iter().map(|connection| {
+        let request = FetchRequest {
+            connection: connection.clone(),
+            psu_ip: psu_ip.clone(),
+            request_id: request_id.clone(),
+        };
+        async move {
+            let bank = connection.bank;
+            let answer = if connection.accounts.is_empty() {
+                BalanceAnswer::ConsentExpired {
+                    providers: Vec::<ProviderId>::new(),
+                }
+            } else {
+                match deps.banks.get(&bank) {
+                    Some(handle) => handle
+                        .fetch(request, deps.config.read_deadline)
+                        .await
+                        .unwrap_or_else(|_| BalanceAnswer::Unavailable {
+                            warning: unavailable_warning(bank),
+                        }),
+                    None => BalanceAnswer::Unavailable {
+                        warning: unavailable_warning(bank),
+                    },
+                }
+            };
+            AccountBalance { connection, answer }
+        }
+    });
+    Ok(join_all(reads).await)
+}
+
+/// The handle a request uses to talk to its session.
+#[derive(Clone)]
+pub struct SessionHandle {
+    actor: ActorRef<SessionMsg>,
+    deadline: Duration,
+}
+
+impl SessionHandle {
+    pub async fn balances(
+        &self,
+        account: Option<Uuid>,
+        psu_ip: Option<String>,
+        request_id: String,
+    ) -> Result<Vec<AccountBalance>, SessionError> {
+        let message = |reply| SessionMsg::Balances {
+            account,
+            psu_ip,
+            request_id,
+            reply,
+        };
+        match self
+            .actor
+            .call(message, Some(self.deadline + Duration::from_secs(1)))
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(result)) => result,
+            _ => Err(SessionError::Unavailable),
+        }
+    }
+
+    /// Tells the session its connections changed.
+    pub fn reload(&self) {
+        let _ = self.actor.send_message(SessionMsg::Reload);
+    }
+
+    /// Chaos hook: makes the session actor panic.
+    pub fn inject_panic(&self) {
+        let _ = self.actor.send_message(SessionMsg::Panic);
+    }
+}
+
+/// A session is identified by the user and the token's `sid`.
+type SessionKey = (String, String);
+
+struct SessionEntry {
+    actor: ActorRef<SessionMsg>,
+    last_active: Arc<AtomicU64>,
+}
+
+/// All live sessions, and how to find or start one.
+pub struct Sessions {
+    map: RwLock<HashMap<SessionKey, SessionEntry>>,
+    deps: Arc<SessionDeps>,
+    supervisor: Slot<SupervisorMsg>,
+}
+
+impl Sessions {
+    pub fn new(deps: Arc<SessionDeps>) -> Arc<Sessions> {
+        Arc::new(Sessions {
+            map: RwLock::new(HashMap::new()),
+            deps,
+            supervisor: Slot::default(),
+        })
+    }
+
+    pub fn active(&self) -> usize {
+        self.map.read().expect("sessions").len()
+    }
+
+    fn lookup(&self, key: &SessionKey) -> Option<SessionHandle> {
+        let map = self.map.read().expect("sessions");
+        map.get(key).map(|entry| SessionHandle {
+            actor: entry.actor.clone(),
+            deadline: self.deps.config.read_deadline,
+        })
+    }
+
+    /// Returns the session for `user` and `sid`, starting it if needed.
+    pub async fn get(&self, user: &str, sid: &str) -> Result<SessionHandle, SessionError> {
+        let key = (user.to_owned(), sid.to_owned());
+        if let Some(handle) = self.lookup(&key) {
+            return Ok(handle);
+        }
+        let supervisor = self.supervisor.get().ok_or(SessionError::Unavailable)?;
+        match supervisor
+            .call(
+                |reply| SupervisorMsg::Start { key, reply },
+                Some(Duration::from_secs(5)),
+            )
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(Some(handle))) => Ok(handle),
+            _ => Err(SessionError::Unavailable),
+        }
+    }
+
+    /// Tells every session of `user` that the user's connections changed.
+    pub fn reload_user(&self, user: &str) {
+        let map = self.map.read().expect("sessions");
+        for ((owner, _), entry) in map.iter() {
+            if owner == user {
+                let _ = entry.actor.send_message(SessionMsg::Reload);
+            }
+        }
+    }
+
+    fn export_gauge(&self) {
+        ::metrics::gauge!(metrics::SESSIONS_ACTIVE).set(self.active() as f64);
+    }
+}
+
+/// Starts sessions, restarts them when they panic, and stops idle ones.
+pub struct SessionSupervisor;
+
+pub enum SupervisorMsg {
+    Start {
+        key: SessionKey,
+        reply: RpcReplyPort<Option<SessionHandle>>,
+    },
+    Sweep,
+}
+
+impl SessionSupervisor {
+    async fn spawn(
+        myself: &ActorRef<SupervisorMsg>,
+        sessions: &Arc<Sessions>,
+        key: SessionKey,
+    ) -> Option<SessionHandle> {
+        let last_active = Arc::new(AtomicU64::new(sessions.deps.now_ms()));
+        let args = SessionArgs {
+            user: key.0.clone(),
+            deps: sessions.deps.clone(),
+            last_active: last_active.clone(),
+        };
+        match Actor::spawn_linked(None, SessionActor, args, myself.get_cell()).await {
+            Ok((actor, _)) => {
+                sessions
+                    .map
+                    .write()
+                    .expect("sessions")
+                    .insert(key.clone(), SessionEntry { actor, last_active });
+                sessions.export_gauge();
+                sessions.lookup(&key)
+            }
+            Err(error) => {
+                warn!(error = %error, "session could not start");
+                None
+            }
+        }
+    }
+
+    fn key_of(sessions: &Sessions, cell: &ractor::ActorCell) -> Option<SessionKey> {
+        let map = sessions.map.read().expect("sessions");
+        map.iter()
+            .find(|(_, e)| e.actor.get_id() == cell.get_id())
+            .map(|(k, _)| k.clone())
+    }
+}
+
+impl Actor for SessionSupervisor {
+    type Msg = SupervisorMsg;
+    type State = Arc<Sessions>;
+    type Arguments = Arc<Sessions>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        sessions: Arc<Sessions>,
+    ) -> Result<Arc<Sessions>, ActorProcessingErr> {
+        sessions.supervisor.set(myself.clone());
+        let sweep_every = (sessions.deps.config.idle_timeout / 4)
+            .clamp(Duration::from_millis(100), Duration::from_secs(60));
+        myself.send_interval(sweep_every, || SupervisorMsg::Sweep);
+        Ok(sessions)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        message: SupervisorMsg,
+        sessions: &mut Arc<Sessions>,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SupervisorMsg::Start { key, reply } => {
+                let handle = match sessions.lookup(&key) {
+                    Some(handle) => Some(handle),
+                    None => Self::spawn(&myself, sessions, key).await,
+                };
+                let _ = reply.send(handle);
+            }
+            SupervisorMsg::Sweep => {
+                let idle_ms = sessions.deps.config.idle_timeout.as_millis() as u64;
+                let now = sessions.deps.now_ms();
+                let mut map = sessions.map.write().expect("sessions");
+                map.retain(|_, entry| {
+                    let idle =
+                        now.saturating_sub(entry.last_active.load(Ordering::Relaxed)) >= idle_ms;
+                    if idle {
+                        entry.actor.stop(Some("idle".to_owned()));
+                    }
+                    !idle
+                });
+                drop(map);
+                sessions.export_gauge();
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        event: SupervisionEvent,
+        sessions: &mut Arc<Sessions>,
+    ) -> Result<(), ActorProcessingErr> {
+        // The default would stop this supervisor (and every session) when one session fails.
+        if let SupervisionEvent::ActorFailed(cell, error) = event
+            && let Some(key) = Self::key_of(sessions, &cell)
+        {
+            ::metrics::counter!(metrics::ACTOR_RESTARTS, "actor" => "session").increment(1);
+            debug!(error = %error, "session actor failed; restarting it");
+            sessions.map.write().expect("sessions").remove(&key);
+            Self::spawn(&myself, sessions, key).await;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,177 @@
+//! The ports to the outside world: what the actors need from a provider's API and from the
+//! database. `src/` implements them over HTTP and PostgreSQL; tests may implement them too.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
+use rust_decimal::Decimal;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::{BankId, ProviderId};
+
+/// How one provider addresses one of the user's accounts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderAccount {
+    pub provider: ProviderId,
+    /// The provider's id for the account.
+    pub account_id: String,
+    /// What the provider's consent is called there: the Neonomics session or the PSD2 consent.
+    pub consent_ref: String,
+}
+
+/// One of the user's bank accounts as bankgate knows it.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub id: Uuid,
+    pub bank: BankId,
+    pub iban: String,
+    pub name: Option<String>,
+    pub currency: String,
+    pub consent_expires_at: Option<DateTime<Utc>>,
+    /// The account at each provider with a valid consent.
+    pub accounts: Vec<ProviderAccount>,
+    /// The last balance persisted, so a restarted gateway can still answer.
+    pub last_balance: Option<Balance>,
+}
+
+impl Connection {
+    pub fn account_at(&self, provider: ProviderId) -> Option<&ProviderAccount> {
+        self.accounts.iter().find(|a| a.provider == provider)
+    }
+}
+
+/// A balance as a provider reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Balance {
+    pub amount: Decimal,
+    pub currency: String,
+    pub balance_type: String,
+    pub provider: ProviderId,
+    pub fetched_at: DateTime<Utc>,
+}
+
+/// One balance read at one provider.
+#[derive(Debug, Clone)]
+pub struct BalanceCall {
+    pub bank: BankId,
+    pub account: ProviderAccount,
+    /// The user's IP when the user is present (an attended read under PSD2).
+    pub psu_ip: Option<String>,
+    pub request_id: String,
+}
+
+/// Why an upstream call failed, in the runbook's terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureClass {
+    /// No answer within the per-attempt timeout.
+    Timeout,
+    /// 5xx (and Neonomics' 520/530): the provider or bank failed.
+    Server,
+    /// 429: slow down.
+    RateLimited,
+    /// 401/403 on the provider's own authentication: our credentials are bad.
+    Credentials,
+    /// Refused, reset, unreachable: the network path failed.
+    Network,
+    /// The user's consent is expired or invalid: the user's problem, not the bank's.
+    Consent,
+    /// Another 4xx: a request the provider considers wrong.
+    Client,
+}
+
+impl FailureClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureClass::Timeout => "timeout",
+            FailureClass::Server => "server",
+            FailureClass::RateLimited => "rate_limited",
+            FailureClass::Credentials => "credentials",
+            FailureClass::Network => "network",
+            FailureClass::Consent => "consent",
+            FailureClass::Client => "client",
+        }
+    }
+
+    /// Whether the failure says the path to the bank is unhealthy (counts toward breakers).
+    pub fn is_path_failure(self) -> bool {
+        !matches!(self, FailureClass::Consent | FailureClass::Client)
+    }
+
+    /// Whether a read that failed this way may be retried.
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            FailureClass::Timeout
+                | FailureClass::Server
+                | FailureClass::Network
+                | FailureClass::RateLimited
+        )
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{} failure{}: {detail}", class.as_str(), status.map(|s| format!(" (HTTP {s})")).unwrap_or_default())]
+pub struct UpstreamError {
+    pub class: FailureClass,
+    pub status: Option<u16>,
+    /// How long the provider asked us to wait (`Retry-After`, `X-RateLimit-Reset`).
+    pub retry_after: Option<Duration>,
+    /// Safe to log: never tokens, account numbers or personal data.
+    pub detail: String,
+}
+
+impl UpstreamError {
+    pub fn new(class: FailureClass, detail: impl Into<String>) -> UpstreamError {
+        UpstreamError {
+            class,
+            status: None,
+            retry_after: None,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// An access token from a provider's OAuth2 client-credentials grant.
+#[derive(Debug, Clone)]
+pub struct AccessToken {
+    pub value: String,
+    pub expires_in: Duration,
+}
+
+/// A provider's API, as the actors use it.
+pub trait Upstream: Send + Sync + 'static {
+    fn provider(&self) -> ProviderId;
+    /// Obtains an access token; `None` for providers that need none.
+    fn authenticate(&self) -> BoxFuture<'static, Result<Option<AccessToken>, UpstreamError>>;
+    /// Reads one balance with `token` (from `authenticate`).
+    fn balance(
+        &self,
+        token: Option<String>,
+        call: BalanceCall,
+    ) -> BoxFuture<'static, Result<Balance, UpstreamError>>;
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("database: {0}")]
+pub struct StoreError(pub String);
+
+/// What the actors keep in PostgreSQL.
+pub trait Store: Send + Sync + 'static {
+    /// The user's connections with their provider accounts and last balances.
+    fn connections(&self, user: &str) -> BoxFuture<'static, Result<Vec<Connection>, StoreError>>;
+    /// Persists the latest balance of a connection.
+    fn save_balance(
+        &self,
+        connection: Uuid,
+        balance: Balance,
+    ) -> BoxFuture<'static, Result<(), StoreError>>;
+    /// Marks the user's consent at `provider` for this connection as expired.
+    fn consent_expired(
+        &self,
+        connection: Uuid,
+        provider: ProviderId,
+    ) -> BoxFuture<'static, Result<(), StoreError>>;
+}

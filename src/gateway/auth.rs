@@ -1,0 +1,35 @@
+//! Client authentication: `Authorization: Bearer <token>` verified as an HS256 JWT.
+
+use secrecy::SecretString;
+use warp::{Filter, Rejection};
+
+use crate::http::{ApiError, ErrorCode};
+use crate::token::{Claims, verify};
+
+/// Tokens longer than this are refused unread.
+const MAX_TOKEN_BYTES: usize = 4096;
+
+/// Extracts the verified claims or rejects with 401 in the envelope.
+pub fn authenticated(
+    secret: SecretString,
+) -> impl Filter<Extract = (Claims,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("authorization").and_then(move |header: Option<String>| {
+        let secret = secret.clone();
+        async move {
+            let unauthorized = |message: &str| {
+                warp::reject::custom(ApiError::new(ErrorCode::Unauthorized, message))
+            };
+            let header = header.ok_or_else(|| unauthorized("missing bearer token"))?;
+            let token = header
+                .strip_prefix("Bearer ")
+                .or_else(|| header.strip_prefix("bearer "))
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| unauthorized("expected `Authorization: Bearer <token>`"))?;
+            if token.len() > MAX_TOKEN_BYTES {
+                return Err(unauthorized("token too large"));
+            }
+            verify(&secret, token).map_err(|_| unauthorized("invalid or expired token"))
+        }
+    })
+}

@@ -1,0 +1,226 @@
+//! `GET /v1/balances` and `GET /v1/accounts/{id}/balances`: what the user sees.
+//!
+//! A balance read is attended when the caller forwards the user's IP in `x-psu-ip-address`
+//! (the user has the app open); without it the read is a background refresh and counts
+//! against PSD2's daily allowance of unattended reads.
+
+use std::net::IpAddr;
+
+use bankgate_actors::bank::{BalanceAnswer, Source};
+use bankgate_actors::session::{AccountBalance, SessionError};
+use bankgate_actors::{BankId, ProviderId};
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use uuid::Uuid;
+use warp::Reply;
+use warp::reply::Response;
+
+use super::AppState;
+use crate::http::request_id::RequestId;
+use crate::http::{ApiError, ErrorCode};
+use crate::token::Claims;
+
+/// Shown when the user's consent at the bank no longer holds.
+pub const CONSENT_EXPIRED: &str = "Banktilkobling utløpt – forny tilkoblingen";
+
+/// One account's balance as the client API renders it.
+#[derive(Debug, Serialize)]
+pub struct AccountView {
+    pub account_id: Uuid,
+    pub bank: BankId,
+    pub name: Option<String>,
+    pub iban: String,
+    /// Decimal string; null when no balance can be shown.
+    pub amount: Option<Decimal>,
+    pub currency: String,
+    pub provider: Option<ProviderId>,
+    /// `live` or `cache`; null when no balance can be shown.
+    pub source: Option<&'static str>,
+    pub as_of: Option<DateTime<Utc>>,
+    pub stale: bool,
+    pub warning: Option<String>,
+    /// `consent_expired` or `bank_unavailable` when no balance can be shown.
+    pub error: Option<ErrorCode>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Total {
+    pub amount: Decimal,
+    pub currency: &'static str,
+    /// Whether every account contributed a balance.
+    pub complete: bool,
+    /// Whether any contributing balance is stale.
+    pub stale: bool,
+    pub stale_accounts: Vec<Uuid>,
+    pub missing_accounts: Vec<Uuid>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BalancesView {
+    pub accounts: Vec<AccountView>,
+    pub total: Total,
+}
+
+fn view(account: &AccountBalance) -> AccountView {
+    let c = &account.connection;
+    let mut view = AccountView {
+        account_id: c.id,
+        bank: c.bank,
+        name: c.name.clone(),
+        iban: c.iban.clone(),
+        amount: None,
+        currency: c.currency.clone(),
+        provider: None,
+        source: None,
+        as_of: None,
+        stale: false,
+        warning: None,
+        error: None,
+    };
+    match &account.answer {
+        BalanceAnswer::Served {
+            balance,
+            source,
+            warning,
+        } => {
+            view.amount = Some(balance.amount);
+            view.currency = balance.currency.clone();
+            view.provider = Some(balance.provider);
+            view.source = Some(if *source == Source::Live {
+                "live"
+            } else {
+                "cache"
+            });
+            view.as_of = Some(balance.fetched_at);
+            view.stale = *source == Source::CacheStale;
+            view.warning = warning.clone();
+        }
+        BalanceAnswer::ConsentExpired { .. } => {
+            view.error = Some(ErrorCode::ConsentExpired);
+            view.warning = Some(CONSENT_EXPIRED.to_owned());
+        }
+        BalanceAnswer::Unavailable { warning } => {
+            view.error = Some(ErrorCode::BankUnavailable);
+            view.warning = Some(warning.clone());
+        }
+    }
+    view
+}
+
+fn session_error(error: SessionError) -> ApiError {
+    match error {
+        SessionError::RateLimited { retry_after } => {
+            ApiError::new(ErrorCode::RateLimited, "too many balance requests")
+                .with_retry_after(retry_after.as_secs().max(1))
+        }
+        SessionError::UnknownAccount => ApiError::not_found("no such account"),
+        SessionError::Store(_) | SessionError::Unavailable => ApiError::new(
+            ErrorCode::Unavailable,
+            "temporarily unavailable, try again shortly",
+        )
+        .with_retry_after(1),
+    }
+}
+
+/// Reads `x-psu-ip-address`: the user's IP when the user is present.
+fn psu_ip(header: Option<String>) -> Result<Option<String>, ApiError> {
+    match header {
+        None => Ok(None),
+        Some(value) => match value.trim().parse::<IpAddr>() {
+            Ok(ip) => Ok(Some(ip.to_string())),
+            Err(_) => Err(ApiError::invalid_field(
+                "x-psu-ip-address",
+                "must be an IP address",
+            )),
+        },
+    }
+}
+
+async fn read(
+    state: &AppState,
+    claims: &Claims,
+    account: Option<Uuid>,
+    ip: Option<String>,
+    request_id: &RequestId,
+) -> Result<Vec<AccountBalance>, ApiError> {
+    let ip = psu_ip(ip)?;
+    let session = state
+        .sessions
+        .get(&claims.sub, &claims.sid)
+        .await
+        .map_err(session_error)?;
+    session
+        .balances(account, ip, request_id.0.clone())
+        .await
+        .map_err(session_error)
+}
+
+pub async fn all(
+    state: AppState,
+    claims: Claims,
+    ip: Option<String>,
+    request_id: RequestId,
+) -> Result<Response, ApiError> {
+    let accounts = read(&state, &claims, None, ip, &request_id).await?;
+    let views: Vec<AccountView> = accounts.iter().map(view).collect();
+    if !views.is_empty()
+        && views
+            .iter()
+            .all(|v| v.error == Some(ErrorCode::ConsentExpired))
+    {
+        return Err(ApiError::new(ErrorCode::ConsentExpired, CONSENT_EXPIRED));
+    }
+    if !views.is_empty() && views.iter().all(|v| v.error.is_some()) {
+        let message = views
+            .iter()
+            .find_map(|v| v.warning.clone())
+            .unwrap_or_default();
+        return Err(ApiError::new(ErrorCode::BankUnavailable, message).with_retry_after(30));
+    }
+    let counted = |v: &&AccountView| v.amount.is_some() && v.currency == "NOK";
+    let total = Total {
+        amount: views.iter().filter(counted).filter_map(|v| v.amount).sum(),
+        currency: "NOK",
+        complete: views.iter().all(|v| v.amount.is_some()),
+        stale: views.iter().any(|v| v.stale),
+        stale_accounts: views
+            .iter()
+            .filter(|v| v.stale)
+            .map(|v| v.account_id)
+            .collect(),
+        missing_accounts: views
+            .iter()
+            .filter(|v| v.amount.is_none())
+            .map(|v| v.account_id)
+            .collect(),
+    };
+    Ok(warp::reply::json(&BalancesView {
+        accounts: views,
+        total,
+    })
+    .into_response())
+}
+
+pub async fn one(
+    state: AppState,
+    claims: Claims,
+    account: Uuid,
+    ip: Option<String>,
+    request_id: RequestId,
+) -> Result<Response, ApiError> {
+    let accounts = read(&state, &claims, Some(account), ip, &request_id).await?;
+    let view = accounts
+        .first()
+        .map(view)
+        .ok_or_else(|| ApiError::not_found("no such account"))?;
+    match view.error {
+        Some(ErrorCode::ConsentExpired) => {
+            Err(ApiError::new(ErrorCode::ConsentExpired, CONSENT_EXPIRED))
+        }
+        Some(code) => {
+            Err(ApiError::new(code, view.warning.unwrap_or_default()).with_retry_after(30))
+        }
+        None => Ok(warp::reply::json(&view).into_response()),
+    }
+}

@@ -1,0 +1,104 @@
+//! HTTP clients of the providers: Neonomics and the banks' NextGenPSD2 APIs. Each implements
+//! the actors' `Upstream` port for balance reads and offers the consent flow the client API
+//! drives. Failures are classified in the runbook's terms (`FailureClass`); no token, account
+//! number or personal data ever goes into an error's text.
+
+pub mod neonomics;
+pub mod psd2;
+
+use std::time::Duration;
+
+use bankgate_actors::upstream::{FailureClass, UpstreamError};
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+
+/// An account a provider lists under a consent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteAccount {
+    pub id: String,
+    pub iban: String,
+    pub bban: Option<String>,
+    pub name: Option<String>,
+    pub currency: String,
+}
+
+/// A consent started at a provider, waiting for the user's SCA.
+#[derive(Debug, Clone)]
+pub struct StartedConsent {
+    /// The provider's handle for it: PSD2 consent id or Neonomics session id.
+    pub external_id: String,
+    pub sca_redirect: String,
+}
+
+/// Where the provider's SCA left a consent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsentState {
+    Valid,
+    Rejected,
+    Pending,
+}
+
+/// Builds the HTTP client shared by the provider clients.
+pub fn http_client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .pool_idle_timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("the TLS backend initialises")
+}
+
+/// Classifies a transport error (no HTTP answer).
+pub fn transport_error(error: &reqwest::Error) -> UpstreamError {
+    let class = if error.is_timeout() {
+        FailureClass::Timeout
+    } else {
+        FailureClass::Network
+    };
+    // reqwest's text names the URL, which holds account ids: keep only the kind.
+    let kind = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "connection failed"
+    } else {
+        "connection broken"
+    };
+    UpstreamError::new(class, kind)
+}
+
+/// Reads how long the provider asked us to wait: `Retry-After`, else `X-RateLimit-Reset`.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    ["retry-after", "x-ratelimit-reset"]
+        .iter()
+        .filter_map(|name| {
+            headers
+                .get(*name)?
+                .to_str()
+                .ok()?
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .next()
+        .map(Duration::from_secs)
+}
+
+/// Builds an error for an HTTP status, with the provider's own code when it gave one.
+pub fn status_error(
+    class: FailureClass,
+    status: StatusCode,
+    headers: &HeaderMap,
+    code: Option<&str>,
+) -> UpstreamError {
+    let detail = match code {
+        Some(code) => format!("provider answered {code}"),
+        None => "provider answered with an error".to_owned(),
+    };
+    UpstreamError {
+        class,
+        status: Some(status.as_u16()),
+        retry_after: retry_after(headers),
+        detail,
+    }
+}

@@ -1,0 +1,264 @@
+//! The Neonomics client: OAuth2 client credentials, sessions, consent, accounts, balances.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bankgate_actors::upstream::{
+    AccessToken, Balance, BalanceCall, FailureClass, Upstream, UpstreamError,
+};
+use bankgate_actors::{BankId, ProviderId};
+use futures_util::future::BoxFuture;
+use reqwest::{Method, RequestBuilder, Response};
+use rust_decimal::Decimal;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use super::{
+    ConsentState, RemoteAccount, StartedConsent, http_client, status_error, transport_error,
+};
+use crate::settings::NeonomicsSettings;
+
+const TOKEN_PATH: &str = "/auth/realms/sandbox/protocol/openid-connect/token";
+/// Identifies bankgate's installation to Neonomics (`x-device-id`).
+const DEVICE_ID: &str = "bankgate";
+
+#[derive(Clone)]
+pub struct NeonomicsClient {
+    http: reqwest::Client,
+    base: String,
+    client_id: String,
+    client_secret: SecretString,
+}
+
+#[derive(Deserialize)]
+struct TokenBody {
+    access_token: String,
+    expires_in: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ErrorBody {
+    error_code: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct BalanceBody {
+    #[serde(rename = "type")]
+    kind: String,
+    amount: Decimal,
+    currency: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AccountBody {
+    id: String,
+    iban: String,
+    bban: Option<String>,
+    account_name: Option<String>,
+    currency: String,
+}
+
+impl NeonomicsClient {
+    pub fn new(settings: &NeonomicsSettings) -> Arc<NeonomicsClient> {
+        Arc::new(NeonomicsClient {
+            http: http_client(settings.timeout),
+            base: settings.base_url.trim_end_matches('/').to_owned(),
+            client_id: settings.client_id.clone(),
+            client_secret: settings.client_secret.clone(),
+        })
+    }
+
+    fn request(&self, method: Method, path: &str, token: Option<&str>) -> RequestBuilder {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("x-device-id", DEVICE_ID);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request
+    }
+
+    /// Classifies a Neonomics error answer.
+    async fn failure(response: Response) -> UpstreamError {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let code = response
+            .json::<ErrorBody>()
+            .await
+            .ok()
+            .and_then(|b| b.error_code);
+        let class = match status.as_u16() {
+            401 | 403 => FailureClass::Credentials,
+            429 => FailureClass::RateLimited,
+            510 if code.as_deref() == Some("1426") => FailureClass::Consent,
+            500..=599 => FailureClass::Server,
+            _ => FailureClass::Client,
+        };
+        status_error(class, status, &headers, code.as_deref())
+    }
+
+    async fn send(request: RequestBuilder) -> Result<Response, UpstreamError> {
+        let response = request.send().await.map_err(|e| transport_error(&e))?;
+        if response.status().is_success() {
+            Ok(response)
+        } else {
+            Err(Self::failure(response).await)
+        }
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(
+        request: RequestBuilder,
+    ) -> Result<T, UpstreamError> {
+        let response = Self::send(request).await?;
+        response
+            .json()
+            .await
+            .map_err(|_| UpstreamError::new(FailureClass::Server, "unexpected answer shape"))
+    }
+
+    async fn token(&self) -> Result<AccessToken, UpstreamError> {
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("client_id", self.client_id.as_str()),
+            ("client_secret", self.client_secret.expose_secret()),
+        ];
+        let request = self
+            .http
+            .post(format!("{}{TOKEN_PATH}", self.base))
+            .form(&form);
+        let body: TokenBody = Self::json(request).await?;
+        Ok(AccessToken {
+            value: body.access_token,
+            expires_in: Duration::from_secs(body.expires_in),
+        })
+    }
+
+    /// Opens a session at `bank` for the user (`x-psu-id`) and asks for a consent link that
+    /// returns the user's browser to `redirect_url`.
+    pub async fn start_consent(
+        &self,
+        token: &str,
+        bank: BankId,
+        psu: &str,
+        redirect_url: &str,
+    ) -> Result<StartedConsent, UpstreamError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Session {
+            session_id: String,
+        }
+        #[derive(Deserialize)]
+        struct Link {
+            href: String,
+        }
+        #[derive(Deserialize)]
+        struct Links {
+            links: Vec<Link>,
+        }
+        let request = self
+            .request(Method::POST, "/ics/v3/session", Some(token))
+            .header("x-psu-id", psu)
+            .json(&serde_json::json!({"bankId": bank.bic()}));
+        let session: Session = Self::json(request).await?;
+        let request = self
+            .request(
+                Method::GET,
+                &format!("/ics/v3/consent/{}", session.session_id),
+                Some(token),
+            )
+            .header("x-redirect-url", redirect_url);
+        let links: Links = Self::json(request).await?;
+        let link = links
+            .links
+            .into_iter()
+            .next()
+            .ok_or_else(|| UpstreamError::new(FailureClass::Server, "no consent link"))?;
+        Ok(StartedConsent {
+            external_id: session.session_id,
+            sca_redirect: link.href,
+        })
+    }
+
+    /// Lists the accounts of a session; a session without a valid consent is `Rejected`.
+    pub async fn accounts(
+        &self,
+        token: &str,
+        session: &str,
+        psu_ip: &str,
+    ) -> Result<(ConsentState, Vec<RemoteAccount>), UpstreamError> {
+        let request = self
+            .request(Method::GET, "/ics/v3/accounts", Some(token))
+            .header("x-session-id", session)
+            .header("x-psu-ip-address", psu_ip);
+        match Self::json::<Vec<AccountBody>>(request).await {
+            Ok(list) => Ok((
+                ConsentState::Valid,
+                list.into_iter()
+                    .map(|a| RemoteAccount {
+                        id: a.id,
+                        iban: a.iban,
+                        bban: a.bban,
+                        name: a.account_name,
+                        currency: a.currency,
+                    })
+                    .collect(),
+            )),
+            Err(error) if error.class == FailureClass::Consent => {
+                Ok((ConsentState::Rejected, Vec::new()))
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn read_balance(
+        &self,
+        token: Option<String>,
+        call: BalanceCall,
+    ) -> Result<Balance, UpstreamError> {
+        let path = format!("/ics/v3/accounts/{}/balances", call.account.account_id);
+        let mut request = self
+            .request(Method::GET, &path, token.as_deref())
+            .header("x-session-id", &call.account.consent_ref)
+            .header("x-request-id", &call.request_id);
+        if let Some(ip) = &call.psu_ip {
+            request = request.header("x-psu-ip-address", ip);
+        }
+        let balances: Vec<BalanceBody> = Self::json(request).await?;
+        let preferred = ["ITAV", "CLAV", "ITBD", "CLBD"];
+        let chosen = preferred
+            .iter()
+            .find_map(|kind| balances.iter().find(|b| b.kind == *kind))
+            .or(balances.first())
+            .ok_or_else(|| UpstreamError::new(FailureClass::Server, "no balance in the answer"))?;
+        Ok(Balance {
+            amount: chosen.amount,
+            currency: chosen.currency.clone(),
+            balance_type: chosen.kind.clone(),
+            provider: ProviderId::Neonomics,
+            fetched_at: chrono::Utc::now(),
+        })
+    }
+}
+
+impl Upstream for NeonomicsClient {
+    fn provider(&self) -> ProviderId {
+        ProviderId::Neonomics
+    }
+
+    fn authenticate(&self) -> BoxFuture<'static, Result<Option<AccessToken>, UpstreamError>> {
+        let this = self.clone();
+        Box::pin(async move { this.token().await.map(Some) })
+    }
+
+    fn balance(
+        &self,
+        token: Option<String>,
+        call: BalanceCall,
+    ) -> BoxFuture<'static, Result<Balance, UpstreamError>> {
+        let this = self.clone();
+        Box::pin(async move { this.read_balance(token, call).await })
+    }
+}

@@ -1,0 +1,284 @@
+//! The client of the banks' own NextGenPSD2 APIs: consents, accounts, balances.
+//!
+//! In production each bank identifies bankgate by its eIDAS certificate on the TLS connection;
+//! there is no token to manage, so `authenticate` returns none.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bankgate_actors::upstream::{
+    AccessToken, Balance, BalanceCall, FailureClass, Upstream, UpstreamError,
+};
+use bankgate_actors::{BankId, ProviderId};
+use chrono::{DateTime, NaiveDate, Utc};
+use futures_util::future::BoxFuture;
+use reqwest::{Method, RequestBuilder, Response};
+use rust_decimal::Decimal;
+use serde::Deserialize;
+
+use super::{
+    ConsentState, RemoteAccount, StartedConsent, http_client, status_error, transport_error,
+};
+use crate::settings::Psd2Settings;
+
+/// How long a consent is asked for, and how many unattended reads a day it allows.
+const CONSENT_DAYS: i64 = 90;
+const FREQUENCY_PER_DAY: u32 = 4;
+
+#[derive(Clone)]
+pub struct Psd2Client {
+    http: reqwest::Client,
+    bank_urls: Arc<BTreeMap<BankId, String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TppMessage {
+    code: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ErrorBody {
+    #[serde(default)]
+    tpp_messages: Vec<TppMessage>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Amount {
+    amount: Decimal,
+    currency: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BalanceEntry {
+    balance_amount: Amount,
+    balance_type: String,
+}
+
+#[derive(Deserialize)]
+struct BalancesBody {
+    balances: Vec<BalanceEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AccountEntry {
+    resource_id: String,
+    iban: String,
+    bban: Option<String>,
+    name: Option<String>,
+    currency: String,
+}
+
+#[derive(Deserialize)]
+struct AccountsBody {
+    accounts: Vec<AccountEntry>,
+}
+
+impl Psd2Client {
+    pub fn new(settings: &Psd2Settings) -> Arc<Psd2Client> {
+        let bank_urls = settings
+            .bank_urls
+            .iter()
+            .map(|(b, u)| (*b, u.trim_end_matches('/').to_owned()))
+            .collect();
+        Arc::new(Psd2Client {
+            http: http_client(settings.timeout),
+            bank_urls: Arc::new(bank_urls),
+        })
+    }
+
+    fn request(
+        &self,
+        method: Method,
+        bank: BankId,
+        path: &str,
+    ) -> Result<RequestBuilder, UpstreamError> {
+        let base = self
+            .bank_urls
+            .get(&bank)
+            .ok_or_else(|| UpstreamError::new(FailureClass::Client, "no PSD2 URL for the bank"))?;
+        // NextGenPSD2 wants a UUID per request.
+        Ok(self
+            .http
+            .request(method, format!("{base}{path}"))
+            .header("x-request-id", uuid::Uuid::new_v4().to_string()))
+    }
+
+    /// Classifies a NextGenPSD2 error answer by status and `tppMessages` code.
+    async fn failure(response: Response) -> UpstreamError {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let code = response
+            .json::<ErrorBody>()
+            .await
+            .ok()
+            .and_then(|b| b.tpp_messages.into_iter().next())
+            .map(|m| m.code);
+        let consent = code.as_deref().is_some_and(|c| c.starts_with("CONSENT_"));
+        let class = match status.as_u16() {
+            401 | 403 if consent => FailureClass::Consent,
+            401 => FailureClass::Credentials,
+            403 if code.as_deref() == Some("RESOURCE_UNKNOWN") => FailureClass::Client,
+            403 => FailureClass::Credentials,
+            429 => FailureClass::RateLimited,
+            500..=599 => FailureClass::Server,
+            _ => FailureClass::Client,
+        };
+        status_error(class, status, &headers, code.as_deref())
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(
+        request: RequestBuilder,
+    ) -> Result<T, UpstreamError> {
+        let response = request.send().await.map_err(|e| transport_error(&e))?;
+        if !response.status().is_success() {
+            return Err(Self::failure(response).await);
+        }
+        response
+            .json()
+            .await
+            .map_err(|_| UpstreamError::new(FailureClass::Server, "unexpected answer shape"))
+    }
+
+    /// Creates a consent for all accounts of the user (`PSU-ID`) at `bank`.
+    pub async fn start_consent(
+        &self,
+        bank: BankId,
+        psu: &str,
+        redirect_url: &str,
+    ) -> Result<StartedConsent, UpstreamError> {
+        #[derive(Deserialize)]
+        struct Href {
+            href: String,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Links {
+            sca_redirect: Href,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Created {
+            consent_id: String,
+            #[serde(rename = "_links")]
+            links: Links,
+        }
+        let valid_until: NaiveDate =
+            (Utc::now() + chrono::Duration::days(CONSENT_DAYS)).date_naive();
+        let body = serde_json::json!({
+            "access": {"allPsd2": "allAccounts"},
+            "recurringIndicator": true,
+            "validUntil": valid_until,
+            "frequencyPerDay": FREQUENCY_PER_DAY,
+            "combinedServiceIndicator": false,
+        });
+        let request = self
+            .request(Method::POST, bank, "/consents")?
+            .header("psu-id", psu)
+            .header("tpp-redirect-uri", redirect_url)
+            .json(&body);
+        let created: Created = Self::json(request).await?;
+        Ok(StartedConsent {
+            external_id: created.consent_id,
+            sca_redirect: created.links.sca_redirect.href,
+        })
+    }
+
+    /// Returns the consent's state and, when valid, how long it lasts.
+    pub async fn consent_state(
+        &self,
+        bank: BankId,
+        consent: &str,
+    ) -> Result<(ConsentState, Option<DateTime<Utc>>), UpstreamError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct View {
+            consent_status: String,
+            valid_until: Option<NaiveDate>,
+        }
+        let view: View =
+            Self::json(self.request(Method::GET, bank, &format!("/consents/{consent}"))?).await?;
+        let until = view
+            .valid_until
+            .and_then(|d| d.and_hms_opt(23, 59, 59))
+            .map(|t| t.and_utc());
+        let state = match view.consent_status.as_str() {
+            "valid" => ConsentState::Valid,
+            "received" | "partiallyAuthorised" => ConsentState::Pending,
+            _ => ConsentState::Rejected,
+        };
+        Ok((state, until))
+    }
+
+    /// Lists the accounts a consent opens; `psu_ip` makes the read attended.
+    pub async fn accounts(
+        &self,
+        bank: BankId,
+        consent: &str,
+        psu_ip: &str,
+    ) -> Result<Vec<RemoteAccount>, UpstreamError> {
+        let request = self
+            .request(Method::GET, bank, "/accounts")?
+            .header("consent-id", consent)
+            .header("psu-ip-address", psu_ip);
+        let body: AccountsBody = Self::json(request).await?;
+        Ok(body
+            .accounts
+            .into_iter()
+            .map(|a| RemoteAccount {
+                id: a.resource_id,
+                iban: a.iban,
+                bban: a.bban,
+                name: a.name,
+                currency: a.currency,
+            })
+            .collect())
+    }
+
+    async fn read_balance(&self, call: BalanceCall) -> Result<Balance, UpstreamError> {
+        let path = format!("/accounts/{}/balances", call.account.account_id);
+        let mut request = self
+            .request(Method::GET, call.bank, &path)?
+            .header("consent-id", &call.account.consent_ref);
+        if let Some(ip) = &call.psu_ip {
+            request = request.header("psu-ip-address", ip);
+        }
+        let body: BalancesBody = Self::json(request).await?;
+        let preferred = ["interimAvailable", "closingBooked", "expected"];
+        let chosen = preferred
+            .iter()
+            .find_map(|kind| body.balances.iter().find(|b| b.balance_type == *kind))
+            .or(body.balances.first())
+            .ok_or_else(|| UpstreamError::new(FailureClass::Server, "no balance in the answer"))?;
+        Ok(Balance {
+            amount: chosen.balance_amount.amount,
+            currency: chosen.balance_amount.currency.clone(),
+            balance_type: chosen.balance_type.clone(),
+            provider: ProviderId::Psd2,
+            fetched_at: Utc::now(),
+        })
+    }
+}
+
+impl Upstream for Psd2Client {
+    fn provider(&self) -> ProviderId {
+        ProviderId::Psd2
+    }
+
+    fn authenticate(&self) -> BoxFuture<'static, Result<Option<AccessToken>, UpstreamError>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn balance(
+        &self,
+        _token: Option<String>,
+        call: BalanceCall,
+    ) -> BoxFuture<'static, Result<Balance, UpstreamError>> {
+        let this = self.clone();
+        Box::pin(async move { this.read_balance(call).await })
+    }
+}

@@ -1,0 +1,400 @@
+//! PostgreSQL behind the actors' `Store` port, and the consent and connection records the
+//! client API writes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bankgate_actors::upstream::{Balance, Connection, ProviderAccount, Store, StoreError};
+use bankgate_actors::{BankId, ProviderId};
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use futures_util::future::BoxFuture;
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+use crate::providers::RemoteAccount;
+
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+}
+
+fn db(error: impl std::fmt::Display) -> StoreError {
+    StoreError(error.to_string())
+}
+
+/// A consent as the client API tracks it.
+#[derive(Debug, Clone)]
+pub struct ConsentRecord {
+    pub id: Uuid,
+    pub user_id: String,
+    pub bank: BankId,
+    pub status: String,
+    pub redirect_url: String,
+    pub providers: Vec<ProviderConsent>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderConsent {
+    pub provider: ProviderId,
+    pub external_id: String,
+    pub sca_redirect: Option<String>,
+    pub status: String,
+}
+
+/// A connection as `GET /v1/connections` lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConnectionView {
+    pub id: Uuid,
+    pub bank: BankId,
+    pub iban: String,
+    pub name: Option<String>,
+    pub currency: String,
+    pub providers: Vec<ProviderId>,
+    pub consent_expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One account as the providers listed it: its details and its id at each provider.
+type AccountAcrossProviders<'a> = (&'a RemoteAccount, Vec<(ProviderId, &'a str)>);
+
+fn parse<T: std::str::FromStr>(value: &str) -> Result<T, StoreError> {
+    value
+        .parse()
+        .map_err(|_| StoreError(format!("unexpected value `{value}` in the database")))
+}
+
+impl PgStore {
+    pub fn new(pool: Pool) -> Arc<PgStore> {
+        Arc::new(PgStore { pool })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(db)
+    }
+
+    /// Records a new consent and the provider consents started for it.
+    pub async fn create_consent(&self, consent: &ConsentRecord) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        tx.execute(
+            "INSERT INTO consents (id, user_id, bank, status, redirect_url) VALUES ($1, $2, $3, 'pending', $4)",
+            &[&consent.id, &consent.user_id, &consent.bank.as_str(), &consent.redirect_url],
+        )
+        .await
+        .map_err(db)?;
+        for pc in &consent.providers {
+            tx.execute(
+                "INSERT INTO provider_consents (consent_id, provider, external_id, session_id, sca_redirect, status)
+                 VALUES ($1, $2, $3, $4, $5, 'pending')",
+                &[
+                    &consent.id,
+                    &pc.provider.as_str(),
+                    &pc.external_id,
+                    &(pc.provider == ProviderId::Neonomics).then_some(&pc.external_id),
+                    &pc.sca_redirect,
+                ],
+            )
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    pub async fn consent(&self, id: Uuid) -> Result<Option<ConsentRecord>, StoreError> {
+        let client = self.client().await?;
+        let Some(row) = client
+            .query_opt(
+                "SELECT user_id, bank, status, redirect_url FROM consents WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(db)?
+        else {
+            return Ok(None);
+        };
+        let rows = client
+            .query(
+                "SELECT provider, external_id, sca_redirect, status FROM provider_consents WHERE consent_id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(db)?;
+        let mut providers = Vec::new();
+        for r in rows {
+            providers.push(ProviderConsent {
+                provider: parse(r.get::<_, &str>(0))?,
+                external_id: r.get(1),
+                sca_redirect: r.get(2),
+                status: r.get(3),
+            });
+        }
+        Ok(Some(ConsentRecord {
+            id,
+            user_id: row.get(0),
+            bank: parse(row.get::<_, &str>(1))?,
+            status: row.get(2),
+            redirect_url: row.get(3),
+            providers,
+        }))
+    }
+
+    pub async fn set_provider_consent(
+        &self,
+        consent: Uuid,
+        provider: ProviderId,
+        status: &str,
+        valid_until: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE provider_consents SET status = $3, valid_until = $4, updated_at = now()
+                 WHERE consent_id = $1 AND provider = $2",
+                &[&consent, &provider.as_str(), &status, &valid_until],
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// Completes a consent: stores the accounts each provider listed as the user's
+    /// connections (matched across providers by IBAN) and marks the consent active, or
+    /// rejected when no provider listed any.
+    pub async fn complete_consent(
+        &self,
+        consent: &ConsentRecord,
+        accounts: &[(ProviderId, Vec<RemoteAccount>)],
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Result<String, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let mut by_iban: HashMap<&str, AccountAcrossProviders> = HashMap::new();
+        for (provider, list) in accounts {
+            for account in list {
+                let entry = by_iban
+                    .entry(account.iban.as_str())
+                    .or_insert((account, Vec::new()));
+                entry.1.push((*provider, account.id.as_str()));
+            }
+        }
+        for (iban, (account, ids)) in &by_iban {
+            let row = tx
+                .query_one(
+                    "INSERT INTO connections (id, user_id, bank, consent_id, iban, bban, account_name, currency)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                     ON CONFLICT (user_id, bank, iban)
+                     DO UPDATE SET consent_id = EXCLUDED.consent_id, account_name = EXCLUDED.account_name
+                     RETURNING id",
+                    &[
+                        &Uuid::new_v4(),
+                        &consent.user_id,
+                        &consent.bank.as_str(),
+                        &consent.id,
+                        iban,
+                        &account.bban,
+                        &account.name,
+                        &account.currency,
+                    ],
+                )
+                .await
+                .map_err(db)?;
+            let connection: Uuid = row.get(0);
+            tx.execute(
+                "DELETE FROM connection_accounts WHERE connection_id = $1",
+                &[&connection],
+            )
+            .await
+            .map_err(db)?;
+            for (provider, id) in ids {
+                tx.execute(
+                    "INSERT INTO connection_accounts (connection_id, provider, account_id) VALUES ($1, $2, $3)",
+                    &[&connection, &provider.as_str(), id],
+                )
+                .await
+                .map_err(db)?;
+            }
+        }
+        let status = if by_iban.is_empty() {
+            "rejected"
+        } else {
+            "active"
+        };
+        tx.execute(
+            "UPDATE consents SET status = $2, completed_at = now(), expires_at = $3 WHERE id = $1",
+            &[&consent.id, &status, &expires_at],
+        )
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(status.to_owned())
+    }
+
+    pub async fn list_connections(&self, user: &str) -> Result<Vec<ConnectionView>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT c.id, c.bank, c.iban, c.account_name, c.currency, con.expires_at, c.created_at,
+                        COALESCE(array_agg(ca.provider ORDER BY ca.provider) FILTER (WHERE ca.provider IS NOT NULL), '{}')
+                 FROM connections c
+                 JOIN consents con ON con.id = c.consent_id
+                 LEFT JOIN connection_accounts ca ON ca.connection_id = c.id
+                 WHERE c.user_id = $1
+                 GROUP BY c.id, con.expires_at
+                 ORDER BY c.created_at, c.id",
+                &[&user],
+            )
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                let providers: Vec<String> = r.get(7);
+                Ok(ConnectionView {
+                    id: r.get(0),
+                    bank: parse(r.get::<_, &str>(1))?,
+                    iban: r.get(2),
+                    name: r.get(3),
+                    currency: r.get(4),
+                    consent_expires_at: r.get(5),
+                    created_at: r.get(6),
+                    providers: providers
+                        .iter()
+                        .map(|p| parse(p))
+                        .collect::<Result<_, _>>()?,
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes one of the user's connections; returns whether it existed.
+    pub async fn delete_connection(&self, user: &str, id: Uuid) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let deleted = client
+            .execute(
+                "DELETE FROM connections WHERE id = $1 AND user_id = $2",
+                &[&id, &user],
+            )
+            .await
+            .map_err(db)?;
+        Ok(deleted == 1)
+    }
+
+    async fn load_connections(&self, user: String) -> Result<Vec<Connection>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT c.id, c.bank, c.iban, c.account_name, c.currency, con.expires_at,
+                        ca.provider, ca.account_id, pc.external_id,
+                        b.amount, b.currency, b.balance_type, b.provider, b.fetched_at
+                 FROM connections c
+                 JOIN consents con ON con.id = c.consent_id
+                 LEFT JOIN connection_accounts ca ON ca.connection_id = c.id
+                 LEFT JOIN provider_consents pc
+                        ON pc.consent_id = c.consent_id AND pc.provider = ca.provider AND pc.status = 'active'
+                 LEFT JOIN balances b ON b.connection_id = c.id
+                 WHERE c.user_id = $1
+                 ORDER BY c.created_at, c.id",
+                &[&user],
+            )
+            .await
+            .map_err(db)?;
+        let mut connections: Vec<Connection> = Vec::new();
+        for row in rows {
+            let id: Uuid = row.get(0);
+            if connections.last().is_none_or(|c| c.id != id) {
+                let last_balance = match row.get::<_, Option<Decimal>>(9) {
+                    Some(amount) => Some(Balance {
+                        amount,
+                        currency: row.get(10),
+                        balance_type: row.get(11),
+                        provider: parse(row.get::<_, &str>(12))?,
+                        fetched_at: row.get(13),
+                    }),
+                    None => None,
+                };
+                connections.push(Connection {
+                    id,
+                    bank: parse(row.get::<_, &str>(1))?,
+                    iban: row.get(2),
+                    name: row.get(3),
+                    currency: row.get(4),
+                    consent_expires_at: row.get(5),
+                    accounts: Vec::new(),
+                    last_balance,
+                });
+            }
+            let (Some(provider), Some(account_id), Some(consent_ref)) = (
+                row.get::<_, Option<&str>>(6),
+                row.get::<_, Option<String>>(7),
+                row.get::<_, Option<String>>(8),
+            ) else {
+                continue;
+            };
+            let connection = connections.last_mut().expect("pushed above");
+            connection.accounts.push(ProviderAccount {
+                provider: parse(provider)?,
+                account_id,
+                consent_ref,
+            });
+        }
+        Ok(connections)
+    }
+}
+
+impl Store for PgStore {
+    fn connections(&self, user: &str) -> BoxFuture<'static, Result<Vec<Connection>, StoreError>> {
+        let this = self.clone();
+        let user = user.to_owned();
+        Box::pin(async move { this.load_connections(user).await })
+    }
+
+    fn save_balance(
+        &self,
+        connection: Uuid,
+        balance: Balance,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        let this = self.clone();
+        Box::pin(async move {
+            let client = this.client().await?;
+            client
+                .execute(
+                    "INSERT INTO balances (connection_id, amount, currency, balance_type, provider, fetched_at)
+                     VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT (connection_id) DO UPDATE SET amount = EXCLUDED.amount, currency = EXCLUDED.currency,
+                        balance_type = EXCLUDED.balance_type, provider = EXCLUDED.provider, fetched_at = EXCLUDED.fetched_at
+                     WHERE balances.fetched_at < EXCLUDED.fetched_at",
+                    &[
+                        &connection,
+                        &balance.amount,
+                        &balance.currency,
+                        &balance.balance_type,
+                        &balance.provider.as_str(),
+                        &balance.fetched_at,
+                    ],
+                )
+                .await
+                .map_err(db)?;
+            Ok(())
+        })
+    }
+
+    fn consent_expired(
+        &self,
+        connection: Uuid,
+        provider: ProviderId,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        let this = self.clone();
+        Box::pin(async move {
+            let client = this.client().await?;
+            client
+                .execute(
+                    "UPDATE provider_consents SET status = 'expired', updated_at = now()
+                     WHERE provider = $2 AND consent_id = (SELECT consent_id FROM connections WHERE id = $1)",
+                    &[&connection, &provider.as_str()],
+                )
+                .await
+                .map_err(db)?;
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,717 @@
+//! Balance reads, one scenario per runbook cause: what the user sees, and what the providers
+//! received (the sandbox counts every call).
+
+use std::time::Duration;
+
+use bankgate_actors::BankId;
+use bankgate_actors::breaker::BreakerState;
+use serde_json::{Value, json};
+
+use crate::helpers::{QUICK, TestApp, eventually, spawn_app, spawn_app_with};
+
+/// A user connected to DNB and Nordea, and a first live read of both.
+async fn connected(app: &TestApp, user: &str) -> (String, Value) {
+    let token = app.token(user);
+    for bank in [BankId::Dnb, BankId::Nordea] {
+        let back = app.connect(&token, bank).await;
+        assert!(back.contains("status=active"), "{back}");
+    }
+    let response = app.balances(&token).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    for account in body["accounts"].as_array().unwrap() {
+        assert_eq!(account["source"], "live", "{account}");
+    }
+    (token, body)
+}
+
+fn accounts_of<'a>(body: &'a Value, bank: &str) -> Vec<&'a Value> {
+    body["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["bank"] == bank)
+        .collect()
+}
+
+async fn breaker(app: &TestApp, bank: BankId, provider: &str) -> BreakerState {
+    let status = app.gateway.actors().banks[&bank].status().await.unwrap();
+    status
+        .paths
+        .iter()
+        .find(|p| p.provider.as_str() == provider)
+        .unwrap()
+        .breaker
+}
+
+#[tokio::test]
+async fn connecting_a_bank_stores_its_accounts_with_both_providers() {
+    let app = spawn_app().await;
+    let token = app.token("kari");
+    let back = app.connect(&token, BankId::Dnb).await;
+    assert!(
+        back.starts_with("https://drop.example/connected?consent_id="),
+        "{back}"
+    );
+    assert!(back.ends_with("status=active"));
+
+    let connections: Value = app
+        .http
+        .get(app.client_url("/v1/connections"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let list = connections["connections"].as_array().unwrap();
+    let seeded: Value = app
+        .http
+        .get(app.sandbox.control("/sandbox/accounts?bank=dnb&psu=kari"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list.len(), seeded["accounts"].as_array().unwrap().len());
+    assert_eq!(list[0]["providers"], json!(["neonomics", "psd2"]));
+    assert!(list[0]["consent_expires_at"].is_string());
+
+    // Another user sees none of them and cannot delete them.
+    let other = app.token("ola");
+    let id = list[0]["id"].as_str().unwrap();
+    let response = app
+        .http
+        .delete(app.client_url(&format!("/v1/connections/{id}")))
+        .bearer_auth(&other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    let response = app
+        .http
+        .delete(app.client_url(&format!("/v1/connections/{id}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    let response = app
+        .http
+        .get(app.client_url(&format!("/v1/accounts/{id}/balances")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        404,
+        "a removed connection has no balance"
+    );
+}
+
+#[tokio::test]
+async fn live_balances_match_the_bank_and_are_then_served_fresh_from_cache() {
+    let app = spawn_app().await;
+    let (token, body) = connected(&app, "kari").await;
+    let seeded: Value = app
+        .http
+        .get(app.sandbox.control("/sandbox/accounts?bank=dnb&psu=kari"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let dnb = accounts_of(&body, "dnb");
+    assert_eq!(dnb[0]["amount"], seeded["accounts"][0]["balance"]);
+    assert_eq!(
+        dnb[0]["provider"], "neonomics",
+        "the primary provider serves"
+    );
+    assert_eq!(dnb[0]["stale"], false);
+    assert!(dnb[0]["warning"].is_null());
+    let sum: f64 = body["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["amount"].as_str().unwrap().parse::<f64>().unwrap())
+        .sum();
+    let total: f64 = body["total"]["amount"].as_str().unwrap().parse().unwrap();
+    assert!((sum - total).abs() < 0.001);
+    assert_eq!(body["total"]["complete"], true);
+
+    let calls = app.upstream_calls("neonomics", Some("dnb")).await;
+    let again: Value = app.balances(&token).await.json().await.unwrap();
+    for account in again["accounts"].as_array().unwrap() {
+        assert_eq!(account["source"], "cache");
+        assert_eq!(account["stale"], false);
+    }
+    assert_eq!(
+        app.upstream_calls("neonomics", Some("dnb")).await,
+        calls,
+        "a fresh cache makes no call"
+    );
+}
+
+#[tokio::test]
+async fn full_neonomics_outage_fails_over_to_the_banks_psd2_apis() {
+    let app = spawn_app_with(QUICK).await;
+    let (token, _) = connected(&app, "kari").await;
+    app.sandbox
+        .add_fault(json!({"provider": "neonomics", "kind": "unavailable"}))
+        .await;
+    for _ in 0..4 {
+        let body: Value = app.balances(&token).await.json().await.unwrap();
+        for account in body["accounts"].as_array().unwrap() {
+            assert_eq!(account["source"], "live", "{account}");
+            assert_eq!(account["provider"], "psd2");
+            assert_eq!(account["stale"], false);
+        }
+    }
+    assert_eq!(
+        breaker(&app, BankId::Dnb, "neonomics").await,
+        BreakerState::Open
+    );
+    let neonomics = app.upstream_calls("neonomics", None).await;
+    app.balances(&token).await;
+    assert_eq!(
+        app.upstream_calls("neonomics", None).await,
+        neonomics,
+        "an open breaker stops calls to Neonomics"
+    );
+}
+
+#[tokio::test]
+async fn dnb_down_everywhere_is_served_stale_while_nordea_stays_live() {
+    let app = spawn_app_with(QUICK).await;
+    let (token, _) = connected(&app, "kari").await;
+    app.sandbox
+        .add_fault(json!({"provider": "neonomics", "bank": "dnb", "kind": "unavailable"}))
+        .await;
+    app.sandbox
+        .add_fault(json!({"provider": "psd2", "bank": "dnb", "kind": "error"}))
+        .await;
+
+    let response = app.balances(&token).await;
+    assert_eq!(
+        response.status(),
+        200,
+        "a partial answer is still an answer"
+    );
+    let body: Value = response.json().await.unwrap();
+    for account in accounts_of(&body, "dnb") {
+        assert_eq!(account["source"], "cache");
+        assert_eq!(account["stale"], true);
+        assert_eq!(
+            account["warning"],
+            "DNB opplever tekniske problemer. Saldo kan være utdatert."
+        );
+        assert!(account["amount"].is_string());
+    }
+    for account in accounts_of(&body, "nordea") {
+        assert_eq!(account["source"], "live");
+        assert_eq!(account["stale"], false);
+    }
+    assert_eq!(body["total"]["complete"], true);
+    assert_eq!(body["total"]["stale"], true);
+    assert_eq!(
+        body["total"]["stale_accounts"].as_array().unwrap().len(),
+        accounts_of(&body, "dnb").len()
+    );
+
+    // Once both DNB breakers are open, DNB is not called at all and the banks list says so.
+    for _ in 0..3 {
+        app.balances(&token).await;
+    }
+    assert_eq!(breaker(&app, BankId::Dnb, "psd2").await, BreakerState::Open);
+    let calls = app.upstream_calls("neonomics", Some("dnb")).await
+        + app.upstream_calls("psd2", Some("dnb")).await;
+    let body: Value = app.balances(&token).await.json().await.unwrap();
+    assert_eq!(accounts_of(&body, "dnb")[0]["stale"], true);
+    let after = app.upstream_calls("neonomics", Some("dnb")).await
+        + app.upstream_calls("psd2", Some("dnb")).await;
+    assert_eq!(after, calls, "stale is served without calling DNB");
+    let banks: Value = app
+        .http
+        .get(app.client_url("/v1/banks"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let dnb = banks["banks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["bank"] == "dnb")
+        .unwrap();
+    assert_eq!(dnb["balances"], "degraded");
+    assert!(
+        dnb["banner"]
+            .as_str()
+            .unwrap()
+            .starts_with("DNB opplever tekniske problemer")
+    );
+    let nordea = banks["banks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["bank"] == "nordea")
+        .unwrap();
+    assert_eq!(nordea["balances"], "available");
+    assert!(nordea["banner"].is_null());
+}
+
+#[tokio::test]
+async fn without_any_cache_a_dead_bank_answers_503_in_norwegian() {
+    let app = spawn_app_with(QUICK).await;
+    let token = app.token("kari");
+    app.connect(&token, BankId::Sparebank1).await;
+    app.sandbox
+        .add_fault(json!({"provider": "neonomics", "bank": "sparebank1", "kind": "unavailable"}))
+        .await;
+    app.sandbox
+        .add_fault(json!({"provider": "psd2", "bank": "sparebank1", "kind": "unavailable"}))
+        .await;
+    let response = app.balances(&token).await;
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "bank_unavailable");
+    assert!(body["message"].as_str().unwrap().contains("SpareBank 1"));
+}
+
+#[tokio::test]
+async fn a_429_storm_is_not_retried_and_extends_the_cache() {
+    let app = spawn_app_with(&[
+        ("BANKGATE__BALANCES__FRESH_FOR", "1s"),
+        (
+            "BANKGATE__PROVIDERS__NEONOMICS__LIMITS__FIRST_BACKOFF",
+            "20ms",
+        ),
+        ("BANKGATE__PROVIDERS__PSD2__LIMITS__FIRST_BACKOFF", "20ms"),
+    ])
+    .await;
+    let (token, _) = connected(&app, "kari").await;
+    app.sandbox
+        .add_fault(json!({"provider": "neonomics", "kind": "rate_limit", "retry_after_s": 30}))
+        .await;
+    app.sandbox
+        .add_fault(json!({"provider": "psd2", "kind": "rate_limit", "retry_after_s": 30}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let before =
+        app.upstream_calls("neonomics", None).await + app.upstream_calls("psd2", None).await;
+    let body: Value = app.balances(&token).await.json().await.unwrap();
+    let after =
+        app.upstream_calls("neonomics", None).await + app.upstream_calls("psd2", None).await;
+    let accounts = body["accounts"].as_array().unwrap().len() as u64;
+    assert_eq!(
+        after - before,
+        2 * accounts,
+        "one call per account and provider: no retries"
+    );
+    for account in body["accounts"].as_array().unwrap() {
+        assert_eq!(account["source"], "cache");
+    }
+    // Retry-After opened the breakers for 30 s, and rate limiting stretches freshness to 5 min.
+    for _ in 0..5 {
+        let body: Value = app.balances(&token).await.json().await.unwrap();
+        for account in body["accounts"].as_array().unwrap() {
+            assert_eq!(account["source"], "cache");
+            assert_eq!(
+                account["stale"], false,
+                "fresh while the provider is rate limiting: {account}"
+            );
+        }
+    }
+    let last = app.upstream_calls("neonomics", None).await + app.upstream_calls("psd2", None).await;
+    assert_eq!(last, after, "Retry-After is honoured");
+}
+
+#[tokio::test]
+async fn revoked_credentials_refresh_once_then_stop_calling() {
+    let app = spawn_app_with(QUICK).await;
+    let (token, _) = connected(&app, "kari").await;
+    app.sandbox
+        .add_fault(json!({"provider": "neonomics", "kind": "unauthorized"}))
+        .await;
+    let before = app.upstream_calls("neonomics", None).await;
+    let body: Value = app.balances(&token).await.json().await.unwrap();
+    for account in body["accounts"].as_array().unwrap() {
+        assert_eq!(account["provider"], "psd2", "the backup serves: {account}");
+        assert_eq!(account["source"], "live");
+    }
+    let after_first = app.upstream_calls("neonomics", None).await;
+    let accounts = body["accounts"].as_array().unwrap().len() as u64;
+    // Each account's read was refused (401); the token was refreshed once (401 again).
+    assert!(
+        after_first - before <= accounts + 1,
+        "{} calls for {accounts} accounts",
+        after_first - before
+    );
+    let status = app.gateway.actors().providers[&bankgate_actors::ProviderId::Neonomics]
+        .status()
+        .await
+        .unwrap();
+    assert!(!status.credentials_valid);
+    for _ in 0..3 {
+        app.balances(&token).await;
+    }
+    assert_eq!(
+        app.upstream_calls("neonomics", None).await,
+        after_first,
+        "no hammering with bad credentials"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_consent_is_the_users_problem_not_the_banks() {
+    let app = spawn_app_with(QUICK).await;
+    let (kari, body) = connected(&app, "kari").await;
+    let (ola, _) = connected(&app, "ola").await;
+    let consents: Value = app
+        .http
+        .get(app.sandbox.control("/sandbox/consents"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for consent in consents["consents"].as_array().unwrap() {
+        if consent["psu"] == "kari" && consent["bank"] == "dnb" {
+            let id = consent["id"].as_str().unwrap();
+            app.http
+                .post(
+                    app.sandbox
+                        .control(&format!("/sandbox/consents/{id}/expire")),
+                )
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    let account = accounts_of(&body, "dnb")[0]["account_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for _ in 0..4 {
+        let response = app
+            .http
+            .get(app.client_url(&format!("/v1/accounts/{account}/balances")))
+            .bearer_auth(&kari)
+            .header("x-psu-ip-address", "192.0.2.44")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 403);
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"], "consent_expired");
+        assert_eq!(
+            error["message"],
+            "Banktilkobling utløpt – forny tilkoblingen"
+        );
+    }
+    assert_eq!(
+        breaker(&app, BankId::Dnb, "neonomics").await,
+        BreakerState::Closed
+    );
+    assert_eq!(
+        breaker(&app, BankId::Dnb, "psd2").await,
+        BreakerState::Closed
+    );
+    let body: Value = app.balances(&ola).await.json().await.unwrap();
+    for account in accounts_of(&body, "dnb") {
+        assert_eq!(
+            account["source"], "live",
+            "another user at DNB is unaffected"
+        );
+    }
+    let body: Value = app.balances(&kari).await.json().await.unwrap();
+    assert_eq!(accounts_of(&body, "dnb")[0]["error"], "consent_expired");
+    assert_eq!(accounts_of(&body, "nordea")[0]["source"], "live");
+}
+
+#[tokio::test]
+async fn refused_connections_open_the_breakers_and_stale_is_served() {
+    let app = spawn_app_with(QUICK).await;
+    let (token, _) = connected(&app, "kari").await;
+    app.sandbox
+        .add_fault(json!({"provider": "neonomics", "kind": "refuse"}))
+        .await;
+    app.sandbox
+        .add_fault(json!({"provider": "psd2", "kind": "refuse"}))
+        .await;
+    for _ in 0..3 {
+        let body: Value = app.balances(&token).await.json().await.unwrap();
+        for account in body["accounts"].as_array().unwrap() {
+            assert_eq!(account["stale"], true, "{account}");
+            assert!(
+                account["warning"]
+                    .as_str()
+                    .unwrap()
+                    .contains("opplever tekniske problemer")
+            );
+        }
+    }
+    for bank in [BankId::Dnb, BankId::Nordea] {
+        assert_eq!(breaker(&app, bank, "neonomics").await, BreakerState::Open);
+        assert_eq!(breaker(&app, bank, "psd2").await, BreakerState::Open);
+    }
+}
+
+#[tokio::test]
+async fn a_hanging_bank_times_out_opens_the_breaker_and_recovers_after_the_probe() {
+    let app = spawn_app_with(QUICK).await;
+    let (token, _) = connected(&app, "kari").await;
+    let hang_neonomics = app
+        .sandbox
+        .add_fault(json!({"provider": "neonomics", "bank": "dnb", "kind": "timeout"}))
+        .await;
+    let hang_psd2 = app
+        .sandbox
+        .add_fault(json!({"provider": "psd2", "bank": "dnb", "kind": "timeout"}))
+        .await;
+    for _ in 0..3 {
+        let body: Value = app.balances(&token).await.json().await.unwrap();
+        assert_eq!(accounts_of(&body, "dnb")[0]["stale"], true);
+        assert_eq!(accounts_of(&body, "nordea")[0]["source"], "live");
+    }
+    assert_eq!(
+        breaker(&app, BankId::Dnb, "neonomics").await,
+        BreakerState::Open
+    );
+
+    app.sandbox.remove_fault(hang_neonomics).await;
+    app.sandbox.remove_fault(hang_psd2).await;
+    let provider = eventually(Duration::from_secs(10), || async {
+        let body: Value = app.balances(&token).await.json().await.unwrap();
+        let dnb = accounts_of(&body, "dnb")[0].clone();
+        (dnb["source"] == "live").then(|| dnb["provider"].clone())
+    })
+    .await;
+    assert_eq!(
+        provider, "neonomics",
+        "traffic returns to the primary after its probe"
+    );
+    assert_eq!(
+        breaker(&app, BankId::Dnb, "neonomics").await,
+        BreakerState::Closed
+    );
+}
+
+#[tokio::test]
+async fn ten_concurrent_reads_in_one_session_make_one_call_per_account() {
+    let app = spawn_app_with(QUICK).await;
+    let (token, body) = connected(&app, "kari").await;
+    let accounts = body["accounts"].as_array().unwrap().len() as u64;
+    app.sandbox
+        .add_fault(json!({"provider": "neonomics", "kind": "latency", "latency_ms": 300}))
+        .await;
+    let before = app.upstream_calls("neonomics", None).await;
+    let reads = (0..10).map(|_| app.balances(&token));
+    for response in futures_util::future::join_all(reads).await {
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(
+        app.upstream_calls("neonomics", None).await - before,
+        accounts
+    );
+}
+
+#[tokio::test]
+async fn a_panicking_bank_actor_is_restarted_and_serves_the_next_request() {
+    let app = spawn_app().await;
+    let (token, _) = connected(&app, "kari").await;
+    app.gateway.actors().banks[&BankId::Dnb].inject_panic();
+    // While it restarts, DNB's accounts answer as unavailable (never a hang); then it serves.
+    eventually(Duration::from_secs(10), || async {
+        let body: Value = app.balances(&token).await.json().await.ok()?;
+        accounts_of(&body, "dnb")[0]["amount"]
+            .is_string()
+            .then_some(())
+    })
+    .await;
+    let metrics = app
+        .http
+        .get(app.ops_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("bankgate_actor_restarts_total{actor=\"bank\"}")),
+        "restart counted"
+    );
+
+    app.gateway.actors().providers[&bankgate_actors::ProviderId::Neonomics].inject_panic();
+    let session = app
+        .gateway
+        .actors()
+        .sessions
+        .get("kari", "other-session")
+        .await
+        .unwrap();
+    session.inject_panic();
+    let status = eventually(Duration::from_secs(10), || async {
+        let response = app.balances(&token).await;
+        (response.status() == 200).then_some(response.status())
+    })
+    .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn bad_tokens_get_401_in_the_envelope() {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let app = spawn_app().await;
+    let secret = secrecy::SecretString::from("another-secret-that-is-long-enough!!".to_owned());
+    let wrong_secret =
+        bankgate::token::mint(&secret, "kari", "s", Duration::from_secs(60)).unwrap();
+    let header = b64.encode(r#"{"alg":"none","typ":"JWT"}"#);
+    let claims = b64.encode(format!(
+        r#"{{"sub":"kari","sid":"s","exp":{}}}"#,
+        chrono::Utc::now().timestamp() + 600
+    ));
+    let unsigned = format!("{header}.{claims}.");
+    let expired = {
+        use jsonwebtoken::{EncodingKey, Header, encode};
+        let key = EncodingKey::from_secret(b"bankgate-development-secret-do-not-use-in-production");
+        let past = chrono::Utc::now().timestamp() - 10;
+        encode(
+            &Header::default(),
+            &json!({"sub": "kari", "sid": "s", "iat": past - 60, "exp": past}),
+            &key,
+        )
+        .unwrap()
+    };
+    let cases = [
+        None,
+        Some("Basic a2FyaTpwdw==".to_owned()),
+        Some("Bearer not.a.jwt".to_owned()),
+        Some(format!("Bearer {wrong_secret}")),
+        Some(format!("Bearer {unsigned}")),
+        Some(format!("Bearer {expired}")),
+        Some(format!("Bearer {}", "x".repeat(5000))),
+    ];
+    for case in cases {
+        let mut request = app.http.get(app.client_url("/v1/balances"));
+        if let Some(value) = &case {
+            request = request.header("authorization", value);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401, "{case:?}");
+        assert!(response.headers().contains_key("x-request-id"));
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "unauthorized");
+    }
+    let token = app.token("kari");
+    let response = app
+        .http
+        .get(app.client_url("/v1/accounts/not-a-uuid/balances"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    let response = app
+        .http
+        .get(app.client_url("/v1/balances"))
+        .bearer_auth(&token)
+        .header("x-psu-ip-address", "not-an-ip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let response = app
+        .http
+        .post(app.client_url("/v1/consents"))
+        .bearer_auth(&token)
+        .json(&json!({"bank": "handelsbanken", "redirect_url": "https://drop.example/x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let response = app
+        .http
+        .post(app.client_url("/v1/consents"))
+        .bearer_auth(&token)
+        .json(&json!({"bank": "dnb", "redirect_url": "javascript:alert(1)"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["details"][0]["field"],
+        "redirect_url"
+    );
+}
+
+#[tokio::test]
+async fn the_openapi_document_matches_the_routes() {
+    let app = spawn_app().await;
+    let response = app
+        .http
+        .get(app.client_url("/v1/openapi.yaml"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let document = response.text().await.unwrap();
+    // Paths sit at two spaces of indentation under `paths:`, methods at four.
+    let mut documented = Vec::new();
+    let mut path = None;
+    for line in document
+        .lines()
+        .skip_while(|l| *l != "paths:")
+        .skip(1)
+        .take_while(|l| !l.starts_with("components:"))
+    {
+        if let Some(p) = line.strip_prefix("  /").and_then(|l| l.strip_suffix(':')) {
+            path = Some(format!("/{p}"));
+        } else if let Some(method) = line
+            .strip_prefix("    ")
+            .and_then(|l| l.strip_suffix(':'))
+            .filter(|m| !m.starts_with(' '))
+        {
+            documented.push((method.to_uppercase(), path.clone().unwrap()));
+        }
+    }
+    assert_eq!(documented.len(), 9, "{documented:?}");
+    let token = app.token("kari");
+    let id = uuid::Uuid::new_v4().to_string();
+    for (method, path) in &documented {
+        let url = app.client_url(
+            &path
+                .replace("{account_id}", &id)
+                .replace("{consent_id}", &id)
+                .replace("{connection_id}", &id),
+        );
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let response = app
+            .http
+            .request(method.clone(), url)
+            .bearer_auth(&token)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = response.text().await.unwrap();
+        assert!(
+            status != 405 && !(status == 404 && body.contains("no such resource")),
+            "{method} {path} is documented but not routed ({status})"
+        );
+    }
+}
