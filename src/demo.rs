@@ -42,7 +42,8 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         .context("failed to migrate the database")?;
     let gateway = Gateway::start(&settings, pool).await?;
 
-    print_banner(&gateway, &sandbox);
+    let token = connect_demo_user(&settings, &gateway).await?;
+    print_banner(&gateway, &sandbox, &token);
     crate::cli::shutdown_signal().await;
     println!("\nstopping: gateway, sandbox, PostgreSQL");
     gateway.shutdown().await;
@@ -54,7 +55,26 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_banner(gateway: &Gateway, sandbox: &Sandbox) {
+/// The user the demo connects to DNB and Nordea, so balances answer right away.
+const DEMO_USER: &str = "demo-user";
+
+async fn connect_demo_user(settings: &Settings, gateway: &Gateway) -> anyhow::Result<String> {
+    let ttl = std::time::Duration::from_secs(8 * 3600);
+    let token = crate::token::mint(&settings.auth.token_secret, DEMO_USER, "demo-session", ttl)?;
+    for bank in [BankId::Dnb, BankId::Nordea] {
+        crate::browser::connect(
+            &gateway.client_url(),
+            &token,
+            bank,
+            "https://drop.example/connected",
+        )
+        .await
+        .with_context(|| format!("failed to connect the demo user to {bank}"))?;
+    }
+    Ok(token)
+}
+
+fn print_banner(gateway: &Gateway, sandbox: &Sandbox, token: &str) {
     let control = sandbox.control_url();
     println!();
     println!("bankgate demo is running (Ctrl-C stops everything)");
@@ -65,11 +85,21 @@ fn print_banner(gateway: &Gateway, sandbox: &Sandbox) {
     println!("  sandbox Neonomics {}/ics/v3", sandbox.neonomics_url());
     println!("  sandbox PSD2     {}", sandbox.psd2_url(BankId::Dnb));
     println!();
-    println!("Try:");
-    println!("  curl -i {}/healthz", gateway.client_url());
-    println!("  curl -s '{control}/sandbox/accounts?bank=dnb'");
+    let client = gateway.client_url();
+    println!("The user `{DEMO_USER}` is connected to DNB and Nordea. Try:");
+    println!();
+    println!("  export TOKEN={token}");
     println!(
-        "  curl -s -X POST {control}/sandbox/faults -H 'content-type: application/json' \\\n       -d '{{\"provider\":\"neonomics\",\"bank\":\"dnb\",\"kind\":\"unavailable\",\"duration_s\":60}}'"
+        "  curl -s -H \"Authorization: Bearer $TOKEN\" -H 'x-psu-ip-address: 192.0.2.10' {client}/v1/balances"
     );
+    println!("  curl -s -H \"Authorization: Bearer $TOKEN\" {client}/v1/banks");
+    println!();
+    println!("Take DNB down at both providers for two minutes, then read the balances again:");
+    println!();
+    for provider in ["neonomics", "psd2"] {
+        println!(
+            "  curl -s -X POST {control}/sandbox/faults -H 'content-type: application/json' \\\n       -d '{{\"provider\":\"{provider}\",\"bank\":\"dnb\",\"kind\":\"unavailable\",\"duration_s\":120}}'"
+        );
+    }
     println!();
 }

@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //!
+//! - `browser`: plays a user's browser through a consent against the sandbox (demo, tests).
 //! - `cli`: the `bankgate` command line (serve, sandbox, demo, migrate, token).
 //! - `settings`: layered settings (built-in defaults → file → `BANKGATE__…` env vars).
 //! - `telemetry`: logs and the Prometheus recorder.
@@ -17,6 +18,7 @@
 //!
 //! The resilience logic (actors, breakers, caches) lives in the `bankgate-actors` crate.
 
+pub mod browser;
 pub mod cli;
 pub mod demo;
 pub mod gateway;

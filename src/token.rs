@@ -57,19 +57,57 @@ pub fn mint(
     jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).map_err(TokenError::Sign)
 }
 
-/// Verifies a token: HS256 only, signed with `secret`, not expired, with `sub` and `sid`.
-pub fn verify(secret: &SecretString, token: &str) -> Result<Claims, TokenError> {
-    let mut validation = Validation::new(Algorithm::HS256);
-    validation.leeway = 0;
-    validation.set_required_spec_claims(&["exp", "sub"]);
-    let key = DecodingKey::from_secret(secret.expose_secret().as_bytes());
-    let claims = jsonwebtoken::decode::<Claims>(token, &key, &validation)
-        .map_err(TokenError::Invalid)?
-        .claims;
-    if !valid_id(&claims.sub) || !valid_id(&claims.sid) {
-        return Err(TokenError::InvalidId);
+/// Verifies tokens: HS256 only, signed with the secret, not expired, with `sub` and `sid`.
+/// Built once; the key and the rules are reused for every request.
+pub struct TokenVerifier {
+    key: DecodingKey,
+    validation: Validation,
+    /// Tokens already verified: a client sends the same token many times, and checking the
+    /// signature again would give the same answer. Expiry is checked on every use.
+    verified: moka::sync::Cache<String, Claims>,
+}
+
+impl TokenVerifier {
+    pub fn new(secret: &SecretString) -> TokenVerifier {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        TokenVerifier {
+            key: DecodingKey::from_secret(secret.expose_secret().as_bytes()),
+            validation,
+            verified: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_idle(std::time::Duration::from_secs(300))
+                .build(),
+        }
     }
-    Ok(claims)
+
+    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        if let Some(claims) = self.verified.get(token) {
+            if claims.exp > chrono::Utc::now().timestamp() {
+                return Ok(claims);
+            }
+            self.verified.invalidate(token);
+        }
+        let claims = self.verify_signature(token)?;
+        self.verified.insert(token.to_owned(), claims.clone());
+        Ok(claims)
+    }
+
+    fn verify_signature(&self, token: &str) -> Result<Claims, TokenError> {
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+            .map_err(TokenError::Invalid)?
+            .claims;
+        if !valid_id(&claims.sub) || !valid_id(&claims.sid) {
+            return Err(TokenError::InvalidId);
+        }
+        Ok(claims)
+    }
+}
+
+/// Verifies one token with `secret` (see `TokenVerifier`).
+pub fn verify(secret: &SecretString, token: &str) -> Result<Claims, TokenError> {
+    TokenVerifier::new(secret).verify(token)
 }
 
 #[cfg(test)]

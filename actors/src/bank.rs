@@ -381,6 +381,15 @@ impl BankState {
     /// Counts an unattended read; returns whether it is still within today's allowance.
     fn count_unattended(&mut self, connection: Uuid) -> bool {
         let today = Utc::now().date_naive();
+        if self
+            .unattended
+            .values()
+            .next()
+            .is_some_and(|(day, _)| *day != today)
+        {
+            // A new day: yesterday's counts are gone (and the map does not grow forever).
+            self.unattended.retain(|_, (day, _)| *day == today);
+        }
         let entry = self.unattended.entry(connection).or_insert((today, 0));
         if entry.0 != today {
             *entry = (today, 0);

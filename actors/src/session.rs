@@ -20,7 +20,9 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 use uuid::Uuid;
 
-use crate::bank::{BalanceAnswer, BankHandle, FetchRequest, unavailable_warning};
+use crate::bank::{
+    BalanceAnswer, BalanceCache, BankHandle, FetchRequest, Source, unavailable_warning,
+};
 use crate::metrics;
 use crate::slot::Slot;
 use crate::upstream::{Connection, Store, StoreError};
@@ -68,6 +70,10 @@ pub enum SessionError {
 
 type BalancesReply = RpcReplyPort<Result<Vec<AccountBalance>, SessionError>>;
 
+/// The session's connections as last loaded; `None` until loaded. The actor writes it, and
+/// handles read it to serve fresh cached balances without a trip through the mailbox.
+type Snapshot = Arc<RwLock<Option<Vec<Arc<Connection>>>>>;
+
 pub enum SessionMsg {
     /// Reads the balance of one account (`Some`) or of all the user's accounts (`None`).
     Balances {
@@ -90,6 +96,9 @@ pub enum SessionMsg {
 pub struct SessionDeps {
     pub store: Arc<dyn Store>,
     pub banks: HashMap<BankId, BankHandle>,
+    /// The bank actors' cache: a balance younger than `fresh_for` is served without them.
+    pub cache: BalanceCache,
+    pub fresh_for: Duration,
     pub limiter: DefaultKeyedRateLimiter<String>,
     pub config: SessionConfig,
     /// Milliseconds are counted from here for `last_active`.
@@ -100,6 +109,8 @@ impl SessionDeps {
     pub fn new(
         store: Arc<dyn Store>,
         banks: HashMap<BankId, BankHandle>,
+        cache: BalanceCache,
+        fresh_for: Duration,
         config: SessionConfig,
     ) -> SessionDeps {
         let rate = NonZeroU32::new(config.user_rate_per_s).unwrap_or(NonZeroU32::MIN);
@@ -107,10 +118,20 @@ impl SessionDeps {
         SessionDeps {
             store,
             banks,
+            cache,
+            fresh_for,
             limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
             config,
             epoch: Instant::now(),
         }
+    }
+
+    /// Counts one request against the user's rate limit.
+    fn admit(&self, user: &str) -> Result<(), SessionError> {
+        self.limiter.check_key(&user.to_owned()).map_err(|not_until| {
+            ::metrics::counter!(metrics::RATE_LIMITED, "source" => "user", "provider" => "none").increment(1);
+            SessionError::RateLimited { retry_after: not_until.wait_time_from(DefaultClock::default().now()) }
+        })
     }
 
     fn now_ms(&self) -> u64 {
@@ -123,14 +144,13 @@ pub struct SessionActor;
 pub struct SessionArgs {
     pub user: String,
     pub deps: Arc<SessionDeps>,
-    pub last_active: Arc<AtomicU64>,
+    snapshot: Snapshot,
 }
 
 pub struct SessionState {
     user: String,
     deps: Arc<SessionDeps>,
-    last_active: Arc<AtomicU64>,
-    connections: Option<Vec<Arc<Connection>>>,
+    connections: Snapshot,
     waiting: HashMap<Option<Uuid>, Vec<BalancesReply>>,
 }
 
@@ -147,8 +167,7 @@ impl Actor for SessionActor {
         Ok(SessionState {
             user: args.user,
             deps: args.deps,
-            last_active: args.last_active,
-            connections: None,
+            connections: args.snapshot,
             waiting: HashMap::new(),
         })
     }
@@ -166,13 +185,10 @@ impl Actor for SessionActor {
                 request_id,
                 reply,
             } => {
-                state
-                    .last_active
-                    .store(state.deps.now_ms(), Ordering::Relaxed);
-                if let Err(not_until) = state.deps.limiter.check_key(&state.user) {
-                    let retry_after = not_until.wait_time_from(DefaultClock::default().now());
-                    ::metrics::counter!(metrics::RATE_LIMITED, "source" => "user", "provider" => "none").increment(1);
-                    let _ = reply.send(Err(SessionError::RateLimited { retry_after }));
+                // The handle has admitted the request under the user's rate limit already.
+                let known = state.connections.read().expect("snapshot").clone();
+                if let Some(fresh) = known.and_then(|c| fresh_answers(&state.deps, &c, account)) {
+                    let _ = reply.send(Ok(fresh));
                     return Ok(());
                 }
                 if let Some(waiters) = state.waiting.get_mut(&account) {
@@ -187,8 +203,11 @@ impl Actor for SessionActor {
                 loaded,
                 result,
             } => {
-                if state.connections.is_none() {
-                    state.connections = loaded;
+                if let Some(loaded) = loaded {
+                    let mut snapshot = state.connections.write().expect("snapshot");
+                    if snapshot.is_none() {
+                        *snapshot = Some(loaded);
+                    }
                 }
                 if let Ok(balances) = &result {
                     state.forget_expired_consents(balances);
@@ -197,7 +216,7 @@ impl Actor for SessionActor {
                     let _ = waiter.send(result.clone());
                 }
             }
-            SessionMsg::Reload => state.connections = None,
+            SessionMsg::Reload => *state.connections.write().expect("snapshot") = None,
             SessionMsg::Panic => panic!("chaos: session actor asked to panic"),
         }
         Ok(())
@@ -212,7 +231,7 @@ impl SessionState {
         psu_ip: Option<String>,
         request_id: String,
     ) {
-        let known = self.connections.clone();
+        let known = self.connections.read().expect("snapshot").clone();
         let deps = self.deps.clone();
         let user = self.user.clone();
         tokio::spawn(async move {
@@ -240,7 +259,8 @@ impl SessionState {
 
     /// Drops provider accounts whose consent a provider rejected, and records it.
     fn forget_expired_consents(&mut self, balances: &[AccountBalance]) {
-        let Some(connections) = &mut self.connections else {
+        let mut snapshot = self.connections.write().expect("snapshot");
+        let Some(connections) = snapshot.as_mut() else {
             return;
         };
         for balance in balances {
@@ -269,6 +289,47 @@ impl SessionState {
             }
         }
     }
+}
+
+/// Answers from the cache alone when every requested account has a fresh balance there: the
+/// common case, served without a bank actor, a task or (from a handle) the session's mailbox.
+fn fresh_answers(
+    deps: &SessionDeps,
+    connections: &[Arc<Connection>],
+    key: Option<Uuid>,
+) -> Option<Vec<AccountBalance>> {
+    let now = chrono::Utc::now();
+    let mut answers = Vec::with_capacity(connections.len());
+    for connection in connections
+        .iter()
+        .filter(|c| key.is_none_or(|id| c.id == id))
+    {
+        if connection.accounts.is_empty() {
+            return None;
+        }
+        let balance = deps.cache.get(&connection.id)?;
+        let age = (now - balance.fetched_at).to_std().unwrap_or_default();
+        if age >= deps.fresh_for {
+            return None;
+        }
+        answers.push(AccountBalance {
+            connection: connection.clone(),
+            answer: BalanceAnswer::Served {
+                balance,
+                source: Source::CacheFresh,
+                warning: None,
+            },
+        });
+    }
+    if answers.is_empty() {
+        return None;
+    }
+    for answer in &answers {
+        let bank = answer.connection.bank.as_str();
+        ::metrics::counter!(metrics::BALANCE_READS, "bank" => bank, "source" => "cache_fresh")
+            .increment(1);
+    }
+    Some(answers)
 }
 
 async fn read_balances(
@@ -323,27 +384,37 @@ async fn read_balances(
 #[derive(Clone)]
 pub struct SessionHandle {
     actor: ActorRef<SessionMsg>,
-    deadline: Duration,
+    user: String,
+    snapshot: Snapshot,
+    last_active: Arc<AtomicU64>,
+    deps: Arc<SessionDeps>,
 }
 
 impl SessionHandle {
+    /// Reads balances. When every requested account has a fresh cached balance, the answer
+    /// comes from the session's published snapshot without a trip through its mailbox; any
+    /// other read goes to the actor, which coalesces, loads and fetches.
     pub async fn balances(
         &self,
         account: Option<Uuid>,
         psu_ip: Option<String>,
         request_id: String,
     ) -> Result<Vec<AccountBalance>, SessionError> {
+        self.deps.admit(&self.user)?;
+        self.last_active
+            .store(self.deps.now_ms(), Ordering::Relaxed);
+        let known = self.snapshot.read().expect("snapshot").clone();
+        if let Some(fresh) = known.and_then(|c| fresh_answers(&self.deps, &c, account)) {
+            return Ok(fresh);
+        }
         let message = |reply| SessionMsg::Balances {
             account,
             psu_ip,
             request_id,
             reply,
         };
-        match self
-            .actor
-            .call(message, Some(self.deadline + Duration::from_secs(1)))
-            .await
-        {
+        let deadline = self.deps.config.read_deadline + Duration::from_secs(1);
+        match self.actor.call(message, Some(deadline)).await {
             Ok(ractor::rpc::CallResult::Success(result)) => result,
             _ => Err(SessionError::Unavailable),
         }
@@ -366,6 +437,7 @@ type SessionKey = (String, String);
 struct SessionEntry {
     actor: ActorRef<SessionMsg>,
     last_active: Arc<AtomicU64>,
+    snapshot: Snapshot,
 }
 
 /// All live sessions, and how to find or start one.
@@ -392,7 +464,10 @@ impl Sessions {
         let map = self.map.read().expect("sessions");
         map.get(key).map(|entry| SessionHandle {
             actor: entry.actor.clone(),
-            deadline: self.deps.config.read_deadline,
+            user: key.0.clone(),
+            snapshot: entry.snapshot.clone(),
+            last_active: entry.last_active.clone(),
+            deps: self.deps.clone(),
         })
     }
 
@@ -448,18 +523,22 @@ impl SessionSupervisor {
         key: SessionKey,
     ) -> Option<SessionHandle> {
         let last_active = Arc::new(AtomicU64::new(sessions.deps.now_ms()));
+        let snapshot = Snapshot::default();
         let args = SessionArgs {
             user: key.0.clone(),
             deps: sessions.deps.clone(),
-            last_active: last_active.clone(),
+            snapshot: snapshot.clone(),
         };
         match Actor::spawn_linked(None, SessionActor, args, myself.get_cell()).await {
             Ok((actor, _)) => {
-                sessions
-                    .map
-                    .write()
-                    .expect("sessions")
-                    .insert(key.clone(), SessionEntry { actor, last_active });
+                sessions.map.write().expect("sessions").insert(
+                    key.clone(),
+                    SessionEntry {
+                        actor,
+                        last_active,
+                        snapshot,
+                    },
+                );
                 sessions.export_gauge();
                 sessions.lookup(&key)
             }
@@ -522,6 +601,8 @@ impl Actor for SessionSupervisor {
                     !idle
                 });
                 drop(map);
+                // Forget the limiter state of users who have been quiet.
+                sessions.deps.limiter.retain_recent();
                 sessions.export_gauge();
             }
         }

@@ -263,6 +263,8 @@ impl ActorTree {
         let deps = Arc::new(SessionDeps::new(
             store,
             banks.clone(),
+            cache.clone(),
+            config.bank.freshness.fresh_for,
             config.session.clone(),
         ));
         let sessions = Sessions::new(deps);

@@ -1,20 +1,21 @@
 //! Client authentication: `Authorization: Bearer <token>` verified as an HS256 JWT.
 
-use secrecy::SecretString;
+use std::sync::Arc;
+
 use warp::{Filter, Rejection};
 
 use crate::http::{ApiError, ErrorCode};
-use crate::token::{Claims, verify};
+use crate::token::{Claims, TokenVerifier};
 
 /// Tokens longer than this are refused unread.
 const MAX_TOKEN_BYTES: usize = 4096;
 
 /// Extracts the verified claims or rejects with 401 in the envelope.
 pub fn authenticated(
-    secret: SecretString,
+    tokens: Arc<TokenVerifier>,
 ) -> impl Filter<Extract = (Claims,), Error = Rejection> + Clone {
     warp::header::optional::<String>("authorization").and_then(move |header: Option<String>| {
-        let secret = secret.clone();
+        let tokens = tokens.clone();
         async move {
             let unauthorized = |message: &str| {
                 warp::reject::custom(ApiError::new(ErrorCode::Unauthorized, message))
@@ -29,7 +30,9 @@ pub fn authenticated(
             if token.len() > MAX_TOKEN_BYTES {
                 return Err(unauthorized("token too large"));
             }
-            verify(&secret, token).map_err(|_| unauthorized("invalid or expired token"))
+            tokens
+                .verify(token)
+                .map_err(|_| unauthorized("invalid or expired token"))
         }
     })
 }

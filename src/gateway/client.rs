@@ -28,7 +28,7 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         let state = state.clone();
         warp::any().map(move || state.clone())
     };
-    let auth = authenticated(state.token_secret.clone());
+    let auth = authenticated(state.tokens.clone());
     let psu_ip = warp::header::optional::<String>("x-psu-ip-address");
     let json_body = warp::body::content_length_limit(state.body_limit).and(warp::body::json());
 

@@ -22,7 +22,6 @@ use bankgate_actors::tree::{ActorTree, TreeConfig};
 use bankgate_actors::upstream::Upstream;
 use bankgate_actors::{BankId, ProviderId};
 use deadpool_postgres::Pool;
-use secrecy::SecretString;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -31,10 +30,21 @@ use crate::providers::neonomics::NeonomicsClient;
 use crate::providers::psd2::Psd2Client;
 use crate::settings::{ProviderLimits, Settings};
 use crate::store::PgStore;
+use crate::token::TokenVerifier;
 
-/// What the gateway's handlers share. Cheap to clone.
+/// What the gateway's handlers share; a clone is one reference count.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<App>);
+
+impl std::ops::Deref for AppState {
+    type Target = App;
+
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}
+
+pub struct App {
     pub pool: Pool,
     pub store: Arc<PgStore>,
     pub sessions: Arc<Sessions>,
@@ -42,7 +52,7 @@ pub struct AppState {
     pub providers: Arc<HashMap<ProviderId, ProviderHandle>>,
     pub neonomics: Arc<NeonomicsClient>,
     pub psd2: Arc<Psd2Client>,
-    pub token_secret: SecretString,
+    pub tokens: Arc<TokenVerifier>,
     /// Where users' browsers reach the client API (consent callbacks).
     pub public_url: String,
     pub provider_order: Vec<ProviderId>,
@@ -138,7 +148,7 @@ impl Gateway {
         let upstreams: Vec<Arc<dyn Upstream>> = vec![neonomics.clone(), psd2.clone()];
         let tree = ActorTree::start(tree_config(settings), upstreams, store.clone()).await?;
 
-        let state = AppState {
+        let state = AppState(Arc::new(App {
             pool,
             store,
             sessions: tree.sessions.clone(),
@@ -146,7 +156,7 @@ impl Gateway {
             providers: Arc::new(tree.providers.clone()),
             neonomics,
             psd2,
-            token_secret: settings.auth.token_secret.clone(),
+            tokens: Arc::new(TokenVerifier::new(&settings.auth.token_secret)),
             public_url: settings
                 .http
                 .public_url
@@ -154,7 +164,7 @@ impl Gateway {
                 .unwrap_or_else(|| format!("http://{client}")),
             provider_order: settings.banks.provider_order.clone(),
             body_limit: settings.http.body_limit_bytes,
-        };
+        }));
         let options = ServeOptions {
             header_read_timeout: settings.http.header_read_timeout,
             drain: settings.http.shutdown_grace,

@@ -3,7 +3,6 @@
 
 use warp::Filter;
 use warp::http::HeaderValue;
-use warp::http::header::HeaderMap;
 
 pub const HEADER: &str = "x-request-id";
 
@@ -14,13 +13,23 @@ pub struct RequestId(pub String);
 /// Extracts the request id: the caller's when it is 1 to 128 visible ASCII characters.
 pub fn request_id() -> impl Filter<Extract = (RequestId,), Error = std::convert::Infallible> + Clone
 {
-    warp::header::headers_cloned().map(|headers: HeaderMap| {
-        let supplied = headers
-            .get(HEADER)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()));
-        RequestId(supplied.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned))
-    })
+    warp::header::value(HEADER)
+        .map(Some)
+        .or(warp::any().map(|| None))
+        .unify()
+        .map(|supplied: Option<HeaderValue>| {
+            let supplied = supplied.as_ref().and_then(|v| v.to_str().ok()).filter(|v| {
+                !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic())
+            });
+            RequestId(supplied.map_or_else(fresh_id, str::to_owned))
+        })
+}
+
+/// A random UUID from a fast non-cryptographic generator: ids must be unique, not secret.
+fn fresh_id() -> String {
+    uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes())
+        .into_uuid()
+        .to_string()
 }
 
 /// Wraps `reply` so that it carries the request id header.

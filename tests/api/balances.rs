@@ -715,3 +715,85 @@ async fn the_openapi_document_matches_the_routes() {
         );
     }
 }
+
+#[tokio::test]
+async fn unattended_reads_stop_at_the_daily_allowance_and_the_cache_answers() {
+    let app = spawn_app_with(&[
+        ("BANKGATE__BALANCES__FRESH_FOR", "0s"),
+        ("BANKGATE__BALANCES__UNATTENDED_READS_PER_DAY", "2"),
+    ])
+    .await;
+    let token = app.token("kari");
+    app.connect(&token, BankId::Nordea).await;
+    let unattended = || {
+        app.http
+            .get(app.client_url("/v1/balances"))
+            .bearer_auth(&token)
+            .send()
+    };
+    let before = app.upstream_calls("neonomics", Some("nordea")).await;
+    let mut sources = Vec::new();
+    let mut accounts = 0;
+    for _ in 0..4 {
+        let body: Value = unattended().await.unwrap().json().await.unwrap();
+        accounts = body["accounts"].as_array().unwrap().len() as u64;
+        sources.push(body["accounts"][0]["source"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(sources, ["live", "live", "cache", "cache"]);
+    assert_eq!(
+        app.upstream_calls("neonomics", Some("nordea")).await - before,
+        2 * accounts,
+        "two reads per account reached the bank"
+    );
+    let attended: Value = app.balances(&token).await.json().await.unwrap();
+    assert_eq!(
+        attended["accounts"][0]["source"], "live",
+        "the user being present is not limited"
+    );
+}
+
+#[tokio::test]
+async fn one_user_is_rate_limited_with_retry_after() {
+    let app = spawn_app_with(&[
+        ("BANKGATE__SESSIONS__USER_RATE_PER_S", "1"),
+        ("BANKGATE__SESSIONS__USER_BURST", "2"),
+    ])
+    .await;
+    let token = app.token("kari");
+    let statuses: Vec<u16> = futures_util::future::join_all((0..4).map(|_| app.balances(&token)))
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert!(statuses.contains(&429), "{statuses:?}");
+    let limited = app.balances(&token).await;
+    assert_eq!(limited.status(), 429);
+    assert!(limited.headers().contains_key("retry-after"));
+    assert_eq!(
+        limited.json::<Value>().await.unwrap()["error"],
+        "rate_limited"
+    );
+    let other = app.token("ola");
+    assert_eq!(
+        app.balances(&other).await.status(),
+        200,
+        "another user is not limited"
+    );
+}
+
+#[tokio::test]
+async fn idle_sessions_are_stopped() {
+    let app = spawn_app_with(&[("BANKGATE__SESSIONS__IDLE_TIMEOUT", "300ms")]).await;
+    let token = app.token("kari");
+    assert_eq!(app.balances(&token).await.status(), 200);
+    assert_eq!(app.gateway.actors().sessions.active(), 1);
+    eventually(Duration::from_secs(5), || async {
+        (app.gateway.actors().sessions.active() == 0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        app.balances(&token).await.status(),
+        200,
+        "a new session starts on demand"
+    );
+}

@@ -341,30 +341,12 @@ impl TestApp {
         .unwrap()
     }
 
-    /// Connects `user` to `bank` the way the app would: starts the consent, then follows the
-    /// browser's redirects through each provider's SCA and the gateway's callback.
+    /// Connects the token's user to `bank` the way the app and the user's browser would.
     pub async fn connect(&self, token: &str, bank: BankId) -> String {
-        let response = self
-            .http
-            .post(self.client_url("/v1/consents"))
-            .bearer_auth(token)
-            .json(&serde_json::json!({"bank": bank, "redirect_url": "https://drop.example/connected"}))
-            .send()
+        let url = self.gateway.client_url();
+        bankgate::browser::connect(&url, token, bank, "https://drop.example/connected")
             .await
-            .unwrap();
-        assert_eq!(response.status(), 201, "consent started");
-        let body: Value = response.json().await.unwrap();
-        assert_eq!(body["status"], "pending");
-        let mut next = body["sca_redirect"].as_str().unwrap().to_owned();
-        for _ in 0..10 {
-            if next.starts_with("https://drop.example/") {
-                return next;
-            }
-            let response = self.http.get(&next).send().await.unwrap();
-            assert_eq!(response.status(), 302, "redirect at {next}");
-            next = response.headers()["location"].to_str().unwrap().to_owned();
-        }
-        panic!("the consent flow did not come back to the app");
+            .expect("consent flow")
     }
 
     /// `GET /v1/balances` as the app does with the user present.

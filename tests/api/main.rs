@@ -3,6 +3,7 @@
 
 mod balances;
 mod cli;
+mod dashboards;
 mod gateway;
 mod helpers;
 mod postgres;
