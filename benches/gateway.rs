@@ -1,8 +1,8 @@
 //! `cargo bench --bench gateway`: the gateway's cost, measured side by side in one run.
 //!
-//! 1. Cached balance reads through the full path (token check, session actor, bank actor,
-//!    fresh cache) against a bare warp hello-world: requests/s, p50 and p99 at 64
-//!    connections, both driven by `wrk` (Debian package `wrk`).
+//! 1. Cached balance reads through the full path (token check, session, fresh cache) against
+//!    a bare warp hello-world and the gateway's own `/healthz` (its middleware alone):
+//!    requests/s, p50 and p99 at 64 connections, all driven by `wrk` (Debian package `wrk`).
 //! 2. A live balance read through the gateway against the same read sent straight to the
 //!    sandbox's PSD2 API, at a fixed moderate rate: the latency the gateway adds.
 //!
@@ -257,6 +257,12 @@ async fn main() {
         tokio::task::spawn_blocking(move || wrk("bare warp hello-world", &hello_url, &[]))
             .await
             .expect("wrk");
+    let health_url = format!("{}/healthz", cached.client_url());
+    let health_figures = tokio::task::spawn_blocking(move || {
+        wrk("gateway /healthz (middleware only)", &health_url, &[])
+    })
+    .await
+    .expect("wrk");
     let cached_figures = {
         let bearer = bearer.clone();
         tokio::task::spawn_blocking(move || {
@@ -311,6 +317,7 @@ async fn main() {
 
     let all = [
         hello_figures.clone(),
+        health_figures,
         cached_figures.clone(),
         direct.clone(),
         through.clone(),

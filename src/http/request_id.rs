@@ -1,8 +1,10 @@
 //! `x-request-id` on every response: the caller's own id when it sent a sane one, a fresh one
-//! otherwise, so a support ticket can be traced through the logs.
+//! otherwise, so a support ticket can be traced through the logs. The connection loop assigns
+//! it before routing (`assign`); filters read it (`request_id`) and responses carry it (`tag`).
 
 use warp::Filter;
 use warp::http::HeaderValue;
+use warp::http::header::HeaderMap;
 
 pub const HEADER: &str = "x-request-id";
 
@@ -10,26 +12,39 @@ pub const HEADER: &str = "x-request-id";
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-/// Extracts the request id: the caller's when it is 1 to 128 visible ASCII characters.
+fn acceptable(value: &HeaderValue) -> bool {
+    let bytes = value.as_bytes();
+    !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(u8::is_ascii_graphic)
+}
+
+/// Keeps the caller's id when it is 1 to 128 visible ASCII characters, else sets a fresh one.
+pub fn assign(headers: &mut HeaderMap) {
+    if headers.get(HEADER).is_some_and(acceptable) {
+        return;
+    }
+    let fresh = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
+    headers.insert(
+        HEADER,
+        HeaderValue::from_str(&fresh.to_string()).expect("a UUID is a valid header"),
+    );
+}
+
+/// Extracts the request id assigned at the edge.
 pub fn request_id() -> impl Filter<Extract = (RequestId,), Error = std::convert::Infallible> + Clone
 {
     warp::header::value(HEADER)
         .map(Some)
         .or(warp::any().map(|| None))
         .unify()
-        .map(|supplied: Option<HeaderValue>| {
-            let supplied = supplied.as_ref().and_then(|v| v.to_str().ok()).filter(|v| {
-                !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic())
-            });
-            RequestId(supplied.map_or_else(fresh_id, str::to_owned))
+        .map(|value: Option<HeaderValue>| {
+            RequestId(
+                value
+                    .as_ref()
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
         })
-}
-
-/// A random UUID from a fast non-cryptographic generator: ids must be unique, not secret.
-fn fresh_id() -> String {
-    uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes())
-        .into_uuid()
-        .to_string()
 }
 
 /// Wraps `reply` so that it carries the request id header.
@@ -39,4 +54,25 @@ pub fn tag(id: &RequestId, reply: impl warp::Reply) -> warp::reply::Response {
         response.headers_mut().insert(HEADER, value);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_sane_ids_and_replaces_the_rest() {
+        let mut headers = HeaderMap::new();
+        headers.insert(HEADER, HeaderValue::from_static("drop-123"));
+        assign(&mut headers);
+        assert_eq!(headers[HEADER], "drop-123");
+
+        headers.insert(HEADER, HeaderValue::from_str(&"x".repeat(200)).unwrap());
+        assign(&mut headers);
+        assert!(uuid::Uuid::parse_str(headers[HEADER].to_str().unwrap()).is_ok());
+
+        let mut empty = HeaderMap::new();
+        assign(&mut empty);
+        assert!(uuid::Uuid::parse_str(empty[HEADER].to_str().unwrap()).is_ok());
+    }
 }

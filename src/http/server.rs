@@ -4,7 +4,8 @@
 //! must not hold a connection open forever (the header read timeout), every connection can be
 //! torn down at once (the sandbox's `refuse` fault closes a provider's listener *and* its open
 //! connections, as a network failure would), and the caller's socket address reaches the
-//! handlers (per-IP limits) through the `ClientAddr` request extension.
+//! handlers (per-IP limits) through the `ClientAddr` request extension. Request ids are
+//! assigned here too, once per request.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -88,7 +89,9 @@ pub async fn serve<F, R>(
     connections.shutdown().await;
 }
 
-/// Tower middleware that records the connection's peer address on every request.
+/// Tower middleware that stamps every request at the edge: the connection's peer address,
+/// and an `x-request-id` (the caller's when sane, else a fresh one) that every filter and the
+/// response then share.
 #[derive(Clone)]
 struct WithClientAddr<S> {
     inner: S,
@@ -109,6 +112,7 @@ where
 
     fn call(&mut self, mut request: warp::http::Request<B>) -> Self::Future {
         request.extensions_mut().insert(self.peer);
+        super::request_id::assign(request.headers_mut());
         self.inner.call(request)
     }
 }
