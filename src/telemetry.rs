@@ -57,28 +57,66 @@ pub async fn upkeep() {
 
 /// Names the route of a request path with its ids replaced, so labels stay bounded.
 pub fn route_label(path: &str) -> &'static str {
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    match segments.as_slice() {
-        ["healthz"] => "/healthz",
-        ["readyz"] => "/readyz",
-        ["metrics"] => "/metrics",
-        ["v1", "balances"] => "/v1/balances",
-        ["v1", "accounts", _, "balances"] => "/v1/accounts/{id}/balances",
-        ["v1", "banks"] => "/v1/banks",
-        ["v1", "consents"] => "/v1/consents",
-        ["v1", "consents", _, "callback"] => "/v1/consents/{id}/callback",
-        ["v1", "connections"] => "/v1/connections",
-        ["v1", "connections", _] => "/v1/connections/{id}",
-        ["v1", "openapi.yaml"] => "/v1/openapi.yaml",
-        ["ops", ..] => "/ops",
+    let mut parts = path.trim_matches('/').split('/');
+    match (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) {
+        (Some("healthz"), None, ..) => "/healthz",
+        (Some("readyz"), None, ..) => "/readyz",
+        (Some("metrics"), None, ..) => "/metrics",
+        (Some("v1"), Some("balances"), None, ..) => "/v1/balances",
+        (Some("v1"), Some("accounts"), Some(_), Some("balances"), None) => {
+            "/v1/accounts/{id}/balances"
+        }
+        (Some("v1"), Some("banks"), None, ..) => "/v1/banks",
+        (Some("v1"), Some("consents"), None, ..) => "/v1/consents",
+        (Some("v1"), Some("consents"), Some(_), Some("callback"), None) => {
+            "/v1/consents/{id}/callback"
+        }
+        (Some("v1"), Some("connections"), None, ..) => "/v1/connections",
+        (Some("v1"), Some("connections"), Some(_), None, ..) => "/v1/connections/{id}",
+        (Some("v1"), Some("openapi.yaml"), None, ..) => "/v1/openapi.yaml",
+        (Some("ops"), ..) => "/ops",
         _ => "other",
     }
+}
+
+/// The handles of one (api, route, status class), registered once and reused per request.
+#[derive(Clone)]
+struct HttpHandles {
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+type HandleKey = (&'static str, &'static str, &'static str);
+
+static HTTP_HANDLES: std::sync::LazyLock<
+    std::sync::RwLock<std::collections::HashMap<HandleKey, HttpHandles>>,
+> = std::sync::LazyLock::new(Default::default);
+
+fn http_handles(key: HandleKey) -> HttpHandles {
+    if let Some(handles) = HTTP_HANDLES.read().expect("metric handles").get(&key) {
+        return handles.clone();
+    }
+    let (api, route, class) = key;
+    let handles = HttpHandles {
+        requests: metrics::counter!(HTTP_REQUESTS, "api" => api, "route" => route, "status" => class),
+        duration: metrics::histogram!(HTTP_DURATION, "api" => api, "route" => route),
+    };
+    HTTP_HANDLES
+        .write()
+        .expect("metric handles")
+        .insert(key, handles.clone());
+    handles
 }
 
 /// Returns a warp log hook that counts and times each answer of `api` by route.
 pub fn http_metrics(api: &'static str) -> warp::log::Log<impl Fn(warp::log::Info<'_>) + Copy> {
     warp::log::custom(move |info| {
-        let route = route_label(info.path());
         let class = match info.status().as_u16() {
             100..=199 => "1xx",
             200..=299 => "2xx",
@@ -86,9 +124,8 @@ pub fn http_metrics(api: &'static str) -> warp::log::Log<impl Fn(warp::log::Info
             400..=499 => "4xx",
             _ => "5xx",
         };
-        metrics::counter!(HTTP_REQUESTS, "api" => api, "route" => route, "status" => class)
-            .increment(1);
-        metrics::histogram!(HTTP_DURATION, "api" => api, "route" => route)
-            .record(info.elapsed().as_secs_f64());
+        let handles = http_handles((api, route_label(info.path()), class));
+        handles.requests.increment(1);
+        handles.duration.record(info.elapsed().as_secs_f64());
     })
 }

@@ -151,7 +151,7 @@ async fn read(
         .await
         .map_err(session_error)?;
     session
-        .balances(account, ip, request_id.0.clone())
+        .balances(account, ip, request_id.as_str().to_owned())
         .await
         .map_err(session_error)
 }

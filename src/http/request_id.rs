@@ -8,9 +8,15 @@ use warp::http::header::HeaderMap;
 
 pub const HEADER: &str = "x-request-id";
 
-/// The request id of the request being handled.
+/// The request id of the request being handled, as the header value it travels in.
 #[derive(Debug, Clone)]
-pub struct RequestId(pub String);
+pub struct RequestId(HeaderValue);
+
+impl RequestId {
+    pub fn as_str(&self) -> &str {
+        self.0.to_str().unwrap_or_default()
+    }
+}
 
 fn acceptable(value: &HeaderValue) -> bool {
     let bytes = value.as_bytes();
@@ -37,22 +43,14 @@ pub fn request_id() -> impl Filter<Extract = (RequestId,), Error = std::convert:
         .or(warp::any().map(|| None))
         .unify()
         .map(|value: Option<HeaderValue>| {
-            RequestId(
-                value
-                    .as_ref()
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_owned(),
-            )
+            RequestId(value.unwrap_or_else(|| HeaderValue::from_static("")))
         })
 }
 
 /// Wraps `reply` so that it carries the request id header.
 pub fn tag(id: &RequestId, reply: impl warp::Reply) -> warp::reply::Response {
     let mut response = reply.into_response();
-    if let Ok(value) = HeaderValue::from_str(&id.0) {
-        response.headers_mut().insert(HEADER, value);
-    }
+    response.headers_mut().insert(HEADER, id.0.clone());
     response
 }
 
