@@ -66,16 +66,8 @@ async fn connecting_a_bank_stores_its_accounts_with_both_providers() {
         .await
         .unwrap();
     let list = connections["connections"].as_array().unwrap();
-    let seeded: Value = app
-        .http
-        .get(app.sandbox.control("/sandbox/accounts?bank=dnb&psu=kari"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(list.len(), seeded["accounts"].as_array().unwrap().len());
+    let seeded = app.sandbox.seeded_accounts(BankId::Dnb, "kari").await;
+    assert_eq!(list.len(), seeded.len());
     assert_eq!(list[0]["providers"], json!(["neonomics", "psd2"]));
     assert!(list[0]["consent_expires_at"].is_string());
 
@@ -116,17 +108,9 @@ async fn connecting_a_bank_stores_its_accounts_with_both_providers() {
 async fn live_balances_match_the_bank_and_are_then_served_fresh_from_cache() {
     let app = spawn_app().await;
     let (token, body) = connected(&app, "kari").await;
-    let seeded: Value = app
-        .http
-        .get(app.sandbox.control("/sandbox/accounts?bank=dnb&psu=kari"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let seeded = app.sandbox.seeded_accounts(BankId::Dnb, "kari").await;
     let dnb = accounts_of(&body, "dnb");
-    assert_eq!(dnb[0]["amount"], seeded["accounts"][0]["balance"]);
+    assert_eq!(dnb[0]["amount"], seeded[0]["balance"]);
     assert_eq!(
         dnb[0]["provider"], "neonomics",
         "the primary provider serves"

@@ -113,6 +113,26 @@ pub fn client() -> reqwest::Client {
 }
 
 impl TestSandbox {
+    /// GETs a control API path and returns its JSON.
+    pub async fn control_json(&self, path: &str) -> Value {
+        self.http
+            .get(self.control(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// The accounts `psu` holds at `bank`, with their balances as the bank has them.
+    pub async fn seeded_accounts(&self, bank: BankId, psu: &str) -> Vec<Value> {
+        let body = self
+            .control_json(&format!("/sandbox/accounts?bank={bank}&psu={psu}"))
+            .await;
+        body["accounts"].as_array().unwrap().clone()
+    }
+
     pub fn control(&self, path: &str) -> String {
         format!("{}{path}", self.sandbox.control_url())
     }
@@ -362,15 +382,7 @@ impl TestApp {
 
     /// The sandbox's count of calls received for `provider` (and `bank`, when given).
     pub async fn upstream_calls(&self, provider: &str, bank: Option<&str>) -> u64 {
-        let body: Value = self
-            .http
-            .get(self.sandbox.control("/sandbox/requests"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body = self.sandbox.control_json("/sandbox/requests").await;
         body["requests"]
             .as_array()
             .unwrap()

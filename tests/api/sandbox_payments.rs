@@ -15,17 +15,7 @@ const PRODUCT: &str = "norwegian-domestic-credit-transfers";
 
 /// Returns the first account the default sandbox user holds at `bank`.
 async fn debtor(sandbox: &TestSandbox, bank: BankId, psu: &str) -> Value {
-    let url = sandbox.control(&format!("/sandbox/accounts?bank={bank}&psu={psu}"));
-    let body: Value = sandbox
-        .http
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    body["accounts"][0].clone()
+    sandbox.seeded_accounts(bank, psu).await.swap_remove(0)
 }
 
 fn payment_body(debtor_iban: &str, amount: &str, reference: &str) -> Value {
