@@ -7,7 +7,9 @@ use bankgate_actors::BankId;
 use bankgate_actors::breaker::BreakerState;
 use serde_json::{Value, json};
 
-use crate::helpers::{QUICK, TestApp, eventually, spawn_app, spawn_app_with};
+use crate::helpers::{
+    QUICK, TestApp, eventually, quick_with_long_breakers, spawn_app, spawn_app_with,
+};
 
 /// A user connected to DNB and Nordea, and a first live read of both.
 async fn connected(app: &TestApp, user: &str) -> (String, Value) {
@@ -142,7 +144,7 @@ async fn live_balances_match_the_bank_and_are_then_served_fresh_from_cache() {
 
 #[tokio::test]
 async fn full_neonomics_outage_fails_over_to_the_banks_psd2_apis() {
-    let app = spawn_app_with(QUICK).await;
+    let app = spawn_app_with(&quick_with_long_breakers()).await;
     let (token, _) = connected(&app, "kari").await;
     app.sandbox
         .add_fault(json!({"provider": "neonomics", "kind": "unavailable"}))
@@ -170,7 +172,7 @@ async fn full_neonomics_outage_fails_over_to_the_banks_psd2_apis() {
 
 #[tokio::test]
 async fn dnb_down_everywhere_is_served_stale_while_nordea_stays_live() {
-    let app = spawn_app_with(QUICK).await;
+    let app = spawn_app_with(&quick_with_long_breakers()).await;
     let (token, _) = connected(&app, "kari").await;
     app.sandbox
         .add_fault(json!({"provider": "neonomics", "bank": "dnb", "kind": "unavailable"}))

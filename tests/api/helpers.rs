@@ -315,6 +315,18 @@ pub const QUICK: &[(&str, &str)] = &[
     ("BANKGATE__PROVIDERS__PSD2__LIMITS__FIRST_BACKOFF", "20ms"),
 ];
 
+/// `QUICK` with breakers that stay open for the whole test, for tests that count the calls
+/// an open breaker must prevent (a half-open probe in the middle would be counted).
+pub fn quick_with_long_breakers() -> Vec<(&'static str, &'static str)> {
+    let mut settings = QUICK.to_vec();
+    settings.retain(|(key, _)| !key.starts_with("BANKGATE__BREAKER__"));
+    settings.extend([
+        ("BANKGATE__BREAKER__OPEN_FOR", "60s"),
+        ("BANKGATE__BREAKER__MAX_OPEN", "120s"),
+    ]);
+    settings
+}
+
 pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     let sandbox = spawn_sandbox().await;
     let database_url = fresh_database().await;
