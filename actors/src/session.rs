@@ -420,11 +420,6 @@ impl SessionHandle {
         }
     }
 
-    /// Tells the session its connections changed.
-    pub fn reload(&self) {
-        let _ = self.actor.send_message(SessionMsg::Reload);
-    }
-
     /// Chaos hook: makes the session actor panic.
     pub fn inject_panic(&self) {
         let _ = self.actor.send_message(SessionMsg::Panic);

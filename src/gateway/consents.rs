@@ -49,6 +49,15 @@ fn valid_redirect(url: &str) -> bool {
 }
 
 impl AppState {
+    /// The Neonomics access token the provider actor holds (fetched or refreshed as needed).
+    async fn neonomics_token(&self) -> Result<String, UpstreamError> {
+        let handle = self
+            .providers
+            .get(&ProviderId::Neonomics)
+            .expect("every provider has a handle");
+        Ok(handle.token().await?.unwrap_or_default())
+    }
+
     fn callback_url(&self, consent: Uuid, provider: ProviderId) -> String {
         format!(
             "{}/v1/consents/{consent}/callback?provider={provider}",
@@ -65,11 +74,7 @@ impl AppState {
     ) -> Result<StartedConsent, UpstreamError> {
         match provider {
             ProviderId::Neonomics => {
-                let handle = self
-                    .providers
-                    .get(&provider)
-                    .expect("every provider has a handle");
-                let token = handle.token().await?.unwrap_or_default();
+                let token = self.neonomics_token().await?;
                 self.neonomics
                     .start_consent(&token, bank, user, redirect)
                     .await
@@ -247,20 +252,14 @@ impl AppState {
     ) -> (ConsentState, Option<chrono::DateTime<chrono::Utc>>) {
         let result = match step.provider {
             ProviderId::Psd2 => self.psd2.consent_state(bank, &step.external_id).await,
-            ProviderId::Neonomics => {
-                let handle = self
-                    .providers
-                    .get(&ProviderId::Neonomics)
-                    .expect("every provider has a handle");
-                match handle.token().await {
-                    Ok(token) => self
-                        .neonomics
-                        .accounts(&token.unwrap_or_default(), &step.external_id, psu_ip)
-                        .await
-                        .map(|(state, _)| (state, None)),
-                    Err(error) => Err(error),
-                }
-            }
+            ProviderId::Neonomics => match self.neonomics_token().await {
+                Ok(token) => self
+                    .neonomics
+                    .accounts(&token, &step.external_id, psu_ip)
+                    .await
+                    .map(|(state, _)| (state, None)),
+                Err(error) => Err(error),
+            },
         };
         result.unwrap_or_else(|error| {
             warn!(provider = %step.provider, error = %error, "consent state unknown");
@@ -277,11 +276,7 @@ impl AppState {
         match step.provider {
             ProviderId::Psd2 => self.psd2.accounts(bank, &step.external_id, psu_ip).await,
             ProviderId::Neonomics => {
-                let handle = self
-                    .providers
-                    .get(&ProviderId::Neonomics)
-                    .expect("every provider has a handle");
-                let token = handle.token().await?.unwrap_or_default();
+                let token = self.neonomics_token().await?;
                 Ok(self
                     .neonomics
                     .accounts(&token, &step.external_id, psu_ip)
