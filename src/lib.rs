@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //!
+//! - `account_number`: Norwegian account numbers (MOD11) and IBANs (mod-97).
 //! - `browser`: plays a user's browser through a consent against the sandbox (demo, tests).
 //! - `cli`: the `bankgate` command line (serve, sandbox, demo, migrate, token).
 //! - `settings`: layered settings (built-in defaults → file → `BANKGATE__…` env vars).
@@ -11,6 +12,8 @@
 //! - `postgres`: connection pool, migrations, and the private cluster for demo and tests.
 //! - `sandbox`: the simulated upstream (Neonomics and the banks' NextGenPSD2 APIs) with fault
 //!   injection; tests, the demo and the benchmarks run against it over real HTTP.
+//! - `payments`: payment initiation with idempotency keys, the durable state machine, the
+//!   queue during outages and its drain, provider webhooks.
 //! - `providers`: HTTP clients of Neonomics and the banks' PSD2 APIs (the actors' `Upstream`).
 //! - `store`: PostgreSQL behind the actors' `Store`, and consent and connection records.
 //! - `token`: client bearer tokens.
@@ -18,11 +21,13 @@
 //!
 //! The resilience logic (actors, breakers, caches) lives in the `bankgate-actors` crate.
 
+pub mod account_number;
 pub mod browser;
 pub mod cli;
 pub mod demo;
 pub mod gateway;
 pub mod http;
+pub mod payments;
 pub mod postgres;
 pub mod providers;
 pub mod sandbox;

@@ -14,8 +14,11 @@ use bankgate_actors::{BankId, ProviderId};
 use figment::providers::{Format, Toml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
+use rust_decimal::Decimal;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+
+use crate::payments::PaymentsMode;
 
 /// The built-in defaults, compiled in so the binary runs from any directory.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -34,6 +37,8 @@ pub struct Settings {
     pub breaker: BreakerSettings,
     pub balances: BalancesSettings,
     pub sessions: SessionsSettings,
+    pub payments: PaymentsSettings,
+    pub webhooks: WebhooksSettings,
     pub sandbox: SandboxSettings,
     pub telemetry: TelemetrySettings,
 }
@@ -152,6 +157,36 @@ pub struct SessionsSettings {
     pub idle_timeout: Duration,
     pub user_rate_per_s: u32,
     pub user_burst: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentsSettings {
+    pub min_amount: Decimal,
+    pub max_amount: Decimal,
+    pub per_user_limit: u32,
+    pub per_ip_limit: u32,
+    #[serde(with = "humantime_serde")]
+    pub limit_window: Duration,
+    #[serde(with = "humantime_serde")]
+    pub idempotency_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub queue_max_age: Duration,
+    #[serde(with = "humantime_serde")]
+    pub drain_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub in_flight_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub poll_after: Duration,
+    pub modes: BTreeMap<BankId, PaymentsMode>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksSettings {
+    #[serde(with = "humantime_serde")]
+    pub tolerance: Duration,
+    pub secrets: BTreeMap<ProviderId, SecretString>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -316,6 +351,53 @@ impl Settings {
                 "sessions",
                 "idle_timeout and user_rate_per_s must be greater than zero",
             );
+        }
+        let payments = &self.payments;
+        if payments.min_amount <= Decimal::ZERO || payments.max_amount < payments.min_amount {
+            return invalid("payments.max_amount", "needs 0 < min_amount ≤ max_amount");
+        }
+        if payments.per_user_limit == 0
+            || payments.per_ip_limit == 0
+            || payments.limit_window.is_zero()
+        {
+            return invalid(
+                "payments",
+                "per_user_limit, per_ip_limit and limit_window must be greater than zero",
+            );
+        }
+        if payments.idempotency_ttl < Duration::from_secs(24 * 3600) {
+            return invalid("payments.idempotency_ttl", "must be at least 24h");
+        }
+        if payments.drain_interval.is_zero() || payments.queue_max_age.is_zero() {
+            return invalid(
+                "payments",
+                "drain_interval and queue_max_age must be greater than zero",
+            );
+        }
+        // A payment may be looked up as abandoned only once no live request can still be
+        // sending it: token, quota and the call itself each take up to the provider timeout.
+        let longest_call = self
+            .providers
+            .neonomics
+            .timeout
+            .max(self.providers.psd2.timeout)
+            * 4;
+        if payments.in_flight_timeout < longest_call {
+            return invalid(
+                "payments.in_flight_timeout",
+                "must be at least 4 × the longest provider timeout",
+            );
+        }
+        for provider in ProviderId::ALL {
+            match self.webhooks.secrets.get(&provider) {
+                Some(secret) if secret.expose_secret().len() >= 16 => {}
+                _ => {
+                    return invalid(
+                        "webhooks.secrets",
+                        &format!("needs a secret of at least 16 bytes for {provider}"),
+                    );
+                }
+            }
         }
         if let Some(url) = &self.http.public_url {
             check_url("http.public_url", url)?;

@@ -184,7 +184,8 @@ impl PgStore {
                     "INSERT INTO connections (id, user_id, bank, consent_id, iban, bban, account_name, currency)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                      ON CONFLICT (user_id, bank, iban)
-                     DO UPDATE SET consent_id = EXCLUDED.consent_id, account_name = EXCLUDED.account_name
+                     DO UPDATE SET consent_id = EXCLUDED.consent_id, account_name = EXCLUDED.account_name,
+                         removed_at = NULL
                      RETURNING id",
                     &[
                         &Uuid::new_v4(),
@@ -239,7 +240,7 @@ impl PgStore {
                  FROM connections c
                  JOIN consents con ON con.id = c.consent_id
                  LEFT JOIN connection_accounts ca ON ca.connection_id = c.id
-                 WHERE c.user_id = $1
+                 WHERE c.user_id = $1 AND c.removed_at IS NULL
                  GROUP BY c.id, con.expires_at
                  ORDER BY c.created_at, c.id",
                 &[&user],
@@ -266,12 +267,14 @@ impl PgStore {
             .collect()
     }
 
-    /// Deletes one of the user's connections; returns whether it existed.
+    /// Removes one of the user's connections; returns whether it existed. The row stays,
+    /// marked removed, because payments refer to it.
     pub async fn delete_connection(&self, user: &str, id: Uuid) -> Result<bool, StoreError> {
         let client = self.client().await?;
         let deleted = client
             .execute(
-                "DELETE FROM connections WHERE id = $1 AND user_id = $2",
+                "UPDATE connections SET removed_at = now()
+                 WHERE id = $1 AND user_id = $2 AND removed_at IS NULL",
                 &[&id, &user],
             )
             .await
@@ -292,7 +295,7 @@ impl PgStore {
                  LEFT JOIN provider_consents pc
                         ON pc.consent_id = c.consent_id AND pc.provider = ca.provider AND pc.status = 'active'
                  LEFT JOIN balances b ON b.connection_id = c.id
-                 WHERE c.user_id = $1
+                 WHERE c.user_id = $1 AND c.removed_at IS NULL
                  ORDER BY c.created_at, c.id",
                 &[&user],
             )

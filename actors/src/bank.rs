@@ -1,4 +1,5 @@
-//! The bank connection actor: one per bank. It decides how each balance read is served.
+//! The bank connection actor: one per bank. It decides how each balance read is served and
+//! through which provider each payment is initiated.
 //!
 //! Fresh cache first; otherwise the first provider in the bank's order whose breaker lets the
 //! call through and where the user has a consented account. The call runs as a task and its
@@ -7,6 +8,12 @@
 //! over to the next provider; when none is left it is served stale from the cache, with the
 //! bank's Norwegian warning, or answered as unavailable. A cap on calls in flight per bank
 //! (the bulkhead) keeps one bank from taking every connection.
+//!
+//! A payment goes to the first provider whose breaker lets it through. It fails over to the
+//! next only when the failure proves the provider did not carry it out (refused connection,
+//! 503, 429, credentials); a timeout or a broken answer leaves the outcome unknown, and it is
+//! never sent again before it has been looked up. When no path is left the answer is
+//! `NotSent`, and the caller queues the payment. A breaker closing wakes the queue drainer.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -20,11 +27,15 @@ use tracing::{debug, info};
 use uuid::Uuid;
 
 use crate::breaker::{Breaker, BreakerConfig, BreakerState, Permit};
+use crate::drainer::DrainerHandle;
 use crate::freshness::{Freshness, FreshnessConfig};
 use crate::metrics;
 use crate::provider::ProviderHandle;
 use crate::slot::Slot;
-use crate::upstream::{Balance, BalanceCall, Connection, FailureClass, Store, UpstreamError};
+use crate::upstream::{
+    Balance, BalanceCall, Connection, FailureClass, PaymentOrder, ProviderAccount, RemotePayment,
+    Store, UpstreamError,
+};
 use crate::{BankId, ProviderId};
 
 /// Last balances by connection, shared by all bank actors and kept across their restarts.
@@ -107,9 +118,49 @@ pub enum BankMsg {
         probe: bool,
         result: Result<Balance, UpstreamError>,
     },
+    Pay {
+        request: PayRequest,
+        reply: RpcReplyPort<PayAnswer>,
+    },
+    PayOutcome {
+        ticket: u64,
+        provider: ProviderId,
+        probe: bool,
+        result: Result<RemotePayment, UpstreamError>,
+    },
     Status(RpcReplyPort<BankStatus>),
     /// Chaos hook: panics inside the handler, to exercise supervision.
     Panic,
+}
+
+/// One payment to initiate: the debtor's accounts at the providers and the order.
+#[derive(Debug, Clone)]
+pub struct PayRequest {
+    pub accounts: Vec<ProviderAccount>,
+    pub order: PaymentOrder,
+}
+
+/// How a payment initiation ended.
+#[derive(Debug, Clone)]
+pub enum PayAnswer {
+    /// A provider accepted the payment; it waits for the user's SCA.
+    Initiated(RemotePayment),
+    /// No provider carried it out: every path is down, or each refused it before accepting
+    /// it. Safe to queue and send later.
+    NotSent { last_error: Option<FailureClass> },
+    /// The provider may have received it (timeout, connection broken after sending): it must
+    /// be looked up by reference before anything else is done with it.
+    Unknown {
+        provider: ProviderId,
+        error: UpstreamError,
+    },
+    /// The provider refused the payment itself; sending it again would fail the same way.
+    Refused {
+        provider: ProviderId,
+        error: UpstreamError,
+    },
+    /// The user's consent at the bank is no longer valid.
+    ConsentExpired { provider: ProviderId },
 }
 
 /// A bank's health as `/v1/banks` and ops see it.
@@ -145,9 +196,18 @@ pub struct BankArgs {
     pub cache: BalanceCache,
     pub store: Arc<dyn Store>,
     pub slot: Slot<BankMsg>,
+    /// Told when a breaker closes, so payments queued for the bank are sent.
+    pub drainer: DrainerHandle,
 }
 
 pub struct BankActor;
+
+struct PendingPay {
+    request: PayRequest,
+    reply: RpcReplyPort<PayAnswer>,
+    tried: Vec<ProviderId>,
+    last_error: Option<FailureClass>,
+}
 
 struct Pending {
     request: FetchRequest,
@@ -161,6 +221,7 @@ pub struct BankState {
     breakers: BTreeMap<ProviderId, Breaker>,
     last_error: HashMap<ProviderId, FailureClass>,
     pending: HashMap<u64, Pending>,
+    pending_pays: HashMap<u64, PendingPay>,
     next_ticket: u64,
     in_flight: usize,
     rate_limited_until: Option<Instant>,
@@ -200,6 +261,23 @@ impl BankHandle {
         }
     }
 
+    /// Initiates a payment through the first provider that can take it. `deadline` bounds
+    /// the wait; past it the outcome is unknown, never "not sent".
+    pub async fn pay(
+        &self,
+        request: PayRequest,
+        deadline: Duration,
+    ) -> Result<PayAnswer, ActorUnavailable> {
+        let actor = self.slot.get().ok_or(ActorUnavailable)?;
+        match actor
+            .call(|reply| BankMsg::Pay { request, reply }, Some(deadline))
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(answer)) => Ok(answer),
+            _ => Err(ActorUnavailable),
+        }
+    }
+
     pub async fn status(&self) -> Result<BankStatus, ActorUnavailable> {
         let actor = self.slot.get().ok_or(ActorUnavailable)?;
         match actor
@@ -218,6 +296,9 @@ impl BankHandle {
         }
     }
 }
+
+/// The Norwegian message when the user's consent at the bank no longer holds.
+pub const CONSENT_EXPIRED: &str = "Banktilkobling utløpt – forny tilkoblingen";
 
 /// The Norwegian warning shown with a stale balance.
 pub fn stale_warning(bank: BankId) -> String {
@@ -258,6 +339,7 @@ impl Actor for BankActor {
             breakers,
             last_error: HashMap::new(),
             pending: HashMap::new(),
+            pending_pays: HashMap::new(),
             next_ticket: 0,
             in_flight: 0,
             rate_limited_until: None,
@@ -285,6 +367,26 @@ impl Actor for BankActor {
             } => {
                 state.outcome(&myself, ticket, provider, probe, result);
             }
+            BankMsg::Pay { request, reply } => {
+                let ticket = state.next_ticket;
+                state.next_ticket += 1;
+                state.pending_pays.insert(
+                    ticket,
+                    PendingPay {
+                        request,
+                        reply,
+                        tried: Vec::new(),
+                        last_error: None,
+                    },
+                );
+                state.dispatch_pay(&myself, ticket);
+            }
+            BankMsg::PayOutcome {
+                ticket,
+                provider,
+                probe,
+                result,
+            } => state.pay_outcome(&myself, ticket, provider, probe, result),
             BankMsg::Status(reply) => {
                 let _ = reply.send(state.status());
             }
@@ -439,13 +541,7 @@ impl BankState {
                     .get_mut(p)
                     .is_some_and(|b| b.state(now) != BreakerState::Open)
             });
-            let Some(handle) = self
-                .args
-                .providers
-                .iter()
-                .find(|h| h.id() == provider)
-                .cloned()
-            else {
+            let Some(handle) = self.provider(provider) else {
                 continue;
             };
             let bank = self.bank();
@@ -487,45 +583,8 @@ impl BankState {
         result: Result<Balance, UpstreamError>,
     ) {
         self.in_flight = self.in_flight.saturating_sub(1);
-        let now = Instant::now();
         let bank = self.bank();
-        let breaker = self
-            .breakers
-            .get_mut(&provider)
-            .expect("a breaker per configured provider");
-        let before = breaker.state(now);
-        match &result {
-            Ok(_) => breaker.on_success(now),
-            Err(error) => {
-                self.last_error.insert(provider, error.class);
-                match error.class {
-                    // The provider and bank answered: the path is healthy.
-                    FailureClass::Consent | FailureClass::Client => {
-                        if probe {
-                            breaker.on_success(now);
-                        }
-                    }
-                    FailureClass::RateLimited => {
-                        let wait = error
-                            .retry_after
-                            .unwrap_or(self.args.config.breaker.open_for);
-                        breaker.open_for(now, wait);
-                        self.rate_limited_until = Some(now + wait);
-                    }
-                    FailureClass::Credentials => breaker.force_open(now),
-                    _ => {
-                        breaker.on_failure(now);
-                    }
-                }
-            }
-        }
-        let after = breaker.state(now);
-        if before != after {
-            info!(bank = %bank, provider = %provider, from = before.as_str(), to = after.as_str(), "breaker changed");
-            self.export_breaker(provider, after);
-            ::metrics::counter!(metrics::BREAKER_TRANSITIONS, "bank" => bank.as_str(), "provider" => provider.as_str(), "to" => after.as_str())
-                .increment(1);
-        }
+        self.record(provider, probe, result.as_ref().err());
         if !self.pending.contains_key(&ticket) {
             return;
         }
@@ -563,6 +622,149 @@ impl BankState {
                 self.dispatch(myself, ticket);
             }
         }
+    }
+
+    /// Feeds one call's outcome to the path's breaker.
+    fn record(&mut self, provider: ProviderId, probe: bool, error: Option<&UpstreamError>) {
+        let now = Instant::now();
+        let bank = self.bank();
+        let breaker = self
+            .breakers
+            .get_mut(&provider)
+            .expect("a breaker per configured provider");
+        let before = breaker.state(now);
+        match error {
+            None => breaker.on_success(now),
+            Some(error) => {
+                self.last_error.insert(provider, error.class);
+                match error.class {
+                    // The provider and bank answered: the path is healthy.
+                    FailureClass::Consent | FailureClass::Client => {
+                        if probe {
+                            breaker.on_success(now);
+                        }
+                    }
+                    FailureClass::RateLimited => {
+                        let wait = error
+                            .retry_after
+                            .unwrap_or(self.args.config.breaker.open_for);
+                        breaker.open_for(now, wait);
+                        self.rate_limited_until = Some(now + wait);
+                    }
+                    FailureClass::Credentials => breaker.force_open(now),
+                    _ => {
+                        breaker.on_failure(now);
+                    }
+                }
+            }
+        }
+        let after = breaker.state(now);
+        if before != after {
+            info!(bank = %bank, provider = %provider, from = before.as_str(), to = after.as_str(), "breaker changed");
+            self.export_breaker(provider, after);
+            ::metrics::counter!(metrics::BREAKER_TRANSITIONS, "bank" => bank.as_str(), "provider" => provider.as_str(), "to" => after.as_str())
+                .increment(1);
+            if after == BreakerState::Closed {
+                self.args.drainer.wake(bank);
+            }
+        }
+    }
+
+    /// Sends a payment to the next provider whose breaker lets it through, or answers
+    /// `NotSent` when none is left.
+    fn dispatch_pay(&mut self, myself: &ActorRef<BankMsg>, ticket: u64) {
+        let now = Instant::now();
+        let Some(pending) = self.pending_pays.get(&ticket) else {
+            return;
+        };
+        let candidates: Vec<(ProviderId, ProviderAccount)> = self
+            .args
+            .config
+            .providers
+            .iter()
+            .filter(|p| !pending.tried.contains(p))
+            .filter_map(|&p| {
+                let account = pending.request.accounts.iter().find(|a| a.provider == p)?;
+                Some((p, account.clone()))
+            })
+            .collect();
+        for (provider, account) in candidates {
+            let breaker = self
+                .breakers
+                .get_mut(&provider)
+                .expect("a breaker per configured provider");
+            let before = breaker.state(now);
+            let permit = breaker.permit(now);
+            let after = breaker.state(now);
+            if before != after {
+                self.export_breaker(provider, after);
+            }
+            if permit == Permit::Refused {
+                continue;
+            }
+            let Some(handle) = self.provider(provider) else {
+                continue;
+            };
+            let pending = self.pending_pays.get_mut(&ticket).expect("pending payment");
+            pending.tried.push(provider);
+            let order = pending.request.order.clone();
+            let myself = myself.clone();
+            let probe = permit == Permit::Probe;
+            tokio::spawn(async move {
+                let result = handle.initiate_payment(account, order).await;
+                let _ = myself.send_message(BankMsg::PayOutcome {
+                    ticket,
+                    provider,
+                    probe,
+                    result,
+                });
+            });
+            return;
+        }
+        if let Some(pending) = self.pending_pays.remove(&ticket) {
+            let last_error = pending.last_error;
+            let _ = pending.reply.send(PayAnswer::NotSent { last_error });
+        }
+    }
+
+    fn pay_outcome(
+        &mut self,
+        myself: &ActorRef<BankMsg>,
+        ticket: u64,
+        provider: ProviderId,
+        probe: bool,
+        result: Result<RemotePayment, UpstreamError>,
+    ) {
+        self.record(provider, probe, result.as_ref().err());
+        let error = match result {
+            Ok(payment) => {
+                if let Some(pending) = self.pending_pays.remove(&ticket) {
+                    let _ = pending.reply.send(PayAnswer::Initiated(payment));
+                }
+                return;
+            }
+            Err(error) => error,
+        };
+        let answer = match error.class {
+            FailureClass::Consent => PayAnswer::ConsentExpired { provider },
+            FailureClass::Client => PayAnswer::Refused { provider, error },
+            _ if error.proves_not_carried_out() => {
+                // Failed before the provider accepted it: the next provider may take it.
+                debug!(bank = %self.bank(), provider = %provider, error = %error, "payment not accepted; failing over");
+                if let Some(pending) = self.pending_pays.get_mut(&ticket) {
+                    pending.last_error = Some(error.class);
+                }
+                return self.dispatch_pay(myself, ticket);
+            }
+            _ => PayAnswer::Unknown { provider, error },
+        };
+        if let Some(pending) = self.pending_pays.remove(&ticket) {
+            let _ = pending.reply.send(answer);
+        }
+    }
+
+    fn provider(&self, id: ProviderId) -> Option<ProviderHandle> {
+        self.args.providers.iter().find(|h| h.id() == id).cloned()
     }
 
     /// Answers a read no provider served: consent problem, stale cache, or unavailable.

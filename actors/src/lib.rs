@@ -22,11 +22,17 @@
 //! it fails over to the next provider, and with none left it serves the cached balance as
 //! stale with the bank's Norwegian warning, or answers unavailable.
 //!
+//! One payment: the payment service (in `src/`) writes it to PostgreSQL, then asks the bank's
+//! `BankHandle::pay`; the bank actor picks the provider by breaker and order and fails over
+//! only when the first provably did not take it. The `Drainer` actor, a fifth kind of child
+//! of the root, sends queued payments when a bank recovers.
+//!
 //! The pure pieces live apart from the actors and are tested with paused time: `breaker`,
 //! `retry` (back-off and budget), `freshness`.
 
 pub mod bank;
 pub mod breaker;
+pub mod drainer;
 pub mod freshness;
 mod ids;
 pub mod metrics;

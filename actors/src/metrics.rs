@@ -13,9 +13,14 @@ pub const SESSIONS_ACTIVE: &str = "bankgate_sessions_active";
 pub const FAILOVERS: &str = "bankgate_failovers_total";
 pub const HTTP_REQUESTS: &str = "bankgate_http_requests_total";
 pub const HTTP_DURATION: &str = "bankgate_http_request_duration_seconds";
+pub const PROVIDER_CREDENTIALS_VALID: &str = "bankgate_provider_credentials_valid";
+pub const PAYMENTS: &str = "bankgate_payments_total";
+pub const PAYMENT_QUEUE_DEPTH: &str = "bankgate_payment_queue_depth";
+pub const PAYMENT_QUEUE_OLDEST: &str = "bankgate_payment_queue_oldest_seconds";
+pub const WEBHOOKS: &str = "bankgate_webhooks_total";
 
 /// Every metric name, for the test that checks dashboards and alert rules against them.
-pub const ALL: [&str; 12] = [
+pub const ALL: [&str; 17] = [
     UPSTREAM_REQUESTS,
     UPSTREAM_DURATION,
     BREAKER_STATE,
@@ -28,6 +33,11 @@ pub const ALL: [&str; 12] = [
     FAILOVERS,
     HTTP_REQUESTS,
     HTTP_DURATION,
+    PROVIDER_CREDENTIALS_VALID,
+    PAYMENTS,
+    PAYMENT_QUEUE_DEPTH,
+    PAYMENT_QUEUE_OLDEST,
+    WEBHOOKS,
 ];
 
 /// Registers descriptions with the installed recorder.
@@ -76,5 +86,23 @@ pub fn describe() {
         HTTP_DURATION,
         Unit::Seconds,
         "time to answer an HTTP request by api and route"
+    );
+    describe_gauge!(
+        PROVIDER_CREDENTIALS_VALID,
+        "1 while the provider accepts our credentials, 0 once it rejected them"
+    );
+    describe_counter!(
+        PAYMENTS,
+        "payment status transitions by bank and new status"
+    );
+    describe_gauge!(PAYMENT_QUEUE_DEPTH, "payments queued per bank");
+    describe_gauge!(
+        PAYMENT_QUEUE_OLDEST,
+        Unit::Seconds,
+        "age of the oldest queued payment per bank, 0 when none"
+    );
+    describe_counter!(
+        WEBHOOKS,
+        "provider webhooks received by provider and outcome"
     );
 }

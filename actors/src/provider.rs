@@ -24,8 +24,12 @@ use tracing::{info, warn};
 use crate::metrics;
 use crate::retry::{RetryBudget, RetryConfig};
 use crate::slot::Slot;
-use crate::upstream::{AccessToken, Balance, BalanceCall, FailureClass, Upstream, UpstreamError};
-use crate::{ProviderId, Service};
+use crate::upstream::{
+    AccessToken, Balance, BalanceCall, FailureClass, PaymentOrder, ProviderAccount, RemotePayment,
+    Upstream, UpstreamError,
+};
+use crate::{BankId, ProviderId, Service};
+use futures_util::future::BoxFuture;
 
 #[derive(Debug, Clone)]
 pub struct ProviderConfig {
@@ -198,7 +202,13 @@ impl ProviderHandle {
             .record_call(Instant::now());
         let mut retry = 0;
         loop {
-            let error = match self.attempt(&call).await {
+            let upstream = self.shared.upstream.clone();
+            let attempt = self
+                .attempt(call.bank, Service::Aisp, |token| {
+                    upstream.balance(token, call.clone())
+                })
+                .await;
+            let error = match attempt {
                 Ok(balance) => return Ok(balance),
                 Err(error) => error,
             };
@@ -224,8 +234,44 @@ impl ProviderHandle {
         }
     }
 
-    /// One attempt: quota, concurrency, token, the call, and one token refresh on a 401.
-    async fn attempt(&self, call: &BalanceCall) -> Result<Balance, UpstreamError> {
+    /// Initiates a payment: one attempt, never retried (a second send could pay twice).
+    pub async fn initiate_payment(
+        &self,
+        account: ProviderAccount,
+        order: PaymentOrder,
+    ) -> Result<RemotePayment, UpstreamError> {
+        let upstream = self.shared.upstream.clone();
+        self.attempt(order.bank, Service::Pisp, |token| {
+            upstream.initiate_payment(token, account.clone(), order.clone())
+        })
+        .await
+    }
+
+    /// Looks a payment up by bankgate's reference; `None` proves the provider never got it.
+    pub async fn find_payment(
+        &self,
+        account: ProviderAccount,
+        order: PaymentOrder,
+    ) -> Result<Option<RemotePayment>, UpstreamError> {
+        let upstream = self.shared.upstream.clone();
+        self.attempt(order.bank, Service::Pisp, |token| {
+            upstream.find_payment(token, account.clone(), order.clone())
+        })
+        .await
+    }
+
+    /// One attempt: quota, concurrency, token, the call, and one token refresh when the
+    /// provider rejects the token (a rejected call was not carried out, so sending it again
+    /// is safe even for a payment).
+    async fn attempt<T, F>(
+        &self,
+        bank: BankId,
+        service: Service,
+        call: F,
+    ) -> Result<T, UpstreamError>
+    where
+        F: Fn(Option<String>) -> BoxFuture<'static, Result<T, UpstreamError>>,
+    {
         let config = &self.shared.config;
         let deadline = Instant::now() + config.timeout;
         self.wait_for_quota(deadline).await?;
@@ -236,41 +282,40 @@ impl ProviderHandle {
             })?
             .expect("semaphore is never closed");
         let token = self.token().await?;
-        let result = self.call_once(token.clone(), call, deadline).await;
+        let result = self
+            .call_once(bank, service, deadline, call(token.clone()))
+            .await;
         match result {
             Err(error) if error.class == FailureClass::Credentials && token.is_some() => {
                 let fresh = self.replace_token(token).await?;
-                self.call_once(fresh, call, Instant::now() + config.timeout)
+                self.call_once(bank, service, Instant::now() + config.timeout, call(fresh))
                     .await
             }
             other => other,
         }
     }
 
-    async fn call_once(
+    async fn call_once<T>(
         &self,
-        token: Option<String>,
-        call: &BalanceCall,
+        bank: BankId,
+        service: Service,
         deadline: Instant,
-    ) -> Result<Balance, UpstreamError> {
+        future: BoxFuture<'static, Result<T, UpstreamError>>,
+    ) -> Result<T, UpstreamError> {
         let started = Instant::now();
-        let future = self.shared.upstream.balance(token, call.clone());
         let result = match tokio::time::timeout_at(deadline, future).await {
             Ok(result) => result,
             Err(_) => Err(UpstreamError::new(
                 FailureClass::Timeout,
                 "no answer within the timeout",
-            )),
+            )
+            .maybe_delivered()),
         };
         let outcome = match &result {
             Ok(_) => "success",
             Err(error) => error.class.as_str(),
         };
-        let (provider, bank, service) = (
-            self.id().as_str(),
-            call.bank.as_str(),
-            Service::Aisp.as_str(),
-        );
+        let (provider, bank, service) = (self.id().as_str(), bank.as_str(), service.as_str());
         ::metrics::counter!(metrics::UPSTREAM_REQUESTS, "provider" => provider, "bank" => bank, "service" => service, "outcome" => outcome)
             .increment(1);
         ::metrics::histogram!(metrics::UPSTREAM_DURATION, "provider" => provider, "bank" => bank, "service" => service)
@@ -316,6 +361,7 @@ impl Actor for ProviderActor {
         handle: ProviderHandle,
     ) -> Result<ProviderState, ActorProcessingErr> {
         handle.actor.set(myself);
+        export_credentials(handle.shared.id, true);
         Ok(ProviderState {
             shared: handle.shared,
             token: None,
@@ -361,6 +407,11 @@ impl Actor for ProviderActor {
         }
         Ok(())
     }
+}
+
+fn export_credentials(provider: ProviderId, valid: bool) {
+    ::metrics::gauge!(metrics::PROVIDER_CREDENTIALS_VALID, "provider" => provider.as_str())
+        .set(if valid { 1.0 } else { 0.0 });
 }
 
 impl ProviderState {
@@ -426,6 +477,7 @@ impl ProviderState {
                 let value = token.map(|t| t.value);
                 self.token = Some((value.clone(), renew_at));
                 self.last_auth_error = None;
+                export_credentials(self.shared.id, true);
                 Ok(value)
             }
             Err(error) => {
@@ -434,6 +486,7 @@ impl ProviderState {
                     warn!(provider = %self.shared.id, "provider rejected our credentials; calls stop");
                     self.credentials_invalid_until =
                         Some(now + self.shared.config.credentials_backoff);
+                    export_credentials(self.shared.id, false);
                 } else {
                     info!(provider = %self.shared.id, error = %error, "token request failed");
                 }

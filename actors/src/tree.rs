@@ -1,7 +1,7 @@
 //! The root supervisor and the handle to the whole tree.
 //!
-//! The root starts one provider actor per provider, one bank actor per bank and the session
-//! supervisor, all linked to it. When one of them fails (a panic in a handler), the root counts
+//! The root starts one provider actor per provider, one bank actor per bank, the session
+//! supervisor and (once the payment service exists) the queue drainer, all linked to it. When one of them fails (a panic in a handler), the root counts
 //! the restart and starts it again after a back-off that doubles with each quick failure (from
 //! 100 ms up to 10 s, reset after a minute of good behaviour); its handle finds the new actor
 //! through its `Slot`. Requests that were waiting on the failed actor get an error at once,
@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::bank::{BalanceCache, BankActor, BankArgs, BankConfig, BankHandle};
+use crate::drainer::{Drainer, DrainerArgs, DrainerHandle, DrainerMsg, PaymentQueue};
 use crate::metrics;
 use crate::provider::{ProviderActor, ProviderConfig, ProviderHandle};
 use crate::session::{SessionConfig, SessionDeps, SessionSupervisor, Sessions};
@@ -45,6 +46,7 @@ pub enum Child {
     Provider(ProviderHandle),
     Bank(Box<BankArgs>),
     Sessions(Arc<Sessions>),
+    Drainer(DrainerArgs),
 }
 
 impl Child {
@@ -53,6 +55,7 @@ impl Child {
             Child::Provider(_) => "provider",
             Child::Bank(_) => "bank",
             Child::Sessions(_) => "session_supervisor",
+            Child::Drainer(_) => "drainer",
         }
     }
 
@@ -61,6 +64,7 @@ impl Child {
             Child::Provider(handle) => format!("provider {}", handle.id()),
             Child::Bank(args) => format!("bank {}", args.bank),
             Child::Sessions(_) => "session supervisor".to_owned(),
+            Child::Drainer(_) => "queue drainer".to_owned(),
         }
     }
 
@@ -82,6 +86,10 @@ impl Child {
                     .0
                     .get_cell()
             }
+            Child::Drainer(args) => Actor::spawn_linked(None, Drainer, args.clone(), supervisor)
+                .await?
+                .0
+                .get_cell(),
         })
     }
 }
@@ -221,6 +229,8 @@ pub struct ActorTree {
     pub banks: HashMap<BankId, BankHandle>,
     pub sessions: Arc<Sessions>,
     pub cache: BalanceCache,
+    pub drainer: DrainerHandle,
+    drainer_slot: Slot<DrainerMsg>,
 }
 
 impl ActorTree {
@@ -247,6 +257,8 @@ impl ActorTree {
         bank_config.providers.retain(|p| providers.contains_key(p));
 
         let mut children: Vec<Child> = providers.values().cloned().map(Child::Provider).collect();
+        let drainer_slot = Slot::default();
+        let drainer = DrainerHandle::new(drainer_slot.clone());
         let mut banks = HashMap::new();
         for bank in BankId::ALL {
             let slot = Slot::default();
@@ -258,6 +270,7 @@ impl ActorTree {
                 cache: cache.clone(),
                 store: store.clone(),
                 slot,
+                drainer: drainer.clone(),
             })));
         }
         let deps = Arc::new(SessionDeps::new(
@@ -278,7 +291,22 @@ impl ActorTree {
             banks,
             sessions,
             cache,
+            drainer,
+            drainer_slot,
         })
+    }
+
+    /// Starts the queue drainer under the root, over the payment service (which is built
+    /// after the tree because it needs the bank handles).
+    pub fn start_drainer(&self, queue: Arc<dyn PaymentQueue>, interval: Duration) {
+        let child = Child::Drainer(DrainerArgs {
+            queue,
+            interval,
+            slot: self.drainer_slot.clone(),
+        });
+        let _ = self
+            .root
+            .send_message(RootMsg::Restart { child, restarts: 0 });
     }
 
     /// Stops every actor and waits for the root to finish.

@@ -121,6 +121,9 @@ pub struct UpstreamError {
     pub retry_after: Option<Duration>,
     /// Safe to log: never tokens, account numbers or personal data.
     pub detail: String,
+    /// Whether the request may have reached the provider without an answer coming back
+    /// (a timeout or a connection broken after sending): a payment's outcome is then unknown.
+    pub maybe_delivered: bool,
 }
 
 impl UpstreamError {
@@ -130,7 +133,23 @@ impl UpstreamError {
             status: None,
             retry_after: None,
             detail: detail.into(),
+            maybe_delivered: false,
         }
+    }
+
+    /// Whether the failure proves the provider did not carry the request out: it answered
+    /// with a refusal (a 4xx, or 503 before accepting anything) or the request never left.
+    pub fn proves_not_carried_out(&self) -> bool {
+        match self.status {
+            Some(status) => status < 500 || status == 503,
+            None => !self.maybe_delivered,
+        }
+    }
+
+    /// Marks the request as possibly received by the provider.
+    pub fn maybe_delivered(mut self) -> UpstreamError {
+        self.maybe_delivered = true;
+        self
     }
 }
 
@@ -139,6 +158,46 @@ impl UpstreamError {
 pub struct AccessToken {
     pub value: String,
     pub expires_in: Duration,
+}
+
+/// A payment to initiate at the user's bank; the provider's account id for the debtor
+/// account comes with each call.
+#[derive(Debug, Clone)]
+pub struct PaymentOrder {
+    pub bank: BankId,
+    pub debtor_iban: String,
+    pub amount: Decimal,
+    pub currency: String,
+    pub creditor_name: String,
+    /// An IBAN or a Norwegian account number (BBAN).
+    pub creditor_account: String,
+    pub remittance_info: Option<String>,
+    /// bankgate's reference for the payment, sent as `endToEndIdentification`; how a payment
+    /// whose initiation outcome is unknown is found again.
+    pub reference: String,
+    /// Where the bank sends the user's browser after SCA.
+    pub redirect_url: String,
+    pub psu_ip: String,
+}
+
+/// Where a payment stands at the provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemoteStatus {
+    /// Received, waiting for the user's SCA.
+    PendingSca,
+    Completed,
+    Rejected,
+}
+
+/// A payment as the provider knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemotePayment {
+    pub provider: ProviderId,
+    pub payment_id: String,
+    pub status: RemoteStatus,
+    /// The link the user follows to approve the payment, while it waits for SCA.
+    pub sca_redirect: Option<String>,
 }
 
 /// A provider's API, as the actors use it.
@@ -152,6 +211,21 @@ pub trait Upstream: Send + Sync + 'static {
         token: Option<String>,
         call: BalanceCall,
     ) -> BoxFuture<'static, Result<Balance, UpstreamError>>;
+    /// Initiates a payment. Never retried: a failure with `maybe_delivered` leaves the
+    /// outcome unknown until `find_payment` settles it.
+    fn initiate_payment(
+        &self,
+        token: Option<String>,
+        account: ProviderAccount,
+        order: PaymentOrder,
+    ) -> BoxFuture<'static, Result<RemotePayment, UpstreamError>>;
+    /// Looks the order's payment up by its reference; `None` proves it was never received.
+    fn find_payment(
+        &self,
+        token: Option<String>,
+        account: ProviderAccount,
+        order: PaymentOrder,
+    ) -> BoxFuture<'static, Result<Option<RemotePayment>, UpstreamError>>;
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

@@ -21,8 +21,7 @@ use crate::http::request_id::RequestId;
 use crate::http::{ApiError, ErrorCode};
 use crate::token::Claims;
 
-/// Shown when the user's consent at the bank no longer holds.
-pub const CONSENT_EXPIRED: &str = "Banktilkobling utløpt – forny tilkoblingen";
+pub use bankgate_actors::bank::CONSENT_EXPIRED;
 
 /// One account's balance as the client API renders it.
 #[derive(Debug, Serialize)]

@@ -1,6 +1,7 @@
 //! The client REST API (Drop's backend calls it). Every answer carries `x-request-id`; every
 //! error is in the `{error, message, details}` envelope; every `/v1` route but the OpenAPI
-//! document and the browser's consent callback needs a bearer token.
+//! document, the browser's returns from consent and payment SCA, and the providers' signed
+//! webhooks needs a bearer token.
 
 use std::convert::Infallible;
 use std::net::IpAddr;
@@ -11,7 +12,7 @@ use warp::reply::Response;
 use warp::{Filter, Reply};
 
 use super::auth::authenticated;
-use super::{AppState, balances, banks, consents};
+use super::{AppState, balances, banks, consents, payments};
 use crate::http::error::recover;
 use crate::http::request_id::{RequestId, request_id, tag};
 use crate::http::{ApiError, ClientAddr};
@@ -84,6 +85,45 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .and(with_state.clone())
         .and(auth.clone())
         .then(|state, claims| async move { respond(consents::list(state, claims).await) });
+    let raw_body = warp::body::content_length_limit(state.body_limit).and(warp::body::bytes());
+    let peer_ip = warp::ext::optional::<ClientAddr>()
+        .map(|peer: Option<ClientAddr>| peer.map_or(IpAddr::from([127, 0, 0, 1]), |p| p.0.ip()));
+    let create_payment = warp::path!("v1" / "payments")
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(auth.clone())
+        .and(warp::header::headers_cloned())
+        .and(peer_ip)
+        .and(raw_body)
+        .then(|state, claims, headers, peer, body| async move {
+            respond(payments::create(state, claims, headers, peer, body).await)
+        });
+    let list_payments =
+        warp::path!("v1" / "payments")
+            .and(warp::get())
+            .and(with_state.clone())
+            .and(auth.clone())
+            .and(warp::query::<payments::ListQuery>())
+            .then(|state, claims, query| async move {
+                respond(payments::list(state, claims, query).await)
+            });
+    let payment = warp::path!("v1" / "payments" / Uuid)
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(auth.clone())
+        .then(|id, state, claims| async move { respond(payments::one(state, claims, id).await) });
+    let sca_returned = warp::path!("v1" / "payments" / Uuid / "callback")
+        .and(warp::get())
+        .and(with_state.clone())
+        .then(|id, state| async move { respond(payments::sca_returned(state, id).await) });
+    let webhook = warp::path!("v1" / "webhooks" / String)
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::content_length_limit(state.body_limit).and(warp::body::bytes()))
+        .then(|provider, state, headers, body| async move {
+            respond(payments::webhook(state, provider, headers, body).await)
+        });
     let delete_connection = warp::path!("v1" / "connections" / Uuid)
         .and(warp::delete())
         .and(with_state)
@@ -108,6 +148,16 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .or(connections)
         .unify()
         .or(delete_connection)
+        .unify()
+        .or(create_payment)
+        .unify()
+        .or(list_payments)
+        .unify()
+        .or(payment)
+        .unify()
+        .or(sca_returned)
+        .unify()
+        .or(webhook)
         .unify()
         .recover(recover)
         .unify();

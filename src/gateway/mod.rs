@@ -7,6 +7,7 @@ mod banks;
 mod client;
 mod consents;
 mod ops;
+mod payments;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,6 +27,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::http::{ServeOptions, bind, serve};
+use crate::payments::{
+    AmountLimits, PaymentStore, Payments, PaymentsConfig, Queue, WebhookVerifier,
+};
 use crate::providers::neonomics::NeonomicsClient;
 use crate::providers::psd2::Psd2Client;
 use crate::settings::{ProviderLimits, Settings};
@@ -53,6 +57,7 @@ pub struct App {
     pub neonomics: Arc<NeonomicsClient>,
     pub psd2: Arc<Psd2Client>,
     pub tokens: Arc<TokenVerifier>,
+    pub payments: Arc<Payments>,
     /// Where users' browsers reach the client API (consent callbacks).
     pub public_url: String,
     pub provider_order: Vec<ProviderId>,
@@ -64,6 +69,7 @@ pub struct Gateway {
     client: SocketAddr,
     ops: SocketAddr,
     tree: ActorTree,
+    payments: Arc<Payments>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -89,6 +95,28 @@ fn provider_config(limits: &ProviderLimits, timeout: std::time::Duration) -> Pro
         },
         credentials_backoff: limits.credentials_backoff,
         ..ProviderConfig::default()
+    }
+}
+
+/// How often old idempotency keys and idle rate-limiter entries are dropped.
+const HOUSEKEEPING_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+fn payments_config(settings: &Settings, public_url: &str) -> PaymentsConfig {
+    let payments = &settings.payments;
+    PaymentsConfig {
+        limits: AmountLimits {
+            min: payments.min_amount,
+            max: payments.max_amount,
+        },
+        per_user_limit: payments.per_user_limit,
+        per_ip_limit: payments.per_ip_limit,
+        limit_window: payments.limit_window,
+        idempotency_ttl: payments.idempotency_ttl,
+        queue_max_age: payments.queue_max_age,
+        in_flight_timeout: payments.in_flight_timeout,
+        poll_after: payments.poll_after,
+        modes: payments.modes.clone(),
+        public_url: public_url.to_owned(),
     }
 }
 
@@ -147,21 +175,38 @@ impl Gateway {
         let psd2 = Psd2Client::new(&settings.providers.psd2);
         let upstreams: Vec<Arc<dyn Upstream>> = vec![neonomics.clone(), psd2.clone()];
         let tree = ActorTree::start(tree_config(settings), upstreams, store.clone()).await?;
+        let public_url = settings
+            .http
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{client}"));
+        let banks = Arc::new(tree.banks.clone());
+        let providers = Arc::new(tree.providers.clone());
+        let payments = Arc::new(Payments::new(
+            PaymentStore::new(pool.clone()),
+            banks.clone(),
+            providers.clone(),
+            tree.drainer.clone(),
+            WebhookVerifier::new(&settings.webhooks.secrets, settings.webhooks.tolerance),
+            payments_config(settings, &public_url),
+        ));
+        tree.start_drainer(
+            Arc::new(Queue(payments.clone())),
+            settings.payments.drain_interval,
+        );
+        let payments_handle = payments.clone();
 
         let state = AppState(Arc::new(App {
             pool,
             store,
             sessions: tree.sessions.clone(),
-            banks: Arc::new(tree.banks.clone()),
-            providers: Arc::new(tree.providers.clone()),
+            banks,
+            providers,
             neonomics,
             psd2,
             tokens: Arc::new(TokenVerifier::new(&settings.auth.token_secret)),
-            public_url: settings
-                .http
-                .public_url
-                .clone()
-                .unwrap_or_else(|| format!("http://{client}")),
+            payments: payments.clone(),
+            public_url,
             provider_order: settings.banks.provider_order.clone(),
             body_limit: settings.http.body_limit_bytes,
         }));
@@ -185,8 +230,16 @@ impl Gateway {
             wait_for(stopped.clone()),
         ));
         tasks.spawn(async move {
+            let housekeeping = async {
+                let mut every = tokio::time::interval(HOUSEKEEPING_EVERY);
+                loop {
+                    every.tick().await;
+                    payments.housekeeping().await;
+                }
+            };
             tokio::select! {
                 () = crate::telemetry::upkeep() => {}
+                () = housekeeping => {}
                 () = wait_for(stopped) => {}
             }
         });
@@ -194,6 +247,7 @@ impl Gateway {
             client,
             ops,
             tree,
+            payments: payments_handle,
             shutdown,
             tasks,
         })
@@ -205,6 +259,11 @@ impl Gateway {
 
     pub fn ops_url(&self) -> String {
         format!("http://{}", self.ops)
+    }
+
+    /// The payment service, for its internal controls (payments modes).
+    pub fn payments(&self) -> &Payments {
+        &self.payments
     }
 
     /// The actor tree, for chaos hooks and status.

@@ -32,6 +32,14 @@ pub enum ErrorCode {
     ConsentExpired,
     /// The bank cannot be reached and nothing recent enough is cached.
     BankUnavailable,
+    /// The Idempotency-Key was used before with a different request.
+    IdempotencyKeyReused,
+    /// The first request with this Idempotency-Key has not finished.
+    RequestInProgress,
+    /// The bank's payments are switched off.
+    PaymentsUnavailable,
+    /// The bank refused the payment, or it could not be carried out.
+    PaymentRejected,
     Internal,
     Unavailable,
 }
@@ -51,6 +59,10 @@ impl ErrorCode {
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::ConsentExpired => StatusCode::FORBIDDEN,
             ErrorCode::BankUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::RequestInProgress => StatusCode::CONFLICT,
+            ErrorCode::PaymentsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::PaymentRejected => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }

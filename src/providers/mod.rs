@@ -8,7 +8,7 @@ pub mod psd2;
 
 use std::time::Duration;
 
-use bankgate_actors::upstream::{FailureClass, UpstreamError};
+use bankgate_actors::upstream::{FailureClass, PaymentOrder, RemoteStatus, UpstreamError};
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 
@@ -38,6 +38,36 @@ pub enum ConsentState {
     Pending,
 }
 
+/// Whether a payment stays in Norway: the creditor is a Norwegian account number or IBAN.
+pub fn is_domestic(order: &PaymentOrder) -> bool {
+    let account = &order.creditor_account;
+    account.starts_with("NO") || account.chars().all(|c| c.is_ascii_digit())
+}
+
+/// The creditor account as both providers' bodies name it: `{"iban": …}` or `{"bban": …}`.
+pub fn creditor_ref(order: &PaymentOrder) -> serde_json::Value {
+    if order.creditor_account.chars().all(|c| c.is_ascii_digit()) {
+        serde_json::json!({"bban": order.creditor_account})
+    } else {
+        serde_json::json!({"iban": order.creditor_account})
+    }
+}
+
+/// The query that finds a payment by its end-to-end reference.
+pub fn reference_query(order: &PaymentOrder) -> String {
+    serde_urlencoded::to_string([("endToEndIdentification", &order.reference)])
+        .expect("a string pair encodes")
+}
+
+/// Maps an ISO 20022 transaction status to where the payment stands.
+pub fn remote_status(code: &str) -> RemoteStatus {
+    match code {
+        "ACSC" | "ACCC" => RemoteStatus::Completed,
+        "RJCT" | "CANC" => RemoteStatus::Rejected,
+        _ => RemoteStatus::PendingSca,
+    }
+}
+
 /// Builds the HTTP client shared by the provider clients.
 pub fn http_client(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
@@ -64,7 +94,13 @@ pub fn transport_error(error: &reqwest::Error) -> UpstreamError {
     } else {
         "connection broken"
     };
-    UpstreamError::new(class, kind)
+    let failure = UpstreamError::new(class, kind);
+    // Only a failure to connect proves the request never left.
+    if error.is_connect() {
+        failure
+    } else {
+        failure.maybe_delivered()
+    }
 }
 
 /// Reads how long the provider asked us to wait: `Retry-After`, else `X-RateLimit-Reset`.
@@ -100,5 +136,6 @@ pub fn status_error(
         status: Some(status.as_u16()),
         retry_after: retry_after(headers),
         detail,
+        maybe_delivered: false,
     }
 }

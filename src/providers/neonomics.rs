@@ -1,10 +1,12 @@
-//! The Neonomics client: OAuth2 client credentials, sessions, consent, accounts, balances.
+//! The Neonomics client: OAuth2 client credentials, sessions, consent, accounts, balances,
+//! payments.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bankgate_actors::upstream::{
-    AccessToken, Balance, BalanceCall, FailureClass, Upstream, UpstreamError,
+    AccessToken, Balance, BalanceCall, FailureClass, PaymentOrder, ProviderAccount, RemotePayment,
+    RemoteStatus, Upstream, UpstreamError,
 };
 use bankgate_actors::{BankId, ProviderId};
 use futures_util::future::BoxFuture;
@@ -14,7 +16,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::{
-    ConsentState, RemoteAccount, StartedConsent, http_client, status_error, transport_error,
+    ConsentState, RemoteAccount, StartedConsent, creditor_ref, http_client, is_domestic,
+    reference_query, remote_status, status_error, transport_error,
 };
 use crate::settings::NeonomicsSettings;
 
@@ -243,6 +246,99 @@ impl NeonomicsClient {
     }
 }
 
+/// A payment as Neonomics renders it.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PaymentBody {
+    payment_id: String,
+    status: String,
+    #[serde(default)]
+    links: Vec<PaymentLink>,
+}
+
+#[derive(Deserialize)]
+struct PaymentLink {
+    rel: String,
+    href: String,
+}
+
+impl PaymentBody {
+    fn remote(self) -> RemotePayment {
+        let status = remote_status(&self.status);
+        RemotePayment {
+            provider: ProviderId::Neonomics,
+            payment_id: self.payment_id,
+            status,
+            sca_redirect: self
+                .links
+                .into_iter()
+                .find(|l| l.rel == "sca")
+                .map(|l| l.href)
+                .filter(|_| status == RemoteStatus::PendingSca),
+        }
+    }
+}
+
+fn product(order: &PaymentOrder) -> &'static str {
+    if is_domestic(order) {
+        "domestic-transfer"
+    } else {
+        "cross-border-transfer"
+    }
+}
+
+impl NeonomicsClient {
+    async fn pay(
+        &self,
+        token: Option<String>,
+        account: ProviderAccount,
+        order: PaymentOrder,
+    ) -> Result<RemotePayment, UpstreamError> {
+        let body = serde_json::json!({
+            "debtorAccount": {"iban": order.debtor_iban},
+            "creditorAccount": creditor_ref(&order),
+            "creditorName": order.creditor_name,
+            "instructedAmount": order.amount.to_string(),
+            "currency": order.currency,
+            "endToEndIdentification": order.reference,
+            "remittanceInformationUnstructured": order.remittance_info,
+        });
+        let request = self
+            .request(
+                Method::POST,
+                &format!("/ics/v3/payments/{}", product(&order)),
+                token.as_deref(),
+            )
+            .header("x-session-id", &account.consent_ref)
+            .header("x-psu-ip-address", &order.psu_ip)
+            .header("x-redirect-url", &order.redirect_url)
+            .header("x-request-id", uuid::Uuid::new_v4().to_string())
+            .json(&body);
+        Ok(Self::json::<PaymentBody>(request).await?.remote())
+    }
+
+    async fn find(
+        &self,
+        token: Option<String>,
+        account: ProviderAccount,
+        order: PaymentOrder,
+    ) -> Result<Option<RemotePayment>, UpstreamError> {
+        let request = self
+            .request(
+                Method::GET,
+                &format!(
+                    "/ics/v3/payments/{}?{}",
+                    product(&order),
+                    reference_query(&order)
+                ),
+                token.as_deref(),
+            )
+            .header("x-session-id", &account.consent_ref);
+        let found: Vec<PaymentBody> = Self::json(request).await?;
+        Ok(found.into_iter().next().map(PaymentBody::remote))
+    }
+}
+
 impl Upstream for NeonomicsClient {
     fn provider(&self) -> ProviderId {
         ProviderId::Neonomics
@@ -260,5 +356,25 @@ impl Upstream for NeonomicsClient {
     ) -> BoxFuture<'static, Result<Balance, UpstreamError>> {
         let this = self.clone();
         Box::pin(async move { this.read_balance(token, call).await })
+    }
+
+    fn initiate_payment(
+        &self,
+        token: Option<String>,
+        account: ProviderAccount,
+        order: PaymentOrder,
+    ) -> BoxFuture<'static, Result<RemotePayment, UpstreamError>> {
+        let this = self.clone();
+        Box::pin(async move { this.pay(token, account, order).await })
+    }
+
+    fn find_payment(
+        &self,
+        token: Option<String>,
+        account: ProviderAccount,
+        order: PaymentOrder,
+    ) -> BoxFuture<'static, Result<Option<RemotePayment>, UpstreamError>> {
+        let this = self.clone();
+        Box::pin(async move { this.find(token, account, order).await })
     }
 }

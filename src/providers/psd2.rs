@@ -1,4 +1,4 @@
-//! The client of the banks' own NextGenPSD2 APIs: consents, accounts, balances.
+//! The client of the banks' own NextGenPSD2 APIs: consents, accounts, balances, payments.
 //!
 //! In production each bank identifies bankgate by its eIDAS certificate on the TLS connection;
 //! there is no token to manage, so `authenticate` returns none.
@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bankgate_actors::upstream::{
-    AccessToken, Balance, BalanceCall, FailureClass, Upstream, UpstreamError,
+    AccessToken, Balance, BalanceCall, FailureClass, PaymentOrder, ProviderAccount, RemotePayment,
+    RemoteStatus, Upstream, UpstreamError,
 };
 use bankgate_actors::{BankId, ProviderId};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -17,7 +18,8 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 
 use super::{
-    ConsentState, RemoteAccount, StartedConsent, http_client, status_error, transport_error,
+    ConsentState, RemoteAccount, StartedConsent, creditor_ref, http_client, is_domestic,
+    reference_query, remote_status, status_error, transport_error,
 };
 use crate::settings::Psd2Settings;
 
@@ -264,6 +266,88 @@ impl Psd2Client {
     }
 }
 
+#[derive(Deserialize)]
+struct Href {
+    href: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct PaymentLinks {
+    sca_redirect: Option<Href>,
+}
+
+/// A payment as NextGenPSD2 renders it on initiation and in the reference lookup.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PaymentBody {
+    payment_id: String,
+    transaction_status: String,
+    #[serde(rename = "_links", default)]
+    links: PaymentLinks,
+}
+
+impl PaymentBody {
+    fn remote(self) -> RemotePayment {
+        let status = remote_status(&self.transaction_status);
+        RemotePayment {
+            provider: ProviderId::Psd2,
+            payment_id: self.payment_id,
+            status,
+            sca_redirect: self
+                .links
+                .sca_redirect
+                .map(|l| l.href)
+                .filter(|_| status == RemoteStatus::PendingSca),
+        }
+    }
+}
+
+fn product(order: &PaymentOrder) -> &'static str {
+    if is_domestic(order) {
+        "norwegian-domestic-credit-transfers"
+    } else {
+        "norwegian-cross-border-credit-transfers"
+    }
+}
+
+impl Psd2Client {
+    async fn pay(&self, order: PaymentOrder) -> Result<RemotePayment, UpstreamError> {
+        let body = serde_json::json!({
+            "endToEndIdentification": order.reference,
+            "debtorAccount": {"iban": order.debtor_iban},
+            "instructedAmount": {"currency": order.currency, "amount": order.amount.to_string()},
+            "creditorAccount": creditor_ref(&order),
+            "creditorName": order.creditor_name,
+            "remittanceInformationUnstructured": order.remittance_info,
+        });
+        let request = self
+            .request(
+                Method::POST,
+                order.bank,
+                &format!("/payments/{}", product(&order)),
+            )?
+            .header("psu-ip-address", &order.psu_ip)
+            .header("tpp-redirect-uri", &order.redirect_url)
+            .json(&body);
+        Ok(Self::json::<PaymentBody>(request).await?.remote())
+    }
+
+    async fn find(&self, order: PaymentOrder) -> Result<Option<RemotePayment>, UpstreamError> {
+        #[derive(Deserialize)]
+        struct Found {
+            payments: Vec<PaymentBody>,
+        }
+        let request = self.request(
+            Method::GET,
+            order.bank,
+            &format!("/payments/{}?{}", product(&order), reference_query(&order)),
+        )?;
+        let found: Found = Self::json(request).await?;
+        Ok(found.payments.into_iter().next().map(PaymentBody::remote))
+    }
+}
+
 impl Upstream for Psd2Client {
     fn provider(&self) -> ProviderId {
         ProviderId::Psd2
@@ -280,5 +364,25 @@ impl Upstream for Psd2Client {
     ) -> BoxFuture<'static, Result<Balance, UpstreamError>> {
         let this = self.clone();
         Box::pin(async move { this.read_balance(call).await })
+    }
+
+    fn initiate_payment(
+        &self,
+        _token: Option<String>,
+        _account: ProviderAccount,
+        order: PaymentOrder,
+    ) -> BoxFuture<'static, Result<RemotePayment, UpstreamError>> {
+        let this = self.clone();
+        Box::pin(async move { this.pay(order).await })
+    }
+
+    fn find_payment(
+        &self,
+        _token: Option<String>,
+        _account: ProviderAccount,
+        order: PaymentOrder,
+    ) -> BoxFuture<'static, Result<Option<RemotePayment>, UpstreamError>> {
+        let this = self.clone();
+        Box::pin(async move { this.find(order).await })
     }
 }

@@ -36,6 +36,9 @@ pub enum FaultKind {
     ConsentExpired,
     /// The provider's listener closes: connections are refused.
     Refuse,
+    /// A payment initiation is carried out, then its answer never comes (held like
+    /// `timeout`): the caller cannot tell whether the payment was received.
+    LostResponse,
 }
 
 /// A fault as the control API receives it.
@@ -133,6 +136,12 @@ impl FaultSpec {
                     "refuse closes the listener; ratio must be 1",
                 ));
             }
+        }
+        if self.kind == FaultKind::LostResponse && self.service == Some(Service::Aisp) {
+            return Err(ApiError::invalid_field(
+                "service",
+                "lost_response applies to payment initiation (pisp) only",
+            ));
         }
         if self.kind == FaultKind::ConsentExpired && self.service == Some(Service::Pisp) {
             return Err(ApiError::invalid_field(
@@ -309,11 +318,9 @@ impl FaultStore {
         let faults = self.faults.lock().expect("faults");
         let mut decision = Decision::default();
         for fault in faults.values() {
-            let applies = fault.provider == target.provider
-                && fault.bank.is_none_or(|b| Some(b) == target.bank)
-                && fault.service.is_none_or(|s| Some(s) == target.service)
+            let applies = fault.matches(target)
                 && (fault.kind != FaultKind::ConsentExpired || target.uses_consent)
-                && fault.kind != FaultKind::Refuse;
+                && !matches!(fault.kind, FaultKind::Refuse | FaultKind::LostResponse);
             if !applies || fastrand::f64() >= fault.ratio {
                 continue;
             }
@@ -329,6 +336,31 @@ impl FaultStore {
             }
         }
         decision
+    }
+
+    /// Decides whether the answer to a payment initiation for `target`, already carried
+    /// out, is lost.
+    pub fn decide_lost(&self, target: Target) -> Option<Injected> {
+        self.prune();
+        let faults = self.faults.lock().expect("faults");
+        faults
+            .values()
+            .filter(|f| f.kind == FaultKind::LostResponse && f.matches(target))
+            .find(|f| fastrand::f64() < f.ratio)
+            .map(|f| Injected {
+                fault_id: f.id,
+                kind: f.kind,
+                retry_after_s: 1,
+                bank_scoped: f.bank.is_some(),
+            })
+    }
+}
+
+impl Fault {
+    fn matches(&self, target: Target) -> bool {
+        self.provider == target.provider
+            && self.bank.is_none_or(|b| Some(b) == target.bank)
+            && self.service.is_none_or(|s| Some(s) == target.service)
     }
 }
 

@@ -21,7 +21,7 @@ mod rate_limit;
 pub mod webhooks;
 pub mod world;
 
-pub use accounts::{iban_from_bban, is_valid_bban, is_valid_iban};
+pub use crate::account_number::{iban_from_bban, is_valid_bban, is_valid_iban};
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -123,17 +123,29 @@ impl SandboxState {
         }
         let failure = decision.failure?;
         if failure.kind == FaultKind::Timeout {
-            let deadline = tokio::time::Instant::now() + self.options.max_hang;
-            let mut changes = self.faults.subscribe();
-            while self.faults.is_active(failure.fault_id) && tokio::time::Instant::now() < deadline
-            {
-                tokio::select! {
-                    () = self.faults.changed(&mut changes) => {}
-                    () = tokio::time::sleep_until(deadline) => {}
-                }
-            }
+            self.hang(failure).await;
         }
         Some(failure)
+    }
+
+    /// After a payment initiation was carried out: applies a `lost_response` fault by holding
+    /// the answer back like a timeout, and returns it for the handler to render as one.
+    pub async fn lose_answer(&self, target: Target) -> Option<Injected> {
+        let failure = self.faults.decide_lost(target)?;
+        self.hang(failure).await;
+        Some(failure)
+    }
+
+    /// Holds a request until the fault is removed or `max_hang` passes.
+    async fn hang(&self, failure: Injected) {
+        let deadline = tokio::time::Instant::now() + self.options.max_hang;
+        let mut changes = self.faults.subscribe();
+        while self.faults.is_active(failure.fault_id) && tokio::time::Instant::now() < deadline {
+            tokio::select! {
+                () = self.faults.changed(&mut changes) => {}
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+        }
     }
 
     pub fn sca_url(&self, sca_id: &str) -> String {

@@ -100,7 +100,7 @@ fn injected(failure: Injected, session_id: Option<&str>) -> Response {
             "BANK_ERROR",
         ),
         FaultKind::Error => error(520, "5200", "Internal error", "NEONOMICS", "INTERNAL_ERROR"),
-        FaultKind::Timeout => error(
+        FaultKind::Timeout | FaultKind::LostResponse => error(
             504,
             "5040",
             "Timed out waiting for the bank",
@@ -210,6 +210,12 @@ pub fn routes(
         .and(headers)
         .and(body)
         .then(initiate_payment);
+    let find = warp::path!("ics" / "v3" / "payments" / String)
+        .and(warp::get())
+        .and(warp::query::<ReferenceQuery>())
+        .and(with_state.clone())
+        .and(headers)
+        .then(find_payments);
     let payment = warp::path!("ics" / "v3" / "payments" / String / String)
         .and(warp::get())
         .and(with_state)
@@ -232,6 +238,8 @@ pub fn routes(
         .or(balances)
         .unify()
         .or(initiate)
+        .unify()
+        .or(find)
         .unify()
         .or(payment)
         .unify();
@@ -663,18 +671,72 @@ async fn initiate_payment(
         .lock()
         .expect("world")
         .create_payment(new, Utc::now());
-    match created {
-        Ok(payment) => warp::reply::with_status(
-            warp::reply::json(&json!({
-                "paymentId": payment.payment_id,
-                "status": payment.status,
-                "links": [{"type": "GET", "rel": "sca", "href": state.sca_url(&payment.sca_id)}],
-            })),
-            StatusCode::CREATED,
-        )
-        .into_response(),
-        Err(reason) => invalid(reason),
+    let payment = match created {
+        Ok(payment) => payment,
+        Err(reason) => return invalid(reason),
+    };
+    if let Some(failure) = state.lose_answer(target).await {
+        return injected(failure, session_id.as_deref());
     }
+    warp::reply::with_status(
+        warp::reply::json(&json!({
+            "paymentId": payment.payment_id,
+            "status": payment.status,
+            "links": [{"type": "GET", "rel": "sca", "href": state.sca_url(&payment.sca_id)}],
+        })),
+        StatusCode::CREATED,
+    )
+    .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReferenceQuery {
+    end_to_end_identification: String,
+}
+
+/// Lists the session's payments with an end-to-end reference: the simulator's way for a TPP
+/// to find a payment whose initiation answer was lost.
+async fn find_payments(
+    product: String,
+    query: ReferenceQuery,
+    state: Arc<SandboxState>,
+    headers: HeaderMap,
+) -> Response {
+    let session_id = header(&headers, "x-session-id").map(str::to_owned);
+    let found = session(&state, session_id.as_deref());
+    let target = Target {
+        provider: ProviderId::Neonomics,
+        bank: found.as_ref().map(|s| s.bank),
+        service: Some(Service::Pisp),
+        uses_consent: false,
+    };
+    if let Some(failure) = state.gate(target).await {
+        return injected(failure, session_id.as_deref());
+    }
+    if let Err(response) = authenticate(&state, &headers) {
+        return response;
+    }
+    let Some(found) = found else {
+        return client_error("1003", "Missing, unknown or expired x-session-id");
+    };
+    let world = state.world.lock().expect("world");
+    let payments: Vec<_> = world
+        .payments_by_reference(
+            ProviderId::Neonomics,
+            found.bank,
+            &product,
+            &query.end_to_end_identification,
+        )
+        .into_iter()
+        .map(|payment| {
+            let mut rendered = render_payment(payment);
+            rendered["links"] =
+                json!([{"type": "GET", "rel": "sca", "href": state.sca_url(&payment.sca_id)}]);
+            rendered
+        })
+        .collect();
+    warp::reply::json(&payments).into_response()
 }
 
 fn render_payment(payment: &Payment) -> serde_json::Value {

@@ -49,7 +49,7 @@ fn bare(status: StatusCode) -> Response {
 fn injected(failure: Injected) -> Response {
     match failure.kind {
         FaultKind::Error => bare(StatusCode::INTERNAL_SERVER_ERROR),
-        FaultKind::Timeout => bare(StatusCode::GATEWAY_TIMEOUT),
+        FaultKind::Timeout | FaultKind::LostResponse => bare(StatusCode::GATEWAY_TIMEOUT),
         FaultKind::RateLimit => {
             let mut response = tpp_error(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -265,9 +265,37 @@ pub fn routes(
         .and(warp::post())
         .and(with_state.clone())
         .and(body)
-        .then(|call, product: String, state, body: Bytes| {
+        .then(
+            |call: Result<Call, Response>,
+             product: String,
+             state: Arc<SandboxState>,
+             body: Bytes| async move {
+                let target = call.as_ref().ok().map(|c| c.target(Service::Pisp, false));
+                let response = handle(
+                    state.clone(),
+                    call,
+                    Service::Pisp,
+                    false,
+                    move |state, call| initiate_payment(state, call, product, &body),
+                )
+                .await;
+                if response.status() == StatusCode::CREATED
+                    && let Some(target) = target
+                    && let Some(failure) = state.lose_answer(target).await
+                {
+                    return injected(failure);
+                }
+                response
+            },
+        );
+    let find = call()
+        .and(warp::path!("payments" / String))
+        .and(warp::get())
+        .and(warp::query::<ReferenceQuery>())
+        .and(with_state.clone())
+        .then(|call, product: String, query: ReferenceQuery, state| {
             handle(state, call, Service::Pisp, false, move |state, call| {
-                initiate_payment(state, call, product, &body)
+                find_payments(state, call, &product, &query.end_to_end_identification)
             })
         });
     let payment = call()
@@ -303,6 +331,8 @@ pub fn routes(
         .or(balances)
         .unify()
         .or(initiate)
+        .unify()
+        .or(find)
         .unify()
         .or(payment)
         .unify()
@@ -581,6 +611,38 @@ fn initiate_payment(state: &SandboxState, call: &Call, product: String, body: &[
         },
     });
     warp::reply::with_status(warp::reply::json(&body), StatusCode::CREATED).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReferenceQuery {
+    end_to_end_identification: String,
+}
+
+/// Lists the payments initiated with an end-to-end reference: the simulator's way for a TPP
+/// to find a payment whose initiation answer was lost.
+fn find_payments(state: &SandboxState, call: &Call, product: &str, reference: &str) -> Response {
+    let world = state.world.lock().expect("world");
+    let payments: Vec<_> = world
+        .payments_by_reference(ProviderId::Psd2, call.bank, product, reference)
+        .into_iter()
+        .map(|payment| {
+            let base = format!(
+                "/{}/v1/payments/{product}/{}",
+                call.bank, payment.payment_id
+            );
+            json!({
+                "paymentId": payment.payment_id,
+                "endToEndIdentification": payment.end_to_end_id,
+                "transactionStatus": payment.status,
+                "_links": {
+                    "scaRedirect": {"href": state.sca_url(&payment.sca_id)},
+                    "self": {"href": base},
+                },
+            })
+        })
+        .collect();
+    warp::reply::json(&json!({ "payments": payments })).into_response()
 }
 
 fn payment_view(

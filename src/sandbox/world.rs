@@ -388,6 +388,22 @@ impl World {
         (payment.provider == provider && payment.bank == bank).then_some(payment)
     }
 
+    /// Finds the payments initiated through `provider` at `bank` with this end-to-end
+    /// reference (how a TPP finds a payment whose initiation answer it lost).
+    pub fn payments_by_reference(
+        &self,
+        provider: ProviderId,
+        bank: BankId,
+        product: &str,
+        end_to_end_id: &str,
+    ) -> Vec<&Payment> {
+        self.payments
+            .iter()
+            .filter(|p| p.provider == provider && p.bank == bank && p.product == product)
+            .filter(|p| p.end_to_end_id.as_deref() == Some(end_to_end_id))
+            .collect()
+    }
+
     /// Every payment initiated, oldest first.
     pub fn ledger(&self) -> &[Payment] {
         &self.payments

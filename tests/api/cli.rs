@@ -55,7 +55,7 @@ async fn migrate_applies_the_schema_and_needs_a_url() {
         "{}",
         String::from_utf8_lossy(&first.stderr)
     );
-    assert!(String::from_utf8_lossy(&first.stdout).contains("applied 1 migration"));
+    assert!(String::from_utf8_lossy(&first.stdout).contains("applied 2 migration"));
     let second = run();
     assert!(String::from_utf8_lossy(&second.stdout).contains("applied 0 migration"));
 

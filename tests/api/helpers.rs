@@ -330,6 +330,20 @@ pub fn quick_with_long_breakers() -> Vec<(&'static str, &'static str)> {
 pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     let sandbox = spawn_sandbox().await;
     let database_url = fresh_database().await;
+    let gateway = start_gateway(&sandbox, &database_url, overrides).await;
+    TestApp {
+        gateway,
+        sandbox,
+        http: client(),
+    }
+}
+
+/// Starts a gateway against `sandbox` on the (migrated on the way) database at `database_url`.
+pub async fn start_gateway(
+    sandbox: &TestSandbox,
+    database_url: &str,
+    overrides: &[(&str, &str)],
+) -> Gateway {
     let mut settings = test_settings(overrides);
     settings.providers.neonomics.base_url = sandbox.sandbox.neonomics_url();
     for bank in BankId::ALL {
@@ -340,18 +354,13 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
             .insert(bank, sandbox.sandbox.psd2_url(bank));
     }
     let db = &settings.database;
-    let pool = bankgate::postgres::pool(&database_url, 4, db.connect_timeout).expect("pool");
+    let pool = bankgate::postgres::pool(database_url, 4, db.connect_timeout).expect("pool");
     bankgate::postgres::migrate(&pool)
         .await
         .expect("migrations apply");
-    let gateway = Gateway::start(&settings, pool)
+    Gateway::start(&settings, pool)
         .await
-        .expect("gateway starts");
-    TestApp {
-        gateway,
-        sandbox,
-        http: client(),
-    }
+        .expect("gateway starts")
 }
 
 impl TestApp {

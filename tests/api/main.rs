@@ -3,9 +3,11 @@
 
 mod balances;
 mod cli;
+mod crash;
 mod dashboards;
 mod gateway;
 mod helpers;
+mod payments;
 mod postgres;
 mod sandbox_consent;
 mod sandbox_faults;

@@ -6,11 +6,14 @@ use bankgate::postgres::{PrivateCluster, migrate, pool};
 
 use crate::helpers::fresh_database;
 
+/// The files in `migrations/`.
+const MIGRATIONS: usize = 2;
+
 #[tokio::test]
 async fn migrations_apply_once_and_are_idempotent() {
     let url = fresh_database().await;
     let pool = pool(&url, 2, Duration::from_secs(5)).unwrap();
-    assert_eq!(migrate(&pool).await.unwrap(), 1);
+    assert_eq!(migrate(&pool).await.unwrap(), MIGRATIONS);
     assert_eq!(
         migrate(&pool).await.unwrap(),
         0,
@@ -55,7 +58,7 @@ async fn instances_starting_together_migrate_once() {
     let a = pool(&url, 2, Duration::from_secs(5)).unwrap();
     let b = pool(&url, 2, Duration::from_secs(5)).unwrap();
     let (first, second) = tokio::join!(migrate(&a), migrate(&b));
-    assert_eq!(first.unwrap() + second.unwrap(), 1);
+    assert_eq!(first.unwrap() + second.unwrap(), MIGRATIONS);
 }
 
 #[tokio::test]

@@ -1,0 +1,100 @@
+//! `POST /v1/payments`, `GET /v1/payments[/{id}]`, the browser's return from SCA and the
+//! providers' webhooks. The work is the payment service's (`crate::payments`); this file
+//! only maps HTTP to it.
+
+use std::net::IpAddr;
+
+use bankgate_actors::ProviderId;
+use serde::Deserialize;
+use uuid::Uuid;
+use warp::Reply;
+use warp::http::{HeaderMap, StatusCode};
+use warp::hyper::body::Bytes;
+use warp::reply::Response;
+
+use super::AppState;
+use crate::http::{ApiError, ErrorCode};
+use crate::payments::{Delivery, PaymentStatus};
+use crate::token::Claims;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The end user's IP as the caller forwards it in `x-psu-ip-address`.
+fn psu_ip(headers: &HeaderMap) -> Result<Option<IpAddr>, ApiError> {
+    match header(headers, "x-psu-ip-address") {
+        None => Ok(None),
+        Some(text) => text
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| ApiError::invalid_field("x-psu-ip-address", "must be an IP address")),
+    }
+}
+
+pub async fn create(
+    state: AppState,
+    claims: Claims,
+    headers: HeaderMap,
+    peer: IpAddr,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let psu_ip = psu_ip(&headers)?;
+    let key = headers
+        .get("idempotency-key")
+        .map(|v| v.to_str().unwrap_or("\u{7f}"));
+    let created = state
+        .payments
+        .create(&claims.sub, key, &body, peer, psu_ip)
+        .await?;
+    let status = StatusCode::from_u16(created.status).unwrap_or(StatusCode::OK);
+    Ok(warp::reply::with_status(warp::reply::json(&created.body), status).into_response())
+}
+
+pub async fn one(state: AppState, claims: Claims, id: Uuid) -> Result<Response, ApiError> {
+    let view = state.payments.view(&claims.sub, id).await?;
+    Ok(warp::reply::json(&view).into_response())
+}
+
+pub async fn list(state: AppState, claims: Claims, query: ListQuery) -> Result<Response, ApiError> {
+    let status = query
+        .status
+        .map(|s| s.parse::<PaymentStatus>())
+        .transpose()
+        .map_err(|issue| ApiError::invalid_field("status", issue))?;
+    let payments = state.payments.list(&claims.sub, status).await?;
+    Ok(warp::reply::json(&serde_json::json!({ "payments": payments })).into_response())
+}
+
+pub async fn sca_returned(state: AppState, id: Uuid) -> Result<Response, ApiError> {
+    let body = state.payments.sca_returned(id).await?;
+    Ok(warp::reply::json(&body).into_response())
+}
+
+pub async fn webhook(
+    state: AppState,
+    provider: String,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let provider: ProviderId = provider.parse().map_err(|_| {
+        ::metrics::counter!(bankgate_actors::metrics::WEBHOOKS, "provider" => "unknown", "outcome" => "unknown_provider")
+            .increment(1);
+        ApiError::new(ErrorCode::NotFound, "no such provider")
+    })?;
+    let delivery = Delivery {
+        id: header(&headers, "x-webhook-id"),
+        timestamp: header(&headers, "x-webhook-timestamp"),
+        signature: header(&headers, "x-webhook-signature"),
+    };
+    let answer = state.payments.webhook(provider, delivery, &body).await?;
+    Ok(warp::reply::json(&answer).into_response())
+}

@@ -1,0 +1,92 @@
+//! Payments: initiation with idempotency keys, a durable state machine in PostgreSQL, a queue
+//! for outages drained exactly once, and the providers' signed webhooks.
+//!
+//! ```text
+//!   received ──► initiating ──► pending_sca ──► completed | rejected
+//!      │             │  │ └──► failed (refused by the bank, consent expired)
+//!      │             │  └───► unknown ──► (looked up) pending_sca | completed | rejected | queued
+//!      └──► queued ◄─┘ (no path)   ──► expired (queued too long, never sent)
+//! ```
+//!
+//! Every transition is one SQL statement that checks the current status, updates the row and
+//! appends the event, so two gateway instances can never both move one payment. A payment is
+//! sent only from `initiating`, which is committed before the call; a payment whose call may
+//! have reached the provider is `unknown` until a look-up by its reference settles it.
+
+mod request;
+mod service;
+mod store;
+mod webhook;
+
+pub use request::{AmountLimits, Creditor, PaymentKind, PaymentRequest, idempotency_key, parse};
+pub use service::{Created, DISABLED_MESSAGE, PaymentView, Payments, PaymentsConfig, Queue};
+pub use store::PaymentStore;
+pub use webhook::{Delivery, WebhookError, WebhookVerifier};
+
+use serde::{Deserialize, Serialize};
+
+/// How a bank's payments are handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentsMode {
+    /// Initiated at once (queued only while every provider path is down).
+    Live,
+    /// Accepted and queued, sent when the mode returns to live.
+    Queue,
+    /// Refused with 503.
+    Disabled,
+}
+
+/// Where a payment stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    Received,
+    Queued,
+    Initiating,
+    Unknown,
+    PendingSca,
+    Completed,
+    Rejected,
+    Expired,
+    Failed,
+}
+
+impl PaymentStatus {
+    pub const ALL: [PaymentStatus; 9] = [
+        PaymentStatus::Received,
+        PaymentStatus::Queued,
+        PaymentStatus::Initiating,
+        PaymentStatus::Unknown,
+        PaymentStatus::PendingSca,
+        PaymentStatus::Completed,
+        PaymentStatus::Rejected,
+        PaymentStatus::Expired,
+        PaymentStatus::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentStatus::Received => "received",
+            PaymentStatus::Queued => "queued",
+            PaymentStatus::Initiating => "initiating",
+            PaymentStatus::Unknown => "unknown",
+            PaymentStatus::PendingSca => "pending_sca",
+            PaymentStatus::Completed => "completed",
+            PaymentStatus::Rejected => "rejected",
+            PaymentStatus::Expired => "expired",
+            PaymentStatus::Failed => "failed",
+        }
+    }
+}
+
+impl std::str::FromStr for PaymentStatus {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<PaymentStatus, String> {
+        PaymentStatus::ALL
+            .into_iter()
+            .find(|s| s.as_str() == text)
+            .ok_or_else(|| format!("unknown payment status `{text}`"))
+    }
+}

@@ -1,0 +1,613 @@
+//! The payments' tables: payments, their events, idempotency keys and webhook deliveries.
+//!
+//! Every status change goes through `transition` (one payment) or `sweep` (many): a single
+//! statement that locks the rows still in the expected status, moves them and appends the
+//! events. Work that several gateway instances share is claimed with `FOR UPDATE SKIP LOCKED`.
+
+use std::collections::HashMap;
+
+use bankgate_actors::upstream::{ProviderAccount, StoreError};
+use bankgate_actors::{BankId, ProviderId};
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{GenericClient, Pool};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use tokio_postgres::Row;
+use tokio_postgres::error::SqlState;
+use uuid::Uuid;
+
+use super::PaymentStatus;
+use super::request::{Creditor, PaymentRequest};
+
+fn db(error: impl std::fmt::Display) -> StoreError {
+    StoreError(error.to_string())
+}
+
+fn parse<T: std::str::FromStr>(value: &str) -> Result<T, StoreError> {
+    value
+        .parse()
+        .map_err(|_| StoreError(format!("unexpected value `{value}` in the database")))
+}
+
+/// A payment row.
+#[derive(Debug, Clone)]
+pub struct PaymentRecord {
+    pub id: Uuid,
+    pub user_id: String,
+    pub bank: BankId,
+    pub debtor_connection: Uuid,
+    pub amount: Decimal,
+    pub currency: String,
+    pub creditor: Creditor,
+    pub remittance_info: Option<String>,
+    pub kind: String,
+    pub status: PaymentStatus,
+    pub reference: String,
+    pub provider: Option<ProviderId>,
+    pub provider_payment_id: Option<String>,
+    pub sca_redirect: Option<String>,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub psu_ip: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub queued_at: Option<DateTime<Utc>>,
+}
+
+const PAYMENT_COLUMNS: &str = "id, user_id, bank, debtor_connection, amount, currency, creditor,
+    remittance_info, kind, status, request_reference, provider, provider_payment_id, sca_redirect,
+    attempts, last_error, psu_ip, created_at, updated_at, queued_at";
+
+impl PaymentRecord {
+    fn from_row(row: &Row) -> Result<PaymentRecord, StoreError> {
+        let creditor: serde_json::Value = row.get(6);
+        Ok(PaymentRecord {
+            id: row.get(0),
+            user_id: row.get(1),
+            bank: parse(row.get::<_, &str>(2))?,
+            debtor_connection: row.get(3),
+            amount: row.get(4),
+            currency: row.get(5),
+            creditor: serde_json::from_value(creditor).map_err(db)?,
+            remittance_info: row.get(7),
+            kind: row.get(8),
+            status: parse(row.get::<_, &str>(9))?,
+            reference: row.get(10),
+            provider: row.get::<_, Option<&str>>(11).map(parse).transpose()?,
+            provider_payment_id: row.get(12),
+            sca_redirect: row.get(13),
+            attempts: row.get(14),
+            last_error: row.get(15),
+            psu_ip: row.get(16),
+            created_at: row.get(17),
+            updated_at: row.get(18),
+            queued_at: row.get(19),
+        })
+    }
+}
+
+/// One entry of a payment's status history.
+#[derive(Debug, Clone, Serialize)]
+pub struct PaymentEvent {
+    pub from: Option<String>,
+    pub to: String,
+    pub reason: String,
+    pub provider: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// What a stored idempotency key says.
+#[derive(Debug, Clone)]
+pub struct KeyRecord {
+    pub request_hash: Vec<u8>,
+    pub payment_id: Option<Uuid>,
+    /// The answer given, once the first request finished.
+    pub response: Option<(u16, serde_json::Value)>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What changes with a transition besides the status.
+#[derive(Debug, Clone, Default)]
+pub struct Change<'a> {
+    pub reason: &'a str,
+    pub provider: Option<ProviderId>,
+    pub provider_payment_id: Option<&'a str>,
+    pub sca_redirect: Option<&'a str>,
+    pub error: Option<&'a str>,
+}
+
+/// A payment ready to send: the row, the debtor's IBAN and its accounts at the providers.
+#[derive(Debug, Clone)]
+pub struct Sendable {
+    pub payment: PaymentRecord,
+    pub debtor_iban: String,
+    pub accounts: Vec<ProviderAccount>,
+}
+
+#[derive(Clone)]
+pub struct PaymentStore {
+    pool: Pool,
+}
+
+impl PaymentStore {
+    pub fn new(pool: Pool) -> PaymentStore {
+        PaymentStore { pool }
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(db)
+    }
+
+    pub async fn key(&self, user: &str, key: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT request_hash, payment_id, response_status, response_body, created_at
+                 FROM idempotency_keys WHERE user_id = $1 AND key = $2",
+                &[&user, &key],
+            )
+            .await
+            .map_err(db)?;
+        Ok(row.map(|row| KeyRecord {
+            request_hash: row.get(0),
+            payment_id: row.get(1),
+            response: row
+                .get::<_, Option<i32>>(2)
+                .zip(row.get::<_, Option<serde_json::Value>>(3))
+                .map(|(status, body)| (status as u16, body)),
+            created_at: row.get(4),
+        }))
+    }
+
+    /// Writes the payment, its idempotency key and its first event in one transaction.
+    /// Returns `false` (and writes nothing) when the key exists already.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn insert(
+        &self,
+        id: Uuid,
+        user: &str,
+        key: &str,
+        request_hash: &[u8],
+        request: &PaymentRequest,
+        psu_ip: &str,
+        status: PaymentStatus,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let keyed = tx
+            .execute(
+                "INSERT INTO idempotency_keys (user_id, key, request_hash) VALUES ($1, $2, $3)
+                 ON CONFLICT DO NOTHING",
+                &[&user, &key, &request_hash],
+            )
+            .await
+            .map_err(db)?;
+        if keyed == 0 {
+            return Ok(false);
+        }
+        let creditor = serde_json::to_value(&request.creditor).map_err(db)?;
+        // The reference goes out as endToEndIdentification: at most 35 characters.
+        let reference = id.simple().to_string();
+        tx.execute(
+            "INSERT INTO payments (id, user_id, bank, debtor_connection, amount, currency, creditor,
+                 remittance_info, kind, status, request_reference, psu_ip, queued_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+                 CASE WHEN $10 = 'queued' THEN now() END)",
+            &[
+                &id,
+                &user,
+                &request.bank.as_str(),
+                &request.debtor_account_id,
+                &request.amount,
+                &request.currency,
+                &creditor,
+                &request.remittance_info,
+                &request.kind.as_str(),
+                &status.as_str(),
+                &reference,
+                &psu_ip,
+            ],
+        )
+        .await
+        .map_err(db)?;
+        tx.execute(
+            "INSERT INTO payment_events (payment_id, from_status, to_status, reason)
+             VALUES ($1, NULL, $2, $3)",
+            &[&id, &status.as_str(), &reason],
+        )
+        .await
+        .map_err(db)?;
+        tx.execute(
+            "UPDATE idempotency_keys SET payment_id = $3 WHERE user_id = $1 AND key = $2",
+            &[&user, &key, &id],
+        )
+        .await
+        .map_err(db)?;
+        match tx.commit().await {
+            Ok(()) => Ok(true),
+            // Another request with the same key committed first.
+            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => Ok(false),
+            Err(e) => Err(db(e)),
+        }
+    }
+
+    /// The bank of the user's connection `id`, if the user has it.
+    pub async fn connection_bank(
+        &self,
+        user: &str,
+        id: Uuid,
+    ) -> Result<Option<BankId>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT bank FROM connections WHERE id = $1 AND user_id = $2 AND removed_at IS NULL",
+                &[&id, &user],
+            )
+            .await
+            .map_err(db)?;
+        row.map(|r| parse(r.get::<_, &str>(0))).transpose()
+    }
+
+    /// Stores the answer given for a key, to be replayed.
+    pub async fn save_response(
+        &self,
+        user: &str,
+        key: &str,
+        status: u16,
+        body: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE idempotency_keys SET response_status = $3, response_body = $4, completed_at = now()
+                 WHERE user_id = $1 AND key = $2",
+                &[&user, &key, &i32::from(status), body],
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// Moves one payment from one of `from` to `to`; returns whether it was in `from`.
+    pub async fn transition(
+        &self,
+        id: Uuid,
+        from: &[PaymentStatus],
+        to: PaymentStatus,
+        change: Change<'_>,
+    ) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        transition(&client, id, from, to, change).await
+    }
+
+    pub async fn payment(&self, id: Uuid) -> Result<Option<PaymentRecord>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $1"),
+                &[&id],
+            )
+            .await
+            .map_err(db)?;
+        row.as_ref().map(PaymentRecord::from_row).transpose()
+    }
+
+    /// The user's payments, newest first, optionally in one status.
+    pub async fn list(
+        &self,
+        user: &str,
+        status: Option<PaymentStatus>,
+        limit: i64,
+    ) -> Result<Vec<PaymentRecord>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {PAYMENT_COLUMNS} FROM payments
+                     WHERE user_id = $1 AND ($2::text IS NULL OR status = $2)
+                     ORDER BY created_at DESC, id LIMIT $3"
+                ),
+                &[&user, &status.map(PaymentStatus::as_str), &limit],
+            )
+            .await
+            .map_err(db)?;
+        rows.iter().map(PaymentRecord::from_row).collect()
+    }
+
+    /// The status history of each payment, oldest first.
+    pub async fn events(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, Vec<PaymentEvent>>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT payment_id, from_status, to_status, reason, provider, at
+                 FROM payment_events WHERE payment_id = ANY($1) ORDER BY id",
+                &[&ids],
+            )
+            .await
+            .map_err(db)?;
+        let mut events: HashMap<Uuid, Vec<PaymentEvent>> = HashMap::new();
+        for row in rows {
+            events.entry(row.get(0)).or_default().push(PaymentEvent {
+                from: row.get(1),
+                to: row.get(2),
+                reason: row.get(3),
+                provider: row.get(4),
+                at: row.get(5),
+            });
+        }
+        Ok(events)
+    }
+
+    /// The payment with what sending it needs: the debtor account's IBAN and its accounts at
+    /// each provider with an active consent.
+    pub async fn sendable(&self, id: Uuid) -> Result<Option<Sendable>, StoreError> {
+        let Some(payment) = self.payment(id).await? else {
+            return Ok(None);
+        };
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT c.iban, ca.provider, ca.account_id, pc.external_id
+                 FROM connections c
+                 LEFT JOIN connection_accounts ca ON ca.connection_id = c.id
+                 LEFT JOIN provider_consents pc
+                        ON pc.consent_id = c.consent_id AND pc.provider = ca.provider AND pc.status = 'active'
+                 WHERE c.id = $1",
+                &[&payment.debtor_connection],
+            )
+            .await
+            .map_err(db)?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let debtor_iban: String = first.get(0);
+        let mut accounts = Vec::new();
+        for row in &rows {
+            if let (Some(provider), Some(account_id), Some(consent_ref)) = (
+                row.get::<_, Option<&str>>(1),
+                row.get::<_, Option<String>>(2),
+                row.get::<_, Option<String>>(3),
+            ) {
+                accounts.push(ProviderAccount {
+                    provider: parse(provider)?,
+                    account_id,
+                    consent_ref,
+                });
+            }
+        }
+        Ok(Some(Sendable {
+            payment,
+            debtor_iban,
+            accounts,
+        }))
+    }
+
+    /// Moves every payment of `bank` in `from` whose `column` is older than `older_than` to
+    /// `to`; returns how many moved. Rows another instance holds are left for it.
+    pub async fn sweep(
+        &self,
+        bank: BankId,
+        from: PaymentStatus,
+        to: PaymentStatus,
+        older_than: std::time::Duration,
+        reason: &str,
+    ) -> Result<u64, StoreError> {
+        let column = match from {
+            PaymentStatus::Queued => "queued_at",
+            _ => "updated_at",
+        };
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "WITH old AS (
+                         SELECT id FROM payments
+                         WHERE bank = $1 AND status = $2 AND {column} < now() - make_interval(secs => $3)
+                         FOR UPDATE SKIP LOCKED
+                     ), moved AS (
+                         UPDATE payments p SET status = $4, updated_at = now(),
+                             queued_at = CASE WHEN $4 = 'queued' THEN COALESCE(p.queued_at, now()) ELSE p.queued_at END
+                         FROM old WHERE p.id = old.id RETURNING p.id
+                     )
+                     INSERT INTO payment_events (payment_id, from_status, to_status, reason)
+                     SELECT id, $2, $4, $5 FROM moved RETURNING payment_id"
+                ),
+                &[
+                    &bank.as_str(),
+                    &from.as_str(),
+                    &older_than.as_secs_f64(),
+                    &to.as_str(),
+                    &reason,
+                ],
+            )
+            .await
+            .map_err(db)?;
+        Ok(rows.len() as u64)
+    }
+
+    /// Claims the oldest queued payment of `bank` younger than `max_age` by moving it to
+    /// `initiating` (committed before anything is sent).
+    pub async fn claim_queued(
+        &self,
+        bank: BankId,
+        max_age: std::time::Duration,
+    ) -> Result<Option<Uuid>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "WITH next AS (
+                     SELECT id FROM payments
+                     WHERE bank = $1 AND status = 'queued' AND queued_at >= now() - make_interval(secs => $2)
+                     ORDER BY queued_at, id LIMIT 1
+                     FOR UPDATE SKIP LOCKED
+                 ), claimed AS (
+                     UPDATE payments p SET status = 'initiating', attempts = p.attempts + 1, updated_at = now()
+                     FROM next WHERE p.id = next.id RETURNING p.id
+                 )
+                 INSERT INTO payment_events (payment_id, from_status, to_status, reason)
+                 SELECT id, 'queued', 'initiating', 'sent from the queue' FROM claimed RETURNING payment_id",
+                &[&bank.as_str(), &max_age.as_secs_f64()],
+            )
+            .await
+            .map_err(db)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Takes a lease on the payment of `bank` in `status` untouched for longest (and at least
+    /// `older_than`): touching it keeps other instances off it for that long.
+    pub async fn lease(
+        &self,
+        bank: BankId,
+        status: PaymentStatus,
+        older_than: std::time::Duration,
+    ) -> Result<Option<Uuid>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "UPDATE payments SET updated_at = now()
+                 WHERE id = (
+                     SELECT id FROM payments
+                     WHERE bank = $1 AND status = $2 AND updated_at < now() - make_interval(secs => $3)
+                     ORDER BY updated_at, id LIMIT 1
+                     FOR UPDATE SKIP LOCKED
+                 )
+                 RETURNING id",
+                &[&bank.as_str(), &status.as_str(), &older_than.as_secs_f64()],
+            )
+            .await
+            .map_err(db)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// How many payments of `bank` are queued and how long the oldest has waited (seconds).
+    pub async fn queue_stats(&self, bank: BankId) -> Result<(i64, f64), StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(queued_at))::float8, 0)
+                 FROM payments WHERE bank = $1 AND status = 'queued'",
+                &[&bank.as_str()],
+            )
+            .await
+            .map_err(db)?;
+        Ok((row.get(0), row.get(1)))
+    }
+
+    /// Records a webhook delivery and applies its status to the payment it names, in one
+    /// transaction. Returns `None` for a delivery seen before, else the payment moved (if
+    /// the event named one of ours in a status it could leave).
+    pub async fn apply_webhook(
+        &self,
+        provider: ProviderId,
+        event_id: &str,
+        reference: Option<&str>,
+        provider_payment_id: &str,
+        to: PaymentStatus,
+        reason: &str,
+    ) -> Result<Option<Option<(Uuid, BankId)>>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let fresh = tx
+            .execute(
+                "INSERT INTO webhook_events (provider, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&provider.as_str(), &event_id],
+            )
+            .await
+            .map_err(db)?;
+        if fresh == 0 {
+            return Ok(None);
+        }
+        let row = tx
+            .query_opt(
+                "SELECT id, bank FROM payments
+                 WHERE request_reference = $1 OR (provider = $2 AND provider_payment_id = $3)
+                 LIMIT 1",
+                &[
+                    &reference.unwrap_or_default(),
+                    &provider.as_str(),
+                    &provider_payment_id,
+                ],
+            )
+            .await
+            .map_err(db)?;
+        let mut moved = None;
+        if let Some(row) = row {
+            let id: Uuid = row.get(0);
+            let change = Change {
+                reason,
+                provider: Some(provider),
+                provider_payment_id: Some(provider_payment_id),
+                ..Change::default()
+            };
+            let from = [
+                PaymentStatus::Initiating,
+                PaymentStatus::Unknown,
+                PaymentStatus::PendingSca,
+            ];
+            if transition(&tx, id, &from, to, change).await? {
+                moved = Some((id, parse(row.get::<_, &str>(1))?));
+            }
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(Some(moved))
+    }
+
+    /// Forgets idempotency keys older than `ttl` whose answer was given.
+    pub async fn purge_keys(&self, ttl: std::time::Duration) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM idempotency_keys
+                 WHERE completed_at IS NOT NULL AND created_at < now() - make_interval(secs => $1)",
+                &[&ttl.as_secs_f64()],
+            )
+            .await
+            .map_err(db)
+    }
+}
+
+async fn transition(
+    client: &impl GenericClient,
+    id: Uuid,
+    from: &[PaymentStatus],
+    to: PaymentStatus,
+    change: Change<'_>,
+) -> Result<bool, StoreError> {
+    let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+    let provider = change.provider.map(ProviderId::as_str);
+    let moved = client
+        .query(
+            "WITH old AS (
+                 SELECT id, status FROM payments WHERE id = $1 AND status = ANY($2) FOR UPDATE
+             ), moved AS (
+                 UPDATE payments p SET status = $3, updated_at = now(),
+                     provider = COALESCE($5, p.provider),
+                     provider_payment_id = COALESCE($6, p.provider_payment_id),
+                     sca_redirect = COALESCE($7, p.sca_redirect),
+                     last_error = COALESCE($8, p.last_error),
+                     attempts = p.attempts + CASE WHEN $3 = 'initiating' THEN 1 ELSE 0 END,
+                     queued_at = CASE WHEN $3 = 'queued' THEN COALESCE(p.queued_at, now()) ELSE p.queued_at END
+                 FROM old WHERE p.id = old.id RETURNING p.id
+             )
+             INSERT INTO payment_events (payment_id, from_status, to_status, reason, provider)
+             SELECT old.id, old.status, $3, $4, $5 FROM old JOIN moved ON moved.id = old.id
+             RETURNING payment_id",
+            &[
+                &id,
+                &from,
+                &to.as_str(),
+                &change.reason,
+                &provider,
+                &change.provider_payment_id,
+                &change.sca_redirect,
+                &change.error,
+            ],
+        )
+        .await
+        .map_err(db)?;
+    Ok(!moved.is_empty())
+}

@@ -1,0 +1,200 @@
+//! The gateway process killed with SIGKILL in the middle of a burst of payments and a drain,
+//! then started again on the same database: every payment that got a 2xx ends in the
+//! sandbox's ledger exactly once, and no payment is initiated twice.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bankgate_actors::BankId;
+use serde_json::{Value, json};
+use tokio_postgres::NoTls;
+
+use crate::helpers::{TestSandbox, client, eventually, fresh_database, spawn_sandbox};
+
+const BIN: &str = env!("CARGO_BIN_EXE_bankgate");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `bankgate serve` against the sandbox and database.
+fn serve(sandbox: &TestSandbox, database: &str, client_port: u16, ops_port: u16) -> Child {
+    let mut command = Command::new(BIN);
+    command
+        .arg("serve")
+        .env("BANKGATE__DATABASE__URL", database)
+        .env(
+            "BANKGATE__HTTP__CLIENT_ADDR",
+            format!("127.0.0.1:{client_port}"),
+        )
+        .env("BANKGATE__HTTP__OPS_ADDR", format!("127.0.0.1:{ops_port}"))
+        .env(
+            "BANKGATE__PROVIDERS__NEONOMICS__BASE_URL",
+            sandbox.sandbox.neonomics_url(),
+        )
+        .env("BANKGATE__PROVIDERS__NEONOMICS__TIMEOUT", "500ms")
+        .env("BANKGATE__PROVIDERS__PSD2__TIMEOUT", "500ms")
+        .env("BANKGATE__BREAKER__OPEN_FOR", "1s")
+        .env("BANKGATE__BREAKER__MAX_OPEN", "2s")
+        .env("BANKGATE__PAYMENTS__DRAIN_INTERVAL", "200ms")
+        .env("BANKGATE__PAYMENTS__IN_FLIGHT_TIMEOUT", "2s")
+        .env("BANKGATE__PAYMENTS__PER_USER_LIMIT", "1000")
+        .env("BANKGATE__PAYMENTS__PER_IP_LIMIT", "1000")
+        .env("BANKGATE__TELEMETRY__LOG_FILTER", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for bank in BankId::ALL {
+        command.env(
+            format!(
+                "BANKGATE__PROVIDERS__PSD2__BANK_URLS__{}",
+                bank.as_str().to_uppercase()
+            ),
+            sandbox.sandbox.psd2_url(bank),
+        );
+    }
+    command.spawn().expect("bankgate serve starts")
+}
+
+async fn wait_until_up(url: &str) {
+    eventually(Duration::from_secs(30), || async {
+        let response = client().get(format!("{url}/healthz")).send().await.ok()?;
+        response.status().is_success().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sigkill_during_a_burst_and_a_drain_loses_and_doubles_nothing() {
+    let sandbox = spawn_sandbox().await;
+    let database = fresh_database().await;
+    let (client_port, ops_port) = (free_port(), free_port());
+    let url = format!("http://127.0.0.1:{client_port}");
+    let mut gateway = serve(&sandbox, &database, client_port, ops_port);
+    wait_until_up(&url).await;
+
+    let secret = secrecy::SecretString::from(
+        "bankgate-development-secret-do-not-use-in-production".to_owned(),
+    );
+    let token =
+        bankgate::token::mint(&secret, "burst-user", "s-1", Duration::from_secs(600)).unwrap();
+    bankgate::browser::connect(&url, &token, BankId::Dnb, "https://drop.example/connected")
+        .await
+        .expect("consent flow");
+    let connections: Value = client()
+        .get(format!("{url}/v1/connections"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let account = connections["connections"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Half the initiations fail before the bank takes them (so some payments queue and the
+    // drainer works), and every call is slow enough to be cut off by the kill.
+    for fault in [
+        json!({"provider": "neonomics", "bank": "dnb", "service": "pisp", "kind": "unavailable", "ratio": 0.5}),
+        json!({"provider": "psd2", "bank": "dnb", "service": "pisp", "kind": "unavailable", "ratio": 0.5}),
+        json!({"provider": "neonomics", "bank": "dnb", "service": "pisp", "kind": "latency", "latency_ms": 150}),
+    ] {
+        sandbox.add_fault(fault).await;
+    }
+    let mut burst = tokio::task::JoinSet::new();
+    for n in 0..40 {
+        let (url, token, account) = (url.clone(), token.clone(), account.clone());
+        burst.spawn(async move {
+            tokio::time::sleep(Duration::from_millis(n * 25)).await;
+            let response = client()
+                .post(format!("{url}/v1/payments"))
+                .bearer_auth(&token)
+                .header("idempotency-key", format!("burst-{n}"))
+                .json(&json!({
+                    "bank": "dnb",
+                    "debtor_account_id": account,
+                    "amount": "100",
+                    "currency": "NOK",
+                    "creditor": {"name": "Kari Nordmann", "account_number": "86011117947", "country": "NO"},
+                    "kind": "qr",
+                }))
+                .send()
+                .await
+                .ok()?;
+            let status = response.status();
+            let body: Value = response.json().await.ok()?;
+            status
+                .is_success()
+                .then(|| body["payment_id"].as_str().unwrap().to_owned())
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    gateway.kill().expect("SIGKILL");
+    gateway.wait().unwrap();
+    let mut acknowledged = Vec::new();
+    while let Some(result) = burst.join_next().await {
+        acknowledged.extend(result.unwrap());
+    }
+    assert!(
+        !acknowledged.is_empty(),
+        "some payments were accepted before the kill"
+    );
+
+    sandbox
+        .http
+        .delete(sandbox.control("/sandbox/faults"))
+        .send()
+        .await
+        .unwrap();
+    let mut gateway = serve(&sandbox, &database, client_port, ops_port);
+    wait_until_up(&url).await;
+
+    let (db, connection) = tokio_postgres::connect(&database, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let settled: HashMap<String, String> = eventually(Duration::from_secs(40), || async {
+        let rows = db
+            .query("SELECT request_reference, status FROM payments", &[])
+            .await
+            .unwrap();
+        let all: HashMap<String, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        all.values().all(|s| s == "pending_sca").then_some(all)
+    })
+    .await;
+    gateway.kill().unwrap();
+    gateway.wait().unwrap();
+
+    let ledger = sandbox.ledger("?bank=dnb").await;
+    let mut sent: HashMap<String, usize> = HashMap::new();
+    for entry in &ledger {
+        *sent
+            .entry(entry["end_to_end_id"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    for (reference, times) in &sent {
+        assert_eq!(*times, 1, "payment {reference} initiated {times} times");
+        assert!(
+            settled.contains_key(reference),
+            "the ledger only holds our payments"
+        );
+    }
+    for id in &acknowledged {
+        let reference = id.replace('-', "");
+        assert_eq!(
+            sent.get(&reference),
+            Some(&1),
+            "acknowledged payment {id} sent once"
+        );
+    }
+    assert_eq!(
+        sent.len(),
+        settled.len(),
+        "every stored payment was sent once"
+    );
+}

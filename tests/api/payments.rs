@@ -1,0 +1,679 @@
+//! Payments end to end: the gateway over real PostgreSQL and the sandbox over HTTP, with the
+//! sandbox's ledger as the judge of what was initiated and how often.
+
+use std::time::Duration;
+
+use bankgate::payments::PaymentsMode;
+use bankgate::sandbox::webhooks::sign;
+use bankgate_actors::BankId;
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    QUICK, TestApp, client, eventually, fresh_database, spawn_app_with, spawn_sandbox,
+    start_gateway,
+};
+
+const WEBHOOK_SECRET: &str = "sandbox-neonomics-webhook-secret";
+
+/// QUICK, plus a drainer that looks every 200 ms and limits tests do not hit by accident.
+fn pay_settings(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+    let mut settings = QUICK.to_vec();
+    settings.extend([
+        ("BANKGATE__PAYMENTS__DRAIN_INTERVAL", "200ms"),
+        ("BANKGATE__PAYMENTS__PER_USER_LIMIT", "100"),
+        ("BANKGATE__PAYMENTS__PER_IP_LIMIT", "100"),
+        ("BANKGATE__PAYMENTS__IN_FLIGHT_TIMEOUT", "2s"),
+        ("BANKGATE__PAYMENTS__POLL_AFTER", "500ms"),
+    ]);
+    settings.extend_from_slice(extra);
+    settings
+}
+
+/// A user connected to DNB, and the id of their first DNB account.
+async fn dnb_user(app: &TestApp, user: &str) -> (String, String) {
+    let token = app.token(user);
+    app.connect(&token, BankId::Dnb).await;
+    let connections: Value = app
+        .http
+        .get(app.client_url("/v1/connections"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let account = connections["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["bank"] == "dnb")
+        .expect("a DNB account")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (token, account)
+}
+
+fn payment(account: &str, amount: &str) -> Value {
+    json!({
+        "bank": "dnb",
+        "debtor_account_id": account,
+        "amount": amount,
+        "currency": "NOK",
+        "creditor": {"name": "Kari Nordmann", "account_number": "86011117947", "country": "NO"},
+        "remittance_info": "Husleie",
+        "kind": "remittance",
+    })
+}
+
+async fn pay(app: &TestApp, token: &str, key: &str, body: &Value) -> (u16, Value) {
+    let response = app
+        .http
+        .post(app.client_url("/v1/payments"))
+        .bearer_auth(token)
+        .header("idempotency-key", key)
+        .header("x-psu-ip-address", "192.0.2.44")
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+async fn payment_view(app: &TestApp, token: &str, id: &str) -> Value {
+    app.http
+        .get(app.client_url(&format!("/v1/payments/{id}")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn wait_for_status(app: &TestApp, token: &str, id: &str, status: &str) -> Value {
+    eventually(Duration::from_secs(20), || async {
+        let view = payment_view(app, token, id).await;
+        (view["status"] == status).then_some(view)
+    })
+    .await
+}
+
+/// The gateway's reference for a payment, as sent in endToEndIdentification.
+fn reference(payment_id: &str) -> String {
+    payment_id.replace('-', "")
+}
+
+/// How many times the sandbox's banks recorded the payment.
+async fn times_initiated(app: &TestApp, payment_id: &str) -> usize {
+    app.sandbox
+        .ledger(&format!("?end_to_end_id={}", reference(payment_id)))
+        .await
+        .len()
+}
+
+async fn register_webhook(app: &TestApp) {
+    let response = app
+        .sandbox
+        .http
+        .put(app.sandbox.control("/sandbox/webhooks/neonomics"))
+        .json(&json!({
+            "url": app.client_url("/v1/webhooks/neonomics"),
+            "secret": WEBHOOK_SECRET,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+}
+
+#[tokio::test]
+async fn a_live_payment_waits_for_sca_then_completes_through_the_webhook() {
+    let app = spawn_app_with(&pay_settings(&[])).await;
+    register_webhook(&app).await;
+    let (token, account) = dnb_user(&app, "payer-1").await;
+
+    let (status, body) = pay(&app, &token, "order-1", &payment(&account, "150.50")).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["status"], "pending_sca");
+    let id = body["payment_id"].as_str().unwrap().to_owned();
+    let sca = body["sca_redirect"].as_str().unwrap();
+
+    // The user approves with BankID; the bank sends the browser back to bankgate.
+    let back = app.sandbox.complete_sca(sca).await;
+    assert!(back.starts_with(&app.client_url(&format!("/v1/payments/{id}/callback"))));
+    let view = wait_for_status(&app, &token, &id, "completed").await;
+    let history: Vec<&str> = view["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["to"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        history,
+        ["received", "initiating", "pending_sca", "completed"]
+    );
+    assert_eq!(view["provider"], "neonomics");
+    assert_eq!(view["amount"], "150.50");
+    assert_eq!(times_initiated(&app, &id).await, 1);
+
+    // A rejected one: the browser's return makes bankgate poll the provider at once.
+    let (status, body) = pay(&app, &token, "order-2", &payment(&account, "200")).await;
+    assert_eq!(status, 201);
+    let id = body["payment_id"].as_str().unwrap().to_owned();
+    let sca = format!("{}?result=reject", body["sca_redirect"].as_str().unwrap());
+    let back = app.sandbox.complete_sca(&sca).await;
+    let returned: Value = client()
+        .get(&back)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(returned["status"], "rejected");
+
+    // The user's lists, filtered by status; another user sees none of it.
+    let list: Value = app
+        .http
+        .get(app.client_url("/v1/payments?status=completed"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["payments"].as_array().unwrap().len(), 1);
+    let stranger = app.token("someone-else");
+    let response = app
+        .http
+        .get(app.client_url(&format!("/v1/payments/{id}")))
+        .bearer_auth(&stranger)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+}
+
+#[tokio::test]
+async fn the_same_key_replays_conflicts_or_waits() {
+    let app = spawn_app_with(&pay_settings(&[
+        ("BANKGATE__PROVIDERS__NEONOMICS__TIMEOUT", "3s"),
+        ("BANKGATE__PROVIDERS__PSD2__TIMEOUT", "3s"),
+        ("BANKGATE__PAYMENTS__IN_FLIGHT_TIMEOUT", "12s"),
+    ]))
+    .await;
+    let (token, account) = dnb_user(&app, "payer-2").await;
+    let body = payment(&account, "300");
+
+    let fault = app
+        .sandbox
+        .add_fault(json!({"provider": "neonomics", "service": "pisp", "kind": "latency", "latency_ms": 1500}))
+        .await;
+    let first = {
+        let (app_url, token, body) = (app.client_url("/v1/payments"), token.clone(), body.clone());
+        tokio::spawn(async move {
+            let response = client()
+                .post(app_url)
+                .bearer_auth(token)
+                .header("idempotency-key", "k-1")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.unwrap(),
+            )
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, busy) = pay(&app, &token, "k-1", &body).await;
+    assert_eq!(status, 409, "{busy}");
+    assert_eq!(busy["error"], "request_in_progress");
+    let (status, original) = first.await.unwrap();
+    assert_eq!(status, 201, "{original}");
+    app.sandbox.remove_fault(fault).await;
+
+    let (status, replay) = pay(&app, &token, "k-1", &body).await;
+    assert_eq!((status, &replay), (201, &original));
+    // Key order and spacing do not make another request.
+    let reordered: Value = serde_json::from_str(&serde_json::to_string(&body).unwrap()).unwrap();
+    assert_eq!(pay(&app, &token, "k-1", &reordered).await.1, original);
+
+    let (status, reused) = pay(&app, &token, "k-1", &payment(&account, "301")).await;
+    assert_eq!(status, 422);
+    assert_eq!(reused["error"], "idempotency_key_reused");
+    let id = original["payment_id"].as_str().unwrap();
+    assert_eq!(times_initiated(&app, id).await, 1);
+
+    // Keys are per user: another user's "k-1" is another payment.
+    let (other, other_account) = dnb_user(&app, "payer-2b").await;
+    let (status, body) = pay(&app, &other, "k-1", &payment(&other_account, "300")).await;
+    assert_eq!(status, 201);
+    assert_ne!(body["payment_id"], original["payment_id"]);
+}
+
+#[tokio::test]
+async fn client_retries_under_lost_answers_and_timeouts_initiate_each_payment_once() {
+    // Breakers stay closed here: this test is about outcomes, not failover.
+    let app = spawn_app_with(&pay_settings(&[(
+        "BANKGATE__BREAKER__FAILURE_THRESHOLD",
+        "50",
+    )]))
+    .await;
+    let (token, account) = dnb_user(&app, "payer-3").await;
+
+    // The bank takes the payment but the answer is lost: bankgate must not send it again,
+    // it finds it by its reference instead.
+    let lost = app
+        .sandbox
+        .add_fault(json!({"provider": "neonomics", "bank": "dnb", "service": "pisp", "kind": "lost_response"}))
+        .await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let key = format!("lost-{n}");
+        let body = payment(&account, &format!("{}", 110 + n));
+        let (status, first) = pay(&app, &token, &key, &body).await;
+        assert_eq!(status, 201, "{first}");
+        assert_eq!(first["status"], "pending_sca");
+        // The client did not hear back in time and retries, twice.
+        for _ in 0..2 {
+            assert_eq!(pay(&app, &token, &key, &body).await, (201, first.clone()));
+        }
+        ids.push(first["payment_id"].as_str().unwrap().to_owned());
+    }
+    app.sandbox.remove_fault(lost).await;
+
+    // Now requests hang before the bank sees them: the outcome is unknown, the look-up
+    // finds nothing, and only after the in-flight window is the payment sent again.
+    let hang = app
+        .sandbox
+        .add_fault(json!({"provider": "neonomics", "bank": "dnb", "service": "pisp", "kind": "timeout", "duration_s": 2}))
+        .await;
+    let body = payment(&account, "120");
+    let (status, first) = pay(&app, &token, "hang-1", &body).await;
+    assert_eq!(status, 202, "{first}");
+    assert_eq!(first["status"], "unknown");
+    assert_eq!(
+        pay(&app, &token, "hang-1", &body).await,
+        (202, first.clone())
+    );
+    let id = first["payment_id"].as_str().unwrap().to_owned();
+    let _ = hang;
+    let view = wait_for_status(&app, &token, &id, "pending_sca").await;
+    let history: Vec<&str> = view["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["to"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        history,
+        [
+            "received",
+            "initiating",
+            "unknown",
+            "queued",
+            "initiating",
+            "pending_sca"
+        ]
+    );
+    ids.push(id);
+
+    for id in &ids {
+        assert_eq!(times_initiated(&app, id).await, 1, "payment {id}");
+    }
+}
+
+#[tokio::test]
+async fn payments_queue_while_dnb_is_down_and_drain_oldest_first_once_it_recovers() {
+    let app = spawn_app_with(&pay_settings(&[(
+        "BANKGATE__PAYMENTS__QUEUE_MAX_AGE",
+        "3s",
+    )]))
+    .await;
+    let (token, account) = dnb_user(&app, "payer-4").await;
+    let mut faults = Vec::new();
+    for provider in ["neonomics", "psd2"] {
+        faults.push(
+            app.sandbox
+                .add_fault(json!({"provider": provider, "bank": "dnb", "service": "pisp", "kind": "unavailable"}))
+                .await,
+        );
+    }
+
+    let (status, stale) = pay(&app, &token, "q-0", &payment(&account, "100")).await;
+    assert_eq!(status, 202, "{stale}");
+    assert_eq!(stale["status"], "queued");
+    assert_eq!(
+        stale["message"],
+        "Betaling satt i kø. Vil bli behandlet innen 2 timer."
+    );
+    // The first one waits past the queue's maximum age: it must expire, never be sent.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let mut queued = Vec::new();
+    for n in 1..=4 {
+        let (status, body) = pay(&app, &token, &format!("q-{n}"), &payment(&account, "100")).await;
+        assert_eq!(status, 202, "{body}");
+        queued.push(body["payment_id"].as_str().unwrap().to_owned());
+    }
+    let stale_id = stale["payment_id"].as_str().unwrap();
+    wait_for_status(&app, &token, stale_id, "expired").await;
+
+    for fault in faults {
+        app.sandbox.remove_fault(fault).await;
+    }
+    for id in &queued {
+        wait_for_status(&app, &token, id, "pending_sca").await;
+    }
+    let ledger = app.sandbox.ledger("?bank=dnb").await;
+    let sent: Vec<String> = ledger
+        .iter()
+        .map(|e| e["end_to_end_id"].as_str().unwrap().to_owned())
+        .collect();
+    let expected: Vec<String> = queued.iter().map(|id| reference(id)).collect();
+    assert_eq!(sent, expected, "each queued payment once, oldest first");
+    assert_eq!(times_initiated(&app, stale_id).await, 0);
+    assert_eq!(
+        payment_view(&app, &token, stale_id).await["status"],
+        "expired"
+    );
+}
+
+#[tokio::test]
+async fn payments_modes_disable_queue_and_release() {
+    let app = spawn_app_with(&pay_settings(&[])).await;
+    let (token, account) = dnb_user(&app, "payer-5").await;
+    let payments = app.gateway.payments();
+
+    payments.set_mode(BankId::Dnb, PaymentsMode::Disabled);
+    let (status, body) = pay(&app, &token, "m-1", &payment(&account, "100")).await;
+    assert_eq!(status, 503);
+    assert_eq!(body["error"], "payments_unavailable");
+    assert_eq!(body["message"], "Betalinger midlertidig utilgjengelig");
+
+    payments.set_mode(BankId::Dnb, PaymentsMode::Queue);
+    let banks: Value = app
+        .http
+        .get(app.client_url("/v1/banks"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(banks["banks"][0]["bank"], "dnb");
+    assert_eq!(banks["banks"][0]["payments"], "queued");
+    assert!(banks["banks"][0]["banner"].as_str().unwrap().contains("kø"));
+    let (status, body) = pay(&app, &token, "m-1", &payment(&account, "100")).await;
+    assert_eq!(
+        status, 202,
+        "a refused request left no trace of its key: {body}"
+    );
+    let id = body["payment_id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(payment_view(&app, &token, &id).await["status"], "queued");
+    assert_eq!(times_initiated(&app, &id).await, 0);
+
+    payments.set_mode(BankId::Dnb, PaymentsMode::Live);
+    wait_for_status(&app, &token, &id, "pending_sca").await;
+    assert_eq!(times_initiated(&app, &id).await, 1);
+}
+
+#[tokio::test]
+async fn two_gateways_on_one_database_drain_one_queue_without_doubles() {
+    let sandbox = spawn_sandbox().await;
+    let database = fresh_database().await;
+    let settings = pay_settings(&[]);
+    let first = TestApp {
+        gateway: start_gateway(&sandbox, &database, &settings).await,
+        sandbox,
+        http: client(),
+    };
+    let second = start_gateway(&first.sandbox, &database, &settings).await;
+    let (token, account) = dnb_user(&first, "payer-6").await;
+    for instance in [&first.gateway, &second] {
+        instance
+            .payments()
+            .set_mode(BankId::Dnb, PaymentsMode::Queue);
+    }
+    let mut ids = Vec::new();
+    for n in 0..12 {
+        let (status, body) = pay(
+            &first,
+            &token,
+            &format!("two-{n}"),
+            &payment(&account, "100"),
+        )
+        .await;
+        assert_eq!(status, 202, "{body}");
+        ids.push(body["payment_id"].as_str().unwrap().to_owned());
+    }
+    for instance in [&first.gateway, &second] {
+        instance
+            .payments()
+            .set_mode(BankId::Dnb, PaymentsMode::Live);
+    }
+    for id in &ids {
+        wait_for_status(&first, &token, id, "pending_sca").await;
+    }
+    let ledger = first.sandbox.ledger("?bank=dnb").await;
+    assert_eq!(ledger.len(), ids.len(), "no payment initiated twice");
+    for id in &ids {
+        assert_eq!(times_initiated(&first, id).await, 1);
+    }
+    second.shutdown().await;
+}
+
+/// A request with a bad part: key, body, and the status, error and field it must draw.
+type Case<'a> = (Option<&'a str>, String, u16, &'a str, Option<&'a str>);
+
+#[tokio::test]
+async fn bad_payments_keys_and_forged_webhooks_get_their_4xx() {
+    let app = spawn_app_with(QUICK).await;
+    let (token, account) = dnb_user(&app, "payer-7").await;
+    let send = |key: Option<&str>, body: String| {
+        let mut request = app
+            .http
+            .post(app.client_url("/v1/payments"))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        request.send()
+    };
+    let good = payment(&account, "150");
+    let long_key = "k".repeat(256);
+    let changed = |edit: &dyn Fn(&mut Value)| {
+        let mut body = good.clone();
+        edit(&mut body);
+        body.to_string()
+    };
+    let cases: Vec<Case> = vec![
+        (
+            None,
+            good.to_string(),
+            400,
+            "bad_request",
+            Some("Idempotency-Key"),
+        ),
+        (
+            Some(&long_key),
+            good.to_string(),
+            400,
+            "bad_request",
+            Some("Idempotency-Key"),
+        ),
+        (
+            Some("v-1"),
+            "{not json".to_owned(),
+            400,
+            "invalid_json",
+            None,
+        ),
+        (
+            Some("v-1"),
+            json!({"bank": "dnb"}).to_string(),
+            400,
+            "bad_request",
+            Some("body"),
+        ),
+        (
+            Some("v-1"),
+            changed(&|b| b["amount"] = json!("99.99")),
+            422,
+            "unprocessable",
+            Some("amount"),
+        ),
+        (
+            Some("v-1"),
+            changed(&|b| b["amount"] = json!("150.123")),
+            422,
+            "unprocessable",
+            Some("amount"),
+        ),
+        (
+            Some("v-1"),
+            changed(&|b| b["currency"] = json!("EUR")),
+            422,
+            "unprocessable",
+            Some("currency"),
+        ),
+        (
+            Some("v-1"),
+            changed(&|b| b["creditor"]["account_number"] = json!("86011117948")),
+            422,
+            "unprocessable",
+            Some("creditor.account_number"),
+        ),
+        (
+            Some("v-1"),
+            changed(&|b| {
+                b["creditor"] =
+                    json!({"name": "X", "iban": "GB82WEST12345698765433", "country": "GB"})
+            }),
+            422,
+            "unprocessable",
+            Some("creditor.iban"),
+        ),
+        (
+            Some("v-1"),
+            changed(&|b| b["creditor"]["name"] = json!("N".repeat(71))),
+            422,
+            "unprocessable",
+            Some("creditor.name"),
+        ),
+        (
+            Some("v-1"),
+            changed(&|b| b["bank"] = json!("handelsbanken")),
+            422,
+            "unprocessable",
+            Some("bank"),
+        ),
+        (
+            Some("v-1"),
+            changed(&|b| b["debtor_account_id"] = json!(uuid::Uuid::new_v4())),
+            422,
+            "unprocessable",
+            Some("debtor_account_id"),
+        ),
+        (
+            Some("v-1"),
+            changed(&|b| b["bank"] = json!("nordea")),
+            422,
+            "unprocessable",
+            Some("debtor_account_id"),
+        ),
+        (
+            Some("v-1"),
+            format!("{{\"pad\": \"{}\"}}", "x".repeat(70 * 1024)),
+            413,
+            "payload_too_large",
+            None,
+        ),
+    ];
+    for (key, body, status, error, field) in cases {
+        let response = send(key, body.clone()).await.unwrap();
+        assert_eq!(
+            response.status().as_u16(),
+            status,
+            "{}",
+            &body[..body.len().min(200)]
+        );
+        let envelope: Value = response.json().await.unwrap();
+        assert_eq!(envelope["error"], error, "{envelope}");
+        if let Some(field) = field {
+            assert!(
+                envelope["details"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|d| d["field"] == field),
+                "{envelope} names {field}"
+            );
+        }
+    }
+    assert!(
+        app.sandbox.ledger("").await.is_empty(),
+        "nothing invalid was sent"
+    );
+
+    // Three payments a minute per user; the fourth waits.
+    for n in 0..3 {
+        assert_eq!(pay(&app, &token, &format!("r-{n}"), &good).await.0, 201);
+    }
+    let response = send(Some("r-3"), good.to_string()).await.unwrap();
+    assert_eq!(response.status(), 429);
+    assert!(response.headers().contains_key("retry-after"));
+
+    // Webhooks: signature, freshness, provider.
+    let url = app.client_url("/v1/webhooks/neonomics");
+    let event = json!({"event_id": "e-1", "payment_id": "p-1", "status": "ACSC"}).to_string();
+    let now = chrono::Utc::now().timestamp();
+    let deliver = |url: String, id: &'static str, ts: i64, signature: String, body: String| {
+        app.http
+            .post(url)
+            .header("x-webhook-id", id)
+            .header("x-webhook-timestamp", ts.to_string())
+            .header("x-webhook-signature", signature)
+            .body(body)
+            .send()
+    };
+    let signed = sign(WEBHOOK_SECRET.as_bytes(), now, event.as_bytes());
+    let forged = sign(b"not-the-provider-secret", now, event.as_bytes());
+    let old = now - 3600;
+    let replayed = sign(WEBHOOK_SECRET.as_bytes(), old, event.as_bytes());
+    for (target, id, ts, signature, status) in [
+        (url.clone(), "e-1", now, forged, 401),
+        (url.clone(), "e-1", old, replayed, 401),
+        (
+            app.client_url("/v1/webhooks/acme"),
+            "e-1",
+            now,
+            signed.clone(),
+            404,
+        ),
+        (url.clone(), "e-1", now, "v1=nothex".to_owned(), 400),
+        (url.clone(), "e-1", now, signed.clone(), 200),
+    ] {
+        let response = deliver(target, id, ts, signature, event.clone())
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), status);
+    }
+    let again: Value = deliver(url, "e-1", now, signed, event)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["status"], "duplicate");
+}
