@@ -42,8 +42,10 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         .context("failed to migrate the database")?;
     let gateway = Gateway::start(&settings, pool).await?;
 
+    register_webhooks(&settings, &gateway, &sandbox).await?;
     let token = connect_demo_user(&settings, &gateway).await?;
-    print_banner(&gateway, &sandbox, &token);
+    let account = dnb_account(&gateway, &token).await?;
+    print_banner(&gateway, &sandbox, &token, &account);
     crate::cli::shutdown_signal().await;
     println!("\nstopping: gateway, sandbox, PostgreSQL");
     gateway.shutdown().await;
@@ -74,7 +76,51 @@ async fn connect_demo_user(settings: &Settings, gateway: &Gateway) -> anyhow::Re
     Ok(token)
 }
 
-fn print_banner(gateway: &Gateway, sandbox: &Sandbox, token: &str) {
+/// Points the simulated providers' payment webhooks at the gateway, as an operator does in
+/// each provider's portal.
+async fn register_webhooks(
+    settings: &Settings,
+    gateway: &Gateway,
+    sandbox: &Sandbox,
+) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    for (provider, secret) in &settings.webhooks.secrets {
+        let target = serde_json::json!({
+            "url": format!("{}/v1/webhooks/{provider}", gateway.client_url()),
+            "secret": secret.expose_secret(),
+        });
+        http.put(format!(
+            "{}/sandbox/webhooks/{provider}",
+            sandbox.control_url()
+        ))
+        .json(&target)
+        .send()
+        .await?
+        .error_for_status()
+        .with_context(|| format!("failed to register the {provider} webhook"))?;
+    }
+    Ok(())
+}
+
+/// The demo user's first DNB account, to pay from.
+async fn dnb_account(gateway: &Gateway, token: &str) -> anyhow::Result<String> {
+    let connections: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/v1/connections", gateway.client_url()))
+        .bearer_auth(token)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    connections["connections"]
+        .as_array()
+        .and_then(|list| list.iter().find(|c| c["bank"] == "dnb"))
+        .and_then(|c| c["id"].as_str())
+        .map(str::to_owned)
+        .context("the demo user has no DNB account")
+}
+
+fn print_banner(gateway: &Gateway, sandbox: &Sandbox, token: &str, account: &str) {
     let control = sandbox.control_url();
     println!();
     println!("bankgate demo is running (Ctrl-C stops everything)");
@@ -94,7 +140,16 @@ fn print_banner(gateway: &Gateway, sandbox: &Sandbox, token: &str) {
     );
     println!("  curl -s -H \"Authorization: Bearer $TOKEN\" {client}/v1/banks");
     println!();
-    println!("Take DNB down at both providers for two minutes, then read the balances again:");
+    println!("Pay 150 NOK from DNB (open the sca_redirect it answers to approve it):");
+    println!();
+    println!(
+        "  curl -s -X POST {client}/v1/payments -H \"Authorization: Bearer $TOKEN\" \\\n       -H \"Idempotency-Key: $(cat /proc/sys/kernel/random/uuid)\" -H 'content-type: application/json' \\\n       -d '{{\"bank\":\"dnb\",\"debtor_account_id\":\"{account}\",\"amount\":\"150.00\",\"currency\":\"NOK\",\"creditor\":{{\"name\":\"Kari Nordmann\",\"account_number\":\"86011117947\",\"country\":\"NO\"}},\"remittance_info\":\"Middag\",\"kind\":\"remittance\"}}'"
+    );
+    println!("  curl -s -H \"Authorization: Bearer $TOKEN\" {client}/v1/payments");
+    println!();
+    println!(
+        "Take DNB down at both providers for two minutes, then read the balances and pay again \n(balances come stale with a warning, payments are queued and sent when DNB is back):"
+    );
     println!();
     for provider in ["neonomics", "psd2"] {
         println!(

@@ -287,7 +287,7 @@ impl Payments {
             }
             count(request.bank, status, 1);
             let payment = if status == PaymentStatus::Received {
-                self.send_new(id).await.map_err(unavailable)?
+                self.send_new(id, request.bank).await.map_err(unavailable)?
             } else {
                 self.store
                     .payment(id)
@@ -395,7 +395,7 @@ impl Payments {
     }
 
     /// Sends a payment just written as `received`; returns it as it stands after.
-    async fn send_new(&self, id: Uuid) -> Result<PaymentRecord, StoreError> {
+    async fn send_new(&self, id: Uuid, bank: BankId) -> Result<PaymentRecord, StoreError> {
         let moved = self
             .store
             .transition(
@@ -409,6 +409,7 @@ impl Payments {
             )
             .await?;
         if moved {
+            count(bank, PaymentStatus::Initiating, 1);
             self.send(id).await?;
         }
         let payment = self
