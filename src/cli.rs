@@ -44,6 +44,8 @@ enum Command {
     Demo,
     /// Apply the database migrations and exit.
     Migrate,
+    /// Operate a running gateway through its ops API: status, diagnosis, modes, breakers.
+    Ops(crate::ops_cli::OpsArgs),
     /// Print a client bearer token signed with the configured secret.
     Token {
         /// User id (the token's `sub`).
@@ -109,6 +111,10 @@ async fn run(command: Command, settings: Settings) -> Result<(), Failure> {
         Command::Serve => serve(settings).await,
         Command::Sandbox { port } => sandbox(settings, port).await,
         Command::Demo => Ok(crate::demo::run(settings).await?),
+        Command::Ops(args) => {
+            let url = format!("http://{}", settings.http.ops_addr);
+            Ok(crate::ops_cli::run(args, url).await?)
+        }
         Command::Migrate => {
             let pool = configured_pool(&settings)?;
             let applied = crate::postgres::migrate(&pool)
@@ -127,7 +133,7 @@ async fn run(command: Command, settings: Settings) -> Result<(), Failure> {
     }
 }
 
-fn configured_pool(settings: &Settings) -> Result<deadpool_postgres::Pool, Failure> {
+fn configured_pool(settings: &Settings) -> Result<crate::postgres::Database, Failure> {
     let Some(url) = &settings.database.url else {
         return Err(Failure::Config(
             "database.url is not set (e.g. BANKGATE__DATABASE__URL=postgres://…); `bankgate demo` runs without one"

@@ -4,7 +4,8 @@
 //!
 //! - `account_number`: Norwegian account numbers (MOD11) and IBANs (mod-97).
 //! - `browser`: plays a user's browser through a consent against the sandbox (demo, tests).
-//! - `cli`: the `bankgate` command line (serve, sandbox, demo, migrate, token).
+//! - `cli`: the `bankgate` command line (serve, sandbox, demo, migrate, token, ops).
+//! - `ops_cli`: `bankgate ops …`, the ops API from a terminal.
 //! - `settings`: layered settings (built-in defaults → file → `BANKGATE__…` env vars).
 //! - `telemetry`: logs and the Prometheus recorder.
 //! - `http`: the connection loop, error envelope and request ids every listener shares.
@@ -12,6 +13,8 @@
 //! - `postgres`: connection pool, migrations, and the private cluster for demo and tests.
 //! - `sandbox`: the simulated upstream (Neonomics and the banks' NextGenPSD2 APIs) with fault
 //!   injection; tests, the demo and the benchmarks run against it over real HTTP.
+//! - `ops`: the ops API's service: bank modes and breaker overrides (stored, audited, spread
+//!   by LISTEN/NOTIFY), status and the runbook diagnosis.
 //! - `payments`: payment initiation with idempotency keys, the durable state machine, the
 //!   queue during outages and its drain, provider webhooks.
 //! - `providers`: HTTP clients of Neonomics and the banks' PSD2 APIs (the actors' `Upstream`).
@@ -27,6 +30,8 @@ pub mod cli;
 pub mod demo;
 pub mod gateway;
 pub mod http;
+pub mod ops;
+pub mod ops_cli;
 pub mod payments;
 pub mod postgres;
 pub mod providers;

@@ -18,8 +18,6 @@ use rust_decimal::Decimal;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use crate::payments::PaymentsMode;
-
 /// The built-in defaults, compiled in so the binary runs from any directory.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
@@ -39,6 +37,7 @@ pub struct Settings {
     pub sessions: SessionsSettings,
     pub payments: PaymentsSettings,
     pub webhooks: WebhooksSettings,
+    pub ops: OpsSettings,
     pub sandbox: SandboxSettings,
     pub telemetry: TelemetrySettings,
 }
@@ -178,7 +177,6 @@ pub struct PaymentsSettings {
     pub in_flight_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub poll_after: Duration,
-    pub modes: BTreeMap<BankId, PaymentsMode>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -187,6 +185,22 @@ pub struct WebhooksSettings {
     #[serde(with = "humantime_serde")]
     pub tolerance: Duration,
     pub secrets: BTreeMap<ProviderId, SecretString>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpsSettings {
+    pub admin_tokens: Vec<AdminToken>,
+    #[serde(with = "humantime_serde")]
+    pub probe_interval: Duration,
+}
+
+/// An operator's (or a tool's) bearer token for the ops API, named for the audit trail.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminToken {
+    pub name: String,
+    pub token: SecretString,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -398,6 +412,26 @@ impl Settings {
                     );
                 }
             }
+        }
+        if self.ops.admin_tokens.is_empty() {
+            return invalid("ops.admin_tokens", "needs at least one token");
+        }
+        for (i, admin) in self.ops.admin_tokens.iter().enumerate() {
+            if admin.name.trim().is_empty() || admin.token.expose_secret().len() < 24 {
+                return invalid(
+                    "ops.admin_tokens",
+                    "each needs a name and a token of at least 24 bytes",
+                );
+            }
+            if self.ops.admin_tokens[..i]
+                .iter()
+                .any(|a| a.name == admin.name)
+            {
+                return invalid("ops.admin_tokens", "names must be unique");
+            }
+        }
+        if self.ops.probe_interval.is_zero() {
+            return invalid("ops.probe_interval", "must be greater than zero");
         }
         if let Some(url) = &self.http.public_url {
             check_url("http.public_url", url)?;

@@ -30,6 +30,7 @@ use crate::breaker::{Breaker, BreakerConfig, BreakerState, Permit};
 use crate::drainer::DrainerHandle;
 use crate::freshness::{Freshness, FreshnessConfig};
 use crate::metrics;
+use crate::modes::{BalancesMode, BreakerPin, ModeBoard};
 use crate::provider::ProviderHandle;
 use crate::slot::Slot;
 use crate::upstream::{
@@ -175,15 +176,21 @@ pub struct BankStatus {
 pub struct PathStatus {
     pub provider: ProviderId,
     pub breaker: BreakerState,
+    /// An operator's override of the provider's breakers.
+    pub pinned: Option<BreakerPin>,
     /// How long the breaker has been in its state.
     pub since_s: u64,
     pub last_error: Option<FailureClass>,
 }
 
 impl BankStatus {
-    /// Whether any provider path can be tried (at least one breaker not open).
+    /// Whether any provider path can be tried (a breaker not open, or pinned closed).
     pub fn available(&self) -> bool {
-        self.paths.iter().any(|p| p.breaker != BreakerState::Open)
+        self.paths.iter().any(|p| match p.pinned {
+            Some(BreakerPin::Closed) => true,
+            Some(BreakerPin::Open) => false,
+            None => p.breaker != BreakerState::Open,
+        })
     }
 }
 
@@ -198,6 +205,8 @@ pub struct BankArgs {
     pub slot: Slot<BankMsg>,
     /// Told when a breaker closes, so payments queued for the bank are sent.
     pub drainer: DrainerHandle,
+    /// Operators' pins and the automatic degradation flags.
+    pub modes: Arc<ModeBoard>,
 }
 
 pub struct BankActor;
@@ -304,6 +313,14 @@ pub const CONSENT_EXPIRED: &str = "Banktilkobling utløpt – forny tilkoblingen
 pub fn stale_warning(bank: BankId) -> String {
     format!(
         "{} opplever tekniske problemer. Saldo kan være utdatert.",
+        bank.display_name()
+    )
+}
+
+/// The Norwegian message while an operator has switched a bank's balances off.
+pub fn disabled_warning(bank: BankId) -> String {
+    format!(
+        "Saldo fra {} er midlertidig utilgjengelig.",
         bank.display_name()
     )
 }
@@ -436,6 +453,17 @@ impl BankState {
     ) {
         let now = Instant::now();
         let cached = self.cached(&request.connection);
+        match self.args.modes.balances_pin(self.bank()) {
+            Some(BalancesMode::Disabled) => {
+                let warning = disabled_warning(self.bank());
+                return self.answer(reply, BalanceAnswer::Unavailable { warning });
+            }
+            Some(BalancesMode::Cached) => {
+                let answer = self.cache_answer(cached, now);
+                return self.answer(reply, answer);
+            }
+            Some(BalancesMode::Live) | None => {}
+        }
         if let Some(balance) = &cached
             && self.freshness(balance, now) == Freshness::Fresh
         {
@@ -527,12 +555,19 @@ impl BankState {
                 .breakers
                 .get_mut(&provider)
                 .expect("a breaker per configured provider");
-            let before = breaker.state(now);
-            let permit = breaker.permit(now);
-            let after = breaker.state(now);
-            if before != after {
-                self.export_breaker(provider, after);
-            }
+            let permit = match self.args.modes.breaker_pin(provider) {
+                Some(BreakerPin::Open) => Permit::Refused,
+                Some(BreakerPin::Closed) => Permit::Call,
+                None => {
+                    let before = breaker.state(now);
+                    let permit = breaker.permit(now);
+                    let after = breaker.state(now);
+                    if before != after {
+                        self.export_breaker(provider, after);
+                    }
+                    permit
+                }
+            };
             if permit == Permit::Refused {
                 continue;
             }
@@ -665,7 +700,15 @@ impl BankState {
             ::metrics::counter!(metrics::BREAKER_TRANSITIONS, "bank" => bank.as_str(), "provider" => provider.as_str(), "to" => after.as_str())
                 .increment(1);
             if after == BreakerState::Closed {
+                self.args.modes.set_degraded(bank, false);
                 self.args.drainer.wake(bank);
+            } else if after == BreakerState::Open
+                && self
+                    .breakers
+                    .values_mut()
+                    .all(|b| b.state(now) == BreakerState::Open)
+            {
+                self.args.modes.set_degraded(bank, true);
             }
         }
     }
@@ -693,12 +736,19 @@ impl BankState {
                 .breakers
                 .get_mut(&provider)
                 .expect("a breaker per configured provider");
-            let before = breaker.state(now);
-            let permit = breaker.permit(now);
-            let after = breaker.state(now);
-            if before != after {
-                self.export_breaker(provider, after);
-            }
+            let permit = match self.args.modes.breaker_pin(provider) {
+                Some(BreakerPin::Open) => Permit::Refused,
+                Some(BreakerPin::Closed) => Permit::Call,
+                None => {
+                    let before = breaker.state(now);
+                    let permit = breaker.permit(now);
+                    let after = breaker.state(now);
+                    if before != after {
+                        self.export_breaker(provider, after);
+                    }
+                    permit
+                }
+            };
             if permit == Permit::Refused {
                 continue;
             }
@@ -778,19 +828,32 @@ impl BankState {
             self.answer(pending.reply, BalanceAnswer::ConsentExpired { providers });
             return;
         }
-        let answer = match self.cached(&pending.request.connection) {
-            Some(balance) if self.freshness(&balance, now) != Freshness::Expired => {
-                BalanceAnswer::Served {
+        let answer = self.cache_answer(self.cached(&pending.request.connection), now);
+        self.answer(pending.reply, answer);
+    }
+
+    /// Answers from the cache alone: fresh, stale with the bank's warning, or unavailable.
+    fn cache_answer(&self, cached: Option<Balance>, now: Instant) -> BalanceAnswer {
+        match cached {
+            Some(balance) => match self.freshness(&balance, now) {
+                Freshness::Fresh => BalanceAnswer::Served {
+                    balance,
+                    source: Source::CacheFresh,
+                    warning: None,
+                },
+                Freshness::Stale => BalanceAnswer::Served {
                     balance,
                     source: Source::CacheStale,
                     warning: Some(stale_warning(self.bank())),
-                }
-            }
-            _ => BalanceAnswer::Unavailable {
+                },
+                Freshness::Expired => BalanceAnswer::Unavailable {
+                    warning: unavailable_warning(self.bank()),
+                },
+            },
+            None => BalanceAnswer::Unavailable {
                 warning: unavailable_warning(self.bank()),
             },
-        };
-        self.answer(pending.reply, answer);
+        }
     }
 
     fn answer(&self, reply: RpcReplyPort<BalanceAnswer>, answer: BalanceAnswer) {
@@ -816,6 +879,7 @@ impl BankState {
             .map(|(&provider, breaker)| PathStatus {
                 provider,
                 breaker: breaker.state(now),
+                pinned: self.args.modes.breaker_pin(provider),
                 since_s: now.duration_since(breaker.since()).as_secs(),
                 last_error: self.last_error.get(&provider).copied(),
             })

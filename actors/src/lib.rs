@@ -32,10 +32,12 @@
 
 pub mod bank;
 pub mod breaker;
+pub mod calls;
 pub mod drainer;
 pub mod freshness;
 mod ids;
 pub mod metrics;
+pub mod modes;
 pub mod provider;
 pub mod retry;
 pub mod session;

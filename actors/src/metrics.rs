@@ -18,9 +18,11 @@ pub const PAYMENTS: &str = "bankgate_payments_total";
 pub const PAYMENT_QUEUE_DEPTH: &str = "bankgate_payment_queue_depth";
 pub const PAYMENT_QUEUE_OLDEST: &str = "bankgate_payment_queue_oldest_seconds";
 pub const WEBHOOKS: &str = "bankgate_webhooks_total";
+pub const MODE_CHANGES: &str = "bankgate_mode_changes_total";
+pub const BANK_DEGRADED: &str = "bankgate_bank_degraded";
 
 /// Every metric name, for the test that checks dashboards and alert rules against them.
-pub const ALL: [&str; 17] = [
+pub const ALL: [&str; 19] = [
     UPSTREAM_REQUESTS,
     UPSTREAM_DURATION,
     BREAKER_STATE,
@@ -38,6 +40,8 @@ pub const ALL: [&str; 17] = [
     PAYMENT_QUEUE_DEPTH,
     PAYMENT_QUEUE_OLDEST,
     WEBHOOKS,
+    MODE_CHANGES,
+    BANK_DEGRADED,
 ];
 
 /// Registers descriptions with the installed recorder.
@@ -104,5 +108,13 @@ pub fn describe() {
     describe_counter!(
         WEBHOOKS,
         "provider webhooks received by provider and outcome"
+    );
+    describe_counter!(
+        MODE_CHANGES,
+        "bank mode changes by bank and who made them: operator or auto"
+    );
+    describe_gauge!(
+        BANK_DEGRADED,
+        "1 while every provider's breaker for the bank is open (automatic degradation)"
     );
 }

@@ -21,6 +21,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::calls::CallLog;
 use crate::metrics;
 use crate::retry::{RetryBudget, RetryConfig};
 use crate::slot::Slot;
@@ -93,6 +94,7 @@ struct Shared {
     concurrency: Semaphore,
     budget: Mutex<RetryBudget>,
     config: ProviderConfig,
+    calls: Arc<CallLog>,
 }
 
 /// The handle every caller uses. Cheap to clone.
@@ -115,7 +117,11 @@ pub struct ProviderState {
 }
 
 impl ProviderHandle {
-    pub fn new(upstream: Arc<dyn Upstream>, config: ProviderConfig) -> ProviderHandle {
+    pub fn new(
+        upstream: Arc<dyn Upstream>,
+        config: ProviderConfig,
+        calls: Arc<CallLog>,
+    ) -> ProviderHandle {
         let rate = NonZeroU32::new(config.rate_per_s).unwrap_or(NonZeroU32::MIN);
         let shared = Shared {
             id: upstream.provider(),
@@ -124,6 +130,7 @@ impl ProviderHandle {
             concurrency: Semaphore::new(config.concurrency.max(1)),
             budget: Mutex::new(RetryBudget::new(config.retry)),
             config,
+            calls,
         };
         ProviderHandle {
             shared: Arc::new(shared),
@@ -315,6 +322,13 @@ impl ProviderHandle {
             Ok(_) => "success",
             Err(error) => error.class.as_str(),
         };
+        self.shared.calls.record(
+            bank,
+            self.id(),
+            service,
+            result.as_ref().err().map(|e| e.class),
+            started.elapsed(),
+        );
         let (provider, bank, service) = (self.id().as_str(), bank.as_str(), service.as_str());
         ::metrics::counter!(metrics::UPSTREAM_REQUESTS, "provider" => provider, "bank" => bank, "service" => service, "outcome" => outcome)
             .increment(1);

@@ -24,6 +24,7 @@ use crate::bank::{
     BalanceAnswer, BalanceCache, BankHandle, FetchRequest, Source, unavailable_warning,
 };
 use crate::metrics;
+use crate::modes::{BalancesMode, ModeBoard};
 use crate::slot::Slot;
 use crate::upstream::{Connection, Store, StoreError};
 use crate::{BankId, ProviderId};
@@ -98,6 +99,8 @@ pub struct SessionDeps {
     pub banks: HashMap<BankId, BankHandle>,
     /// The bank actors' cache: a balance younger than `fresh_for` is served without them.
     pub cache: BalanceCache,
+    /// An operator may switch a bank's balances off: then no cached answer either.
+    pub modes: Arc<ModeBoard>,
     pub fresh_for: Duration,
     pub limiter: DefaultKeyedRateLimiter<String>,
     pub config: SessionConfig,
@@ -110,6 +113,7 @@ impl SessionDeps {
         store: Arc<dyn Store>,
         banks: HashMap<BankId, BankHandle>,
         cache: BalanceCache,
+        modes: Arc<ModeBoard>,
         fresh_for: Duration,
         config: SessionConfig,
     ) -> SessionDeps {
@@ -119,6 +123,7 @@ impl SessionDeps {
             store,
             banks,
             cache,
+            modes,
             fresh_for,
             limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
             config,
@@ -304,7 +309,9 @@ fn fresh_answers(
         .iter()
         .filter(|c| key.is_none_or(|id| c.id == id))
     {
-        if connection.accounts.is_empty() {
+        if connection.accounts.is_empty()
+            || deps.modes.balances_pin(connection.bank) == Some(BalancesMode::Disabled)
+        {
             return None;
         }
         let balance = deps.cache.get(&connection.id)?;

@@ -16,8 +16,10 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::bank::{BalanceCache, BankActor, BankArgs, BankConfig, BankHandle};
+use crate::calls::CallLog;
 use crate::drainer::{Drainer, DrainerArgs, DrainerHandle, DrainerMsg, PaymentQueue};
 use crate::metrics;
+use crate::modes::ModeBoard;
 use crate::provider::{ProviderActor, ProviderConfig, ProviderHandle};
 use crate::session::{SessionConfig, SessionDeps, SessionSupervisor, Sessions};
 use crate::slot::Slot;
@@ -29,6 +31,8 @@ pub use ractor::SpawnErr;
 const FIRST_RESTART_DELAY: Duration = Duration::from_millis(100);
 const MAX_RESTART_DELAY: Duration = Duration::from_secs(10);
 const STABLE_AFTER: Duration = Duration::from_secs(60);
+/// How far back `/ops/status` and the diagnosis look.
+const CALL_WINDOW: Duration = Duration::from_secs(300);
 
 /// Everything the tree is configured with.
 #[derive(Debug, Clone, Default)]
@@ -231,6 +235,8 @@ pub struct ActorTree {
     pub cache: BalanceCache,
     pub drainer: DrainerHandle,
     drainer_slot: Slot<DrainerMsg>,
+    pub modes: Arc<ModeBoard>,
+    pub calls: Arc<CallLog>,
 }
 
 impl ActorTree {
@@ -241,6 +247,7 @@ impl ActorTree {
         store: Arc<dyn Store>,
     ) -> Result<ActorTree, ractor::SpawnErr> {
         metrics::describe();
+        let calls = Arc::new(CallLog::new(CALL_WINDOW));
         let cache: BalanceCache = moka::sync::Cache::builder()
             .max_capacity(config.cache_capacity.max(1))
             .time_to_live(config.bank.freshness.max_stale)
@@ -250,7 +257,10 @@ impl ActorTree {
             .map(|upstream| {
                 let id = upstream.provider();
                 let provider_config = config.providers.get(&id).cloned().unwrap_or_default();
-                (id, ProviderHandle::new(upstream, provider_config))
+                (
+                    id,
+                    ProviderHandle::new(upstream, provider_config, calls.clone()),
+                )
             })
             .collect();
         let mut bank_config = config.bank.clone();
@@ -259,6 +269,7 @@ impl ActorTree {
         let mut children: Vec<Child> = providers.values().cloned().map(Child::Provider).collect();
         let drainer_slot = Slot::default();
         let drainer = DrainerHandle::new(drainer_slot.clone());
+        let modes = Arc::new(ModeBoard::default());
         let mut banks = HashMap::new();
         for bank in BankId::ALL {
             let slot = Slot::default();
@@ -271,12 +282,14 @@ impl ActorTree {
                 store: store.clone(),
                 slot,
                 drainer: drainer.clone(),
+                modes: modes.clone(),
             })));
         }
         let deps = Arc::new(SessionDeps::new(
             store,
             banks.clone(),
             cache.clone(),
+            modes.clone(),
             config.bank.freshness.fresh_for,
             config.session.clone(),
         ));
@@ -293,6 +306,8 @@ impl ActorTree {
             cache,
             drainer,
             drainer_slot,
+            modes,
+            calls,
         })
     }
 

@@ -1,5 +1,6 @@
 //! `GET /v1/banks`: per bank, whether balances and payments work, and the banner an app shows.
-//! Payments follow the bank's payments mode; while no provider path works they are queued.
+//! Both follow the bank's modes (operators' pins, or automatic degradation while no provider
+//! path works).
 
 use bankgate_actors::BankId;
 use serde::Serialize;
@@ -7,13 +8,17 @@ use warp::Reply;
 use warp::reply::Response;
 
 use super::AppState;
-use crate::payments::{DISABLED_MESSAGE, PaymentsMode};
+use bankgate_actors::bank::{disabled_warning, stale_warning};
+use bankgate_actors::modes::{BalancesMode, PaymentsMode, SetBy};
+
+use crate::payments::DISABLED_MESSAGE;
 
 #[derive(Debug, Serialize)]
 pub struct BankView {
     pub bank: BankId,
     pub name: &'static str,
-    /// `available` or `degraded`.
+    /// `available`, `degraded` (served from cache while the bank fails), `cached` (an
+    /// operator chose the cache) or `unavailable`.
     pub balances: &'static str,
     /// `available`, `queued` (accepted and sent later) or `unavailable`.
     pub payments: &'static str,
@@ -44,22 +49,38 @@ pub async fn list(state: AppState) -> Response {
             Some(handle) => handle.status().await.is_ok_and(|s| s.available()),
             None => false,
         };
-        let (payments, payments_banner) = match state.payments.mode(bank) {
-            PaymentsMode::Disabled => ("unavailable", Some(DISABLED_MESSAGE.to_owned())),
-            PaymentsMode::Queue => ("queued", Some(queued_banner(bank))),
-            PaymentsMode::Live if available => ("available", None),
-            PaymentsMode::Live => ("queued", None),
+        let modes = state.modes.bank(bank);
+        let balances = match modes.balances {
+            BalancesMode::Disabled => "unavailable",
+            BalancesMode::Cached if modes.balances_set_by == SetBy::Operator => "cached",
+            _ if available => "available",
+            _ => "degraded",
+        };
+        let payments = match modes.payments {
+            PaymentsMode::Disabled => "unavailable",
+            PaymentsMode::Queue => "queued",
+            PaymentsMode::Live if available => "available",
+            PaymentsMode::Live => "queued",
+        };
+        let banner = if modes.balances == BalancesMode::Disabled {
+            Some(disabled_warning(bank))
+        } else if modes.payments == PaymentsMode::Disabled {
+            Some(DISABLED_MESSAGE.to_owned())
+        } else if !available || modes.degraded {
+            Some(degraded_banner(bank))
+        } else if payments == "queued" {
+            Some(queued_banner(bank))
+        } else if balances == "cached" {
+            Some(stale_warning(bank))
+        } else {
+            None
         };
         banks.push(BankView {
             bank,
             name: bank.display_name(),
-            balances: if available { "available" } else { "degraded" },
+            balances,
             payments,
-            banner: if available {
-                payments_banner
-            } else {
-                Some(degraded_banner(bank))
-            },
+            banner,
         });
     }
     warp::reply::json(&serde_json::json!({ "banks": banks })).into_response()

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use bankgate_actors::bank::{BankConfig, BankHandle};
 use bankgate_actors::breaker::BreakerConfig;
 use bankgate_actors::freshness::FreshnessConfig;
+use bankgate_actors::modes::ModeBoard;
 use bankgate_actors::provider::{ProviderConfig, ProviderHandle};
 use bankgate_actors::retry::RetryConfig;
 use bankgate_actors::session::{SessionConfig, Sessions};
@@ -27,9 +28,11 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::http::{ServeOptions, bind, serve};
+use crate::ops::{AdminTokens, Ops, OpsStore};
 use crate::payments::{
     AmountLimits, PaymentStore, Payments, PaymentsConfig, Queue, WebhookVerifier,
 };
+use crate::postgres::Database;
 use crate::providers::neonomics::NeonomicsClient;
 use crate::providers::psd2::Psd2Client;
 use crate::settings::{ProviderLimits, Settings};
@@ -50,6 +53,7 @@ impl std::ops::Deref for AppState {
 
 pub struct App {
     pub pool: Pool,
+    pub ops: Arc<Ops>,
     pub store: Arc<PgStore>,
     pub sessions: Arc<Sessions>,
     pub banks: Arc<HashMap<BankId, BankHandle>>,
@@ -58,6 +62,7 @@ pub struct App {
     pub psd2: Arc<Psd2Client>,
     pub tokens: Arc<TokenVerifier>,
     pub payments: Arc<Payments>,
+    pub modes: Arc<ModeBoard>,
     /// Where users' browsers reach the client API (consent callbacks).
     pub public_url: String,
     pub provider_order: Vec<ProviderId>,
@@ -115,7 +120,6 @@ fn payments_config(settings: &Settings, public_url: &str) -> PaymentsConfig {
         queue_max_age: payments.queue_max_age,
         in_flight_timeout: payments.in_flight_timeout,
         poll_after: payments.poll_after,
-        modes: payments.modes.clone(),
         public_url: public_url.to_owned(),
     }
 }
@@ -163,7 +167,8 @@ pub fn tree_config(settings: &Settings) -> TreeConfig {
 impl Gateway {
     /// Binds both listeners, starts the actor tree and serves. The pool must point at a
     /// migrated database.
-    pub async fn start(settings: &Settings, pool: Pool) -> Result<Gateway, GatewayError> {
+    pub async fn start(settings: &Settings, database: Database) -> Result<Gateway, GatewayError> {
+        let pool = database.pool.clone();
         crate::telemetry::prometheus();
         let client_listener = bind(settings.http.client_addr).await?;
         let ops_listener = bind(settings.http.ops_addr).await?;
@@ -187,6 +192,7 @@ impl Gateway {
             banks.clone(),
             providers.clone(),
             tree.drainer.clone(),
+            tree.modes.clone(),
             WebhookVerifier::new(&settings.webhooks.secrets, settings.webhooks.tolerance),
             payments_config(settings, &public_url),
         ));
@@ -195,9 +201,23 @@ impl Gateway {
             settings.payments.drain_interval,
         );
         let payments_handle = payments.clone();
+        let ops_service = Arc::new(Ops::new(
+            OpsStore::new(pool.clone()),
+            tree.modes.clone(),
+            banks.clone(),
+            providers.clone(),
+            payments.clone(),
+            tree.calls.clone(),
+            tree.drainer.clone(),
+            AdminTokens::new(&settings.ops.admin_tokens),
+        ));
+        if let Err(error) = ops_service.load().await {
+            tracing::warn!(error = %error, "ops settings not loaded at start; retrying in the background");
+        }
 
         let state = AppState(Arc::new(App {
             pool,
+            ops: ops_service.clone(),
             store,
             sessions: tree.sessions.clone(),
             banks,
@@ -206,6 +226,7 @@ impl Gateway {
             psd2,
             tokens: Arc::new(TokenVerifier::new(&settings.auth.token_secret)),
             payments: payments.clone(),
+            modes: tree.modes.clone(),
             public_url,
             provider_order: settings.banks.provider_order.clone(),
             body_limit: settings.http.body_limit_bytes,
@@ -240,6 +261,7 @@ impl Gateway {
             tokio::select! {
                 () = crate::telemetry::upkeep() => {}
                 () = housekeeping => {}
+                () = ops_service.run(database) => {}
                 () = wait_for(stopped) => {}
             }
         });

@@ -1,36 +1,146 @@
-//! The ops listener: liveness, readiness and Prometheus metrics. Never reachable on the
+//! The ops listener: liveness, readiness and Prometheus metrics (open, for probes and the
+//! scraper), and the ops API under `/ops` (admin bearer tokens). Never reachable on the
 //! client port.
 
 use std::convert::Infallible;
 
+use bankgate_actors::{BankId, ProviderId};
 use serde_json::json;
 use warp::http::StatusCode;
 use warp::reply::Response;
-use warp::{Filter, Reply};
+use warp::{Filter, Rejection, Reply};
 
 use super::AppState;
 use crate::http::error::recover;
 use crate::http::request_id::{RequestId, request_id, tag};
+use crate::http::{ApiError, ErrorCode};
+use crate::ops::{BreakerRequest, ModeRequest};
+
+fn respond(result: Result<serde_json::Value, ApiError>) -> Response {
+    match result {
+        Ok(body) => warp::reply::json(&body).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// Extracts the admin token's name or rejects with 401.
+fn admin(state: AppState) -> impl Filter<Extract = (String,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("authorization").and_then(move |header: Option<String>| {
+        let state = state.clone();
+        async move {
+            state
+                .ops
+                .tokens
+                .check(header.as_deref())
+                .map(str::to_owned)
+                .ok_or_else(|| {
+                    warp::reject::custom(ApiError::new(
+                        ErrorCode::Unauthorized,
+                        "an ops admin token is required",
+                    ))
+                })
+        }
+    })
+}
+
+fn json_body<T: serde::de::DeserializeOwned + Send>()
+-> impl Filter<Extract = (T,), Error = Rejection> + Clone {
+    warp::body::content_length_limit(16 * 1024).and(warp::body::json())
+}
+
+fn bank_param(text: &str) -> Result<BankId, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::not_found(format!("no bank `{text}`")))
+}
+
+fn provider_param(text: &str) -> Result<ProviderId, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::not_found(format!("no provider `{text}`")))
+}
 
 pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
+    let admin = admin(state.clone());
     let with_state = warp::any().map(move || state.clone());
     let health = warp::path!("healthz")
         .and(warp::get())
         .map(|| warp::reply::json(&json!({"status": "ok"})).into_response());
-    let ready = warp::path!("readyz").and(warp::get()).and(with_state).then(|state: AppState| async move {
+    let ready = warp::path!("readyz").and(warp::get()).and(with_state.clone()).then(|state: AppState| async move {
         let database = crate::postgres::ping(&state.pool).await;
-        let status = if database { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-        let body = json!({"status": if database { "ready" } else { "not_ready" }, "database": database});
+        let mut actors = true;
+        for handle in state.banks.values() {
+            actors &= handle.status().await.is_ok();
+        }
+        let ok = database && actors;
+        let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        let body = json!({"status": if ok { "ready" } else { "not_ready" }, "database": database, "actors": actors});
         warp::reply::with_status(warp::reply::json(&body), status).into_response()
     });
     let metrics = warp::path!("metrics").and(warp::get()).map(|| {
         let text = crate::telemetry::prometheus().render();
         warp::reply::with_header(text, "content-type", "text/plain; version=0.0.4").into_response()
     });
+    let status = warp::path!("ops" / "status")
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(admin.clone())
+        .then(|state: AppState, _who: String| async move { respond(state.ops.status().await) });
+    let diagnosis = warp::path!("ops" / "diagnosis")
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(admin.clone())
+        .then(|state: AppState, _who: String| async move {
+            warp::reply::json(&state.ops.diagnosis().await).into_response()
+        });
+    let mode = warp::path!("ops" / "banks" / String / "mode")
+        .and(warp::put())
+        .and(with_state.clone())
+        .and(admin.clone())
+        .and(json_body())
+        .then(
+            |bank: String, state: AppState, who: String, request: ModeRequest| async move {
+                let result = match bank_param(&bank) {
+                    Ok(bank) => state.ops.set_bank_mode(&who, bank, request).await,
+                    Err(error) => Err(error),
+                };
+                respond(result)
+            },
+        );
+    let breaker = warp::path!("ops" / "providers" / String / "breaker")
+        .and(warp::put())
+        .and(with_state.clone())
+        .and(admin.clone())
+        .and(json_body())
+        .then(
+            |provider: String, state: AppState, who: String, request: BreakerRequest| async move {
+                let result = match provider_param(&provider) {
+                    Ok(provider) => state.ops.set_breaker(&who, provider, request).await,
+                    Err(error) => Err(error),
+                };
+                respond(result)
+            },
+        );
+    let drain = warp::path!("ops" / "queue" / "drain")
+        .and(warp::post())
+        .and(with_state)
+        .and(admin)
+        .map(|state: AppState, _who: String| {
+            warp::reply::with_status(warp::reply::json(&state.ops.drain()), StatusCode::ACCEPTED)
+                .into_response()
+        });
     let api = health
         .or(ready)
         .unify()
         .or(metrics)
+        .unify()
+        .or(status)
+        .unify()
+        .or(diagnosis)
+        .unify()
+        .or(mode)
+        .unify()
+        .or(breaker)
+        .unify()
+        .or(drain)
         .unify()
         .recover(recover)
         .unify();

@@ -23,19 +23,8 @@ pub use service::{Created, DISABLED_MESSAGE, PaymentView, Payments, PaymentsConf
 pub use store::PaymentStore;
 pub use webhook::{Delivery, WebhookError, WebhookVerifier};
 
+pub use bankgate_actors::modes::PaymentsMode;
 use serde::{Deserialize, Serialize};
-
-/// How a bank's payments are handled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PaymentsMode {
-    /// Initiated at once (queued only while every provider path is down).
-    Live,
-    /// Accepted and queued, sent when the mode returns to live.
-    Queue,
-    /// Refused with 503.
-    Disabled,
-}
 
 /// Where a payment stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

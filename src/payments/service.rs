@@ -1,15 +1,16 @@
 //! The payment service: what `POST /v1/payments`, the payment views, the webhooks and the
 //! queue drainer do, over the payment tables and the bank actors.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bankgate_actors::bank::{BankHandle, CONSENT_EXPIRED, PayAnswer, PayRequest};
 use bankgate_actors::drainer::{DrainerHandle, PaymentQueue};
 use bankgate_actors::metrics;
+use bankgate_actors::modes::ModeBoard;
 use bankgate_actors::provider::ProviderHandle;
 use bankgate_actors::upstream::{PaymentOrder, RemotePayment, RemoteStatus, StoreError};
 use bankgate_actors::{BankId, ProviderId};
@@ -47,7 +48,6 @@ pub struct PaymentsConfig {
     pub queue_max_age: Duration,
     pub in_flight_timeout: Duration,
     pub poll_after: Duration,
-    pub modes: BTreeMap<BankId, PaymentsMode>,
     /// Where users' browsers reach the client API (the SCA return address).
     pub public_url: String,
 }
@@ -93,7 +93,7 @@ pub struct Payments {
     providers: Arc<HashMap<ProviderId, ProviderHandle>>,
     drainer: DrainerHandle,
     config: PaymentsConfig,
-    modes: RwLock<BTreeMap<BankId, PaymentsMode>>,
+    modes: Arc<ModeBoard>,
     per_user: DefaultKeyedRateLimiter<String>,
     per_ip: DefaultKeyedRateLimiter<IpAddr>,
     webhooks: WebhookVerifier,
@@ -182,13 +182,14 @@ impl Payments {
         banks: Arc<HashMap<BankId, BankHandle>>,
         providers: Arc<HashMap<ProviderId, ProviderHandle>>,
         drainer: DrainerHandle,
+        modes: Arc<ModeBoard>,
         webhooks: WebhookVerifier,
         config: PaymentsConfig,
     ) -> Payments {
         Payments {
             per_user: RateLimiter::keyed(quota(config.per_user_limit, config.limit_window)),
             per_ip: RateLimiter::keyed(quota(config.per_ip_limit, config.limit_window)),
-            modes: RwLock::new(config.modes.clone()),
+            modes,
             store,
             banks,
             providers,
@@ -198,24 +199,13 @@ impl Payments {
         }
     }
 
-    pub fn mode(&self, bank: BankId) -> PaymentsMode {
-        self.modes
-            .read()
-            .expect("modes")
-            .get(&bank)
-            .copied()
-            .unwrap_or(PaymentsMode::Live)
-    }
-
-    /// Changes a bank's payments mode at once; back to live wakes the drainer.
-    pub fn set_mode(&self, bank: BankId, mode: PaymentsMode) {
-        let before = self.modes.write().expect("modes").insert(bank, mode);
-        if before != Some(mode) {
-            info!(bank = %bank, mode = ?mode, "payments mode changed");
-        }
-        if mode == PaymentsMode::Live {
-            self.drainer.wake(bank);
-        }
+    /// Whether an operator holds the bank's payments back (queue or disabled): then
+    /// nothing is sent, not even from the queue.
+    fn held(&self, bank: BankId) -> bool {
+        matches!(
+            self.modes.payments_pin(bank),
+            Some(PaymentsMode::Queue | PaymentsMode::Disabled)
+        )
     }
 
     fn bank(&self, bank: BankId) -> &BankHandle {
@@ -251,8 +241,8 @@ impl Payments {
             }
             self.check_debtor(user, &request).await?;
             self.check_limits(user, user_ip)?;
-            let mode = self.mode(request.bank);
-            if mode == PaymentsMode::Disabled {
+            let mode = self.modes.payments_pin(request.bank);
+            if mode == Some(PaymentsMode::Disabled) {
                 return Err(
                     ApiError::new(ErrorCode::PaymentsUnavailable, DISABLED_MESSAGE)
                         .with_retry_after(60),
@@ -262,7 +252,7 @@ impl Payments {
                 Ok(status) => !status.available(),
                 Err(_) => true,
             };
-            let (status, reason) = if mode == PaymentsMode::Queue {
+            let (status, reason) = if mode == Some(PaymentsMode::Queue) {
                 (
                     PaymentStatus::Queued,
                     "payments at the bank are set to queue",
@@ -690,7 +680,7 @@ impl Payments {
             };
             self.poll(id).await?;
         }
-        if self.mode(bank) == PaymentsMode::Live {
+        if !self.held(bank) {
             self.drain(bank).await?;
         }
         let (depth, oldest) = self.store.queue_stats(bank).await?;
@@ -703,7 +693,7 @@ impl Payments {
     async fn drain(&self, bank: BankId) -> Result<(), StoreError> {
         for _ in 0..BATCH {
             let available = self.bank(bank).status().await.is_ok_and(|s| s.available());
-            if !available || self.mode(bank) != PaymentsMode::Live {
+            if !available || self.held(bank) {
                 return Ok(());
             }
             let Some(id) = self
@@ -724,6 +714,11 @@ impl Payments {
         // More may be waiting: come back at once.
         self.drainer.wake(bank);
         Ok(())
+    }
+
+    /// How many payments of `bank` are queued, and the oldest one's wait in seconds.
+    pub async fn queue(&self, bank: BankId) -> Result<(i64, f64), StoreError> {
+        self.store.queue_stats(bank).await
     }
 
     /// Wakes every bank's drain now.

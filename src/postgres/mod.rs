@@ -31,27 +31,71 @@ pub enum DbError {
     Query(#[from] tokio_postgres::Error),
 }
 
+/// The connection pool, and how to open the extra connection that LISTENs for notifications
+/// (a pooled connection cannot: its messages are dropped). Derefs to the pool.
+#[derive(Clone)]
+pub struct Database {
+    pub pool: Pool,
+    config: tokio_postgres::Config,
+}
+
+impl std::ops::Deref for Database {
+    type Target = Pool;
+
+    fn deref(&self) -> &Pool {
+        &self.pool
+    }
+}
+
+impl Database {
+    /// Opens a connection outside the pool, with the pool's settings, and hands over its
+    /// asynchronous messages (notifications) as they arrive. The connection closes when the
+    /// receiver is dropped and the client with it.
+    pub async fn dedicated(
+        &self,
+    ) -> Result<
+        (
+            tokio_postgres::Client,
+            tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::AsyncMessage>,
+        ),
+        DbError,
+    > {
+        let (client, mut connection) = self.config.connect(NoTls).await?;
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(Ok(message)) = futures_util::StreamExt::next(&mut messages).await {
+                if sender.send(message).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok((client, receiver))
+    }
+}
+
 /// Builds a pool for `url`. Connections are opened lazily; `migrate` or a query proves them.
-pub fn pool(url: &str, size: usize, connect_timeout: Duration) -> Result<Pool, DbError> {
+pub fn pool(url: &str, size: usize, connect_timeout: Duration) -> Result<Database, DbError> {
     let mut config: tokio_postgres::Config = url.parse().map_err(DbError::Url)?;
     config.connect_timeout(connect_timeout);
     if config.get_application_name().is_none() {
         config.application_name("bankgate");
     }
     let manager = Manager::from_config(
-        config,
+        config.clone(),
         NoTls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
     );
-    Ok(Pool::builder(manager)
+    let pool = Pool::builder(manager)
         .max_size(size)
         .runtime(Runtime::Tokio1)
         .wait_timeout(Some(connect_timeout))
         .create_timeout(Some(connect_timeout))
         .recycle_timeout(Some(connect_timeout))
-        .build()?)
+        .build()?;
+    Ok(Database { pool, config })
 }
 
 /// Applies every migration not yet applied. Safe to run concurrently and repeatedly.

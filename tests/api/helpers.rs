@@ -418,6 +418,34 @@ impl TestApp {
     }
 }
 
+/// The development admin token from `config/default.toml`.
+pub const OPS_TOKEN: &str = "bankgate-development-ops-token";
+
+/// Calls a gateway's ops API with the development admin token.
+pub async fn ops_call(
+    gateway: &Gateway,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = client()
+        .request(method, format!("{}{path}", gateway.ops_url()))
+        .bearer_auth(OPS_TOKEN);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Sets a bank's modes through the ops API, as an operator would.
+pub async fn set_mode(gateway: &Gateway, bank: &str, body: Value) {
+    let path = format!("/ops/banks/{bank}/mode");
+    let (status, answer) = ops_call(gateway, reqwest::Method::PUT, &path, Some(body)).await;
+    assert_eq!(status, 200, "{answer}");
+}
+
 /// Polls `check` every 20 ms until it returns `Some`, failing after `deadline`.
 pub async fn eventually<T, F, Fut>(deadline: Duration, mut check: F) -> T
 where

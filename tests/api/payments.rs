@@ -3,14 +3,13 @@
 
 use std::time::Duration;
 
-use bankgate::payments::PaymentsMode;
 use bankgate::sandbox::webhooks::sign;
 use bankgate_actors::BankId;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    QUICK, TestApp, client, eventually, fresh_database, spawn_app_with, spawn_sandbox,
-    start_gateway,
+    QUICK, TestApp, client, eventually, fresh_database, ops_call, set_mode, spawn_app_with,
+    spawn_sandbox, start_gateway,
 };
 
 const WEBHOOK_SECRET: &str = "sandbox-neonomics-webhook-secret";
@@ -389,15 +388,23 @@ async fn payments_queue_while_dnb_is_down_and_drain_oldest_first_once_it_recover
 async fn payments_modes_disable_queue_and_release() {
     let app = spawn_app_with(&pay_settings(&[])).await;
     let (token, account) = dnb_user(&app, "payer-5").await;
-    let payments = app.gateway.payments();
-
-    payments.set_mode(BankId::Dnb, PaymentsMode::Disabled);
+    set_mode(
+        &app.gateway,
+        "dnb",
+        json!({"payments": "disabled", "reason": "test"}),
+    )
+    .await;
     let (status, body) = pay(&app, &token, "m-1", &payment(&account, "100")).await;
     assert_eq!(status, 503);
     assert_eq!(body["error"], "payments_unavailable");
     assert_eq!(body["message"], "Betalinger midlertidig utilgjengelig");
 
-    payments.set_mode(BankId::Dnb, PaymentsMode::Queue);
+    set_mode(
+        &app.gateway,
+        "dnb",
+        json!({"payments": "queue", "reason": "test"}),
+    )
+    .await;
     let banks: Value = app
         .http
         .get(app.client_url("/v1/banks"))
@@ -421,7 +428,12 @@ async fn payments_modes_disable_queue_and_release() {
     assert_eq!(payment_view(&app, &token, &id).await["status"], "queued");
     assert_eq!(times_initiated(&app, &id).await, 0);
 
-    payments.set_mode(BankId::Dnb, PaymentsMode::Live);
+    set_mode(
+        &app.gateway,
+        "dnb",
+        json!({"payments": "auto", "reason": "test"}),
+    )
+    .await;
     wait_for_status(&app, &token, &id, "pending_sca").await;
     assert_eq!(times_initiated(&app, &id).await, 1);
 }
@@ -438,11 +450,18 @@ async fn two_gateways_on_one_database_drain_one_queue_without_doubles() {
     };
     let second = start_gateway(&first.sandbox, &database, &settings).await;
     let (token, account) = dnb_user(&first, "payer-6").await;
-    for instance in [&first.gateway, &second] {
-        instance
-            .payments()
-            .set_mode(BankId::Dnb, PaymentsMode::Queue);
-    }
+    // Set on one instance, applied by the other within a second (LISTEN/NOTIFY).
+    set_mode(
+        &first.gateway,
+        "dnb",
+        json!({"payments": "queue", "reason": "test"}),
+    )
+    .await;
+    eventually(Duration::from_secs(1), || async {
+        let (_, status) = ops_call(&second, reqwest::Method::GET, "/ops/status", None).await;
+        (status["banks"][0]["payments"] == "queue").then_some(())
+    })
+    .await;
     let mut ids = Vec::new();
     for n in 0..12 {
         let (status, body) = pay(
@@ -455,11 +474,12 @@ async fn two_gateways_on_one_database_drain_one_queue_without_doubles() {
         assert_eq!(status, 202, "{body}");
         ids.push(body["payment_id"].as_str().unwrap().to_owned());
     }
-    for instance in [&first.gateway, &second] {
-        instance
-            .payments()
-            .set_mode(BankId::Dnb, PaymentsMode::Live);
-    }
+    set_mode(
+        &second,
+        "dnb",
+        json!({"payments": "auto", "reason": "test"}),
+    )
+    .await;
     for id in &ids {
         wait_for_status(&first, &token, id, "pending_sca").await;
     }

@@ -1,0 +1,437 @@
+//! Operations: the switches an operator flips instead of the manual runbook, what they see
+//! (`/ops/status`), and the runbook's diagnosis done by the gateway (`/ops/diagnosis`).
+//!
+//! A change goes to PostgreSQL with its audit entry and a NOTIFY in one transaction; every
+//! instance LISTENs and applies the stored pins to its `ModeBoard` (and reloads every few
+//! seconds anyway, which also ends pins whose `expires_in` ran out). Automatic degradation
+//! (every breaker of a bank open) is announced by the board and logged, audited and counted
+//! here.
+
+mod auth;
+pub mod diagnosis;
+mod store;
+
+pub use auth::AdminTokens;
+pub use diagnosis::{Diagnosis, Incident};
+pub use store::OpsStore;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bankgate_actors::bank::BankHandle;
+use bankgate_actors::calls::CallLog;
+use bankgate_actors::drainer::DrainerHandle;
+use bankgate_actors::metrics;
+use bankgate_actors::modes::{BalancesMode, BreakerPin, ModeBoard, PaymentsMode};
+use bankgate_actors::provider::ProviderHandle;
+use bankgate_actors::upstream::StoreError;
+use bankgate_actors::{BankId, ProviderId};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tracing::{info, warn};
+
+use crate::http::{ApiError, ErrorCode};
+use crate::payments::Payments;
+use crate::postgres::Database;
+use store::{mode_text, parse_mode};
+
+/// How often every instance reloads the stored pins even without a notification.
+const RELOAD_EVERY: Duration = Duration::from_secs(5);
+const MAX_REASON_CHARS: usize = 500;
+
+/// `PUT /ops/banks/{bank}/mode`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModeRequest {
+    #[serde(default)]
+    pub balances: Option<String>,
+    #[serde(default)]
+    pub payments: Option<String>,
+    pub reason: String,
+    #[serde(default)]
+    pub expires_in: Option<String>,
+}
+
+/// `PUT /ops/providers/{provider}/breaker`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerRequest {
+    pub state: String,
+    pub reason: String,
+}
+
+pub struct Ops {
+    store: OpsStore,
+    modes: Arc<ModeBoard>,
+    banks: Arc<HashMap<BankId, BankHandle>>,
+    providers: Arc<HashMap<ProviderId, ProviderHandle>>,
+    payments: Arc<Payments>,
+    calls: Arc<CallLog>,
+    drainer: DrainerHandle,
+    pub tokens: AdminTokens,
+}
+
+fn unavailable(error: StoreError) -> ApiError {
+    warn!(error = %error, "database error");
+    ApiError::new(
+        ErrorCode::Unavailable,
+        "temporarily unavailable, try again shortly",
+    )
+    .with_retry_after(1)
+}
+
+fn check_reason(reason: &str) -> Result<&str, ApiError> {
+    let reason = reason.trim();
+    if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS {
+        return Err(ApiError::invalid_field(
+            "reason",
+            format!("must be 1 to {MAX_REASON_CHARS} characters"),
+        ));
+    }
+    Ok(reason)
+}
+
+/// Parses `live|cached|disabled|auto` (or the payments names) for `field`.
+fn setting<T: serde::de::DeserializeOwned>(
+    field: &str,
+    text: &str,
+    allowed: &str,
+) -> Result<Option<T>, ApiError> {
+    if text == "auto" {
+        return Ok(None);
+    }
+    parse_mode::<T>(text)
+        .map(Some)
+        .ok_or_else(|| ApiError::invalid_field(field, format!("must be one of {allowed}")))
+}
+
+impl Ops {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: OpsStore,
+        modes: Arc<ModeBoard>,
+        banks: Arc<HashMap<BankId, BankHandle>>,
+        providers: Arc<HashMap<ProviderId, ProviderHandle>>,
+        payments: Arc<Payments>,
+        calls: Arc<CallLog>,
+        drainer: DrainerHandle,
+        tokens: AdminTokens,
+    ) -> Ops {
+        Ops {
+            store,
+            modes,
+            banks,
+            providers,
+            payments,
+            calls,
+            drainer,
+            tokens,
+        }
+    }
+
+    /// Applies the stored pins to this instance's board.
+    pub async fn load(&self) -> Result<(), StoreError> {
+        let now = Utc::now();
+        let mut pinned = HashMap::new();
+        for row in self.store.bank_pins().await? {
+            if row.expires_at.is_none_or(|at| at > now) {
+                pinned.insert(row.bank, (row.balances, row.payments));
+            }
+        }
+        for bank in BankId::ALL {
+            let (balances, payments) = pinned.get(&bank).copied().unwrap_or((None, None));
+            let before = (self.modes.balances_pin(bank), self.modes.payments_pin(bank));
+            self.modes.pin_bank(bank, balances, payments);
+            if before != (balances, payments) {
+                info!(bank = %bank, balances = %mode_text(balances), payments = %mode_text(payments), "bank mode applied");
+                ::metrics::counter!(metrics::MODE_CHANGES, "bank" => bank.as_str(), "set_by" => "operator")
+                    .increment(1);
+                if !matches!(payments, Some(PaymentsMode::Queue | PaymentsMode::Disabled)) {
+                    self.drainer.wake(bank);
+                }
+            }
+        }
+        let mut breakers = HashMap::new();
+        for row in self.store.breaker_overrides().await? {
+            breakers.insert(row.provider, row.pin);
+        }
+        for provider in ProviderId::ALL {
+            let pin = breakers.get(&provider).copied().flatten();
+            if self.modes.breaker_pin(provider) != pin {
+                info!(provider = %provider, state = %mode_text(pin), "breaker override applied");
+                self.modes.pin_breaker(provider, pin);
+                if pin != Some(BreakerPin::Open) {
+                    self.drainer.wake_all();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps this instance in step with the database (LISTEN/NOTIFY, plus a reload every few
+    /// seconds) and records automatic mode changes. Runs until dropped.
+    pub async fn run(self: Arc<Self>, database: Database) {
+        let auto = {
+            let this = self.clone();
+            async move { this.record_auto_changes().await }
+        };
+        let listen = async move {
+            loop {
+                match database.dedicated().await {
+                    Ok((client, mut messages)) => {
+                        if let Err(error) = client.batch_execute("LISTEN bankgate_ops").await {
+                            warn!(error = %error, "cannot LISTEN for ops changes");
+                        } else {
+                            let mut every = tokio::time::interval(RELOAD_EVERY);
+                            loop {
+                                tokio::select! {
+                                    message = messages.recv() => {
+                                        if message.is_none() {
+                                            break;
+                                        }
+                                    }
+                                    _ = every.tick() => {}
+                                }
+                                if let Err(error) = self.load().await {
+                                    warn!(error = %error, "ops settings not reloaded");
+                                }
+                            }
+                        }
+                    }
+                    Err(error) => warn!(error = %error, "ops listener cannot connect"),
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        };
+        tokio::join!(auto, listen);
+    }
+
+    async fn record_auto_changes(&self) {
+        let mut changes = self.modes.subscribe();
+        loop {
+            let change = match changes.recv().await {
+                Ok(change) => change,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            let bank = change.bank;
+            let (reason, after) = if change.degraded {
+                warn!(bank = %bank, "every provider path is down: balances from cache, payments queued");
+                (
+                    "every provider's breaker for the bank is open",
+                    json!({"balances": "cached", "payments": "queue"}),
+                )
+            } else {
+                info!(bank = %bank, "a probe succeeded: balances and payments live again");
+                (
+                    "a probe succeeded; the bank answers again",
+                    json!({"balances": "live", "payments": "live"}),
+                )
+            };
+            ::metrics::counter!(metrics::MODE_CHANGES, "bank" => bank.as_str(), "set_by" => "auto")
+                .increment(1);
+            ::metrics::gauge!(metrics::BANK_DEGRADED, "bank" => bank.as_str())
+                .set(if change.degraded { 1.0 } else { 0.0 });
+            if let Err(error) = self
+                .store
+                .audit("auto", "auto_degradation", bank.as_str(), &after, reason)
+                .await
+            {
+                warn!(error = %error, "automatic change not audited");
+            }
+        }
+    }
+
+    pub async fn set_bank_mode(
+        &self,
+        actor: &str,
+        bank: BankId,
+        request: ModeRequest,
+    ) -> Result<Value, ApiError> {
+        let reason = check_reason(&request.reason)?;
+        if request.balances.is_none() && request.payments.is_none() {
+            return Err(ApiError::invalid_field(
+                "balances",
+                "give balances, payments or both",
+            ));
+        }
+        let balances: Option<BalancesMode> = match &request.balances {
+            Some(text) => setting("balances", text, "live, cached, disabled, auto")?,
+            None => self.modes.balances_pin(bank),
+        };
+        let payments: Option<PaymentsMode> = match &request.payments {
+            Some(text) => setting("payments", text, "live, queue, disabled, auto")?,
+            None => self.modes.payments_pin(bank),
+        };
+        let expires_at = match &request.expires_in {
+            None => None,
+            Some(text) => {
+                let duration = humantime::parse_duration(text)
+                    .ok()
+                    .filter(|d| !d.is_zero() && *d <= Duration::from_secs(30 * 24 * 3600))
+                    .ok_or_else(|| {
+                        ApiError::invalid_field(
+                            "expires_in",
+                            "a duration such as 30m, up to 30 days",
+                        )
+                    })?;
+                Some(Utc::now() + chrono::Duration::from_std(duration).expect("bounded"))
+            }
+        };
+        self.store
+            .set_bank_mode(bank, balances, payments, actor, reason, expires_at)
+            .await
+            .map_err(unavailable)?;
+        self.load().await.map_err(unavailable)?;
+        info!(bank = %bank, actor, reason, "bank mode set by an operator");
+        Ok(json!({
+            "bank": bank,
+            "balances": mode_text(balances),
+            "payments": mode_text(payments),
+            "expires_at": expires_at,
+            "set_by": actor,
+        }))
+    }
+
+    pub async fn set_breaker(
+        &self,
+        actor: &str,
+        provider: ProviderId,
+        request: BreakerRequest,
+    ) -> Result<Value, ApiError> {
+        let reason = check_reason(&request.reason)?;
+        let pin: Option<BreakerPin> = setting("state", &request.state, "open, closed, auto")?;
+        self.store
+            .set_breaker(provider, pin, actor, reason)
+            .await
+            .map_err(unavailable)?;
+        self.load().await.map_err(unavailable)?;
+        info!(provider = %provider, actor, reason, "breaker override set by an operator");
+        Ok(json!({"provider": provider, "state": mode_text(pin), "set_by": actor}))
+    }
+
+    pub fn drain(&self) -> Value {
+        self.payments.drain_now();
+        json!({"status": "draining"})
+    }
+
+    pub async fn diagnosis(&self) -> Diagnosis {
+        let paths = self.calls.summary();
+        let mut credentials_invalid = Vec::new();
+        for (id, handle) in self.providers.iter() {
+            if handle.status().await.is_some_and(|s| !s.credentials_valid) {
+                credentials_invalid.push(*id);
+            }
+        }
+        credentials_invalid.sort();
+        diagnosis::diagnose(&diagnosis::Observed {
+            paths: &paths,
+            credentials_invalid,
+        })
+    }
+
+    pub async fn status(&self) -> Result<Value, ApiError> {
+        let paths = self.calls.summary();
+        let pins: HashMap<BankId, store::BankPins> = self
+            .store
+            .bank_pins()
+            .await
+            .map_err(unavailable)?
+            .into_iter()
+            .map(|p| (p.bank, p))
+            .collect();
+        let mut banks = Vec::new();
+        let mut troubled = Vec::new();
+        for bank in BankId::ALL {
+            let modes = self.modes.bank(bank);
+            let status = match self.banks.get(&bank) {
+                Some(handle) => handle.status().await.ok(),
+                None => None,
+            };
+            let (depth, oldest) = self.payments.queue(bank).await.map_err(unavailable)?;
+            let providers: Vec<Value> = status
+                .as_ref()
+                .map(|s| s.paths.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|path| {
+                    let stats = paths
+                        .get(&(bank, path.provider))
+                        .cloned()
+                        .unwrap_or_default();
+                    json!({
+                        "provider": path.provider,
+                        "breaker": path.breaker.as_str(),
+                        "breaker_since_s": path.since_s,
+                        "breaker_pinned": path.pinned.map(|p| mode_text(Some(p))),
+                        "calls_5m": stats.calls,
+                        "failure_rate_5m": (stats.failure_rate() * 1000.0).round() / 1000.0,
+                        "p95_ms": stats.p95_ms,
+                        "last_error": path.last_error.or(stats.last_error),
+                    })
+                })
+                .collect();
+            let pin = pins.get(&bank);
+            if modes.degraded
+                || modes.balances != BalancesMode::Live
+                || modes.payments != PaymentsMode::Live
+            {
+                troubled.push(format!(
+                    "{bank}: balances {}, payments {} ({})",
+                    mode_text(Some(modes.balances)),
+                    mode_text(Some(modes.payments)),
+                    if modes.degraded {
+                        "auto: every provider down"
+                    } else {
+                        "set by an operator"
+                    }
+                ));
+            }
+            banks.push(json!({
+                "bank": bank,
+                "available": status.as_ref().is_some_and(|s| s.available()),
+                "balances": modes.balances,
+                "balances_set_by": modes.balances_set_by,
+                "payments": modes.payments,
+                "payments_set_by": modes.payments_set_by,
+                "degraded": modes.degraded,
+                "operator": pin.map(|p| json!({
+                    "set_by": p.set_by,
+                    "reason": p.reason,
+                    "expires_at": p.expires_at,
+                    "updated_at": p.updated_at,
+                })),
+                "queue": {"depth": depth, "oldest_s": oldest.round()},
+                "providers": providers,
+            }));
+        }
+        let mut providers = Vec::new();
+        for provider in ProviderId::ALL {
+            let status = match self.providers.get(&provider) {
+                Some(handle) => handle.status().await,
+                None => None,
+            };
+            providers.push(json!({
+                "provider": provider,
+                "credentials_valid": status.as_ref().map(|s| s.credentials_valid),
+                "rate_limit_headroom": status.as_ref().map(|s| s.rate_limit_headroom),
+                "last_auth_error": status.as_ref().and_then(|s| s.last_auth_error),
+                "breaker_pinned": self.modes.breaker_pin(provider).map(|p| mode_text(Some(p))),
+            }));
+        }
+        let summary = if troubled.is_empty() {
+            "all banks live".to_owned()
+        } else {
+            troubled.join("; ")
+        };
+        let audit = self.store.recent_audit(10).await.map_err(unavailable)?;
+        Ok(json!({
+            "summary": summary,
+            "banks": banks,
+            "providers": providers,
+            "recent_changes": audit,
+        }))
+    }
+}
