@@ -7,6 +7,7 @@ mod crash;
 mod dashboards;
 mod gateway;
 mod helpers;
+mod ops;
 mod payments;
 mod postgres;
 mod sandbox_consent;

@@ -1,0 +1,453 @@
+//! The ops API and CLI: admin tokens, bank modes that take effect at once, persist and reach
+//! every instance, breaker overrides, automatic degradation and recovery, and the diagnosis
+//! naming each runbook cause from the sandbox's faults.
+
+use std::process::Command;
+use std::time::Duration;
+
+use bankgate_actors::BankId;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    OPS_TOKEN, QUICK, TestApp, client, eventually, fresh_database, ops_call, set_mode,
+    spawn_app_with, spawn_sandbox, start_gateway,
+};
+
+async fn account_balance(app: &TestApp, token: &str, bank: BankId) -> reqwest::Response {
+    let connections: Value = app
+        .http
+        .get(app.client_url("/v1/connections"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = connections["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["bank"] == bank.as_str())
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.http
+        .get(app.client_url(&format!("/v1/accounts/{id}/balances")))
+        .bearer_auth(token)
+        .header("x-psu-ip-address", "192.0.2.44")
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_ops_api_needs_an_admin_token_and_stays_off_the_client_port() {
+    let app = spawn_app_with(QUICK).await;
+    for authorization in [
+        None,
+        Some("Bearer wrong-token-but-long-enough"),
+        Some(OPS_TOKEN),
+    ] {
+        let mut request = app.http.get(app.ops_url("/ops/status"));
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401, "{authorization:?}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "unauthorized");
+    }
+    let response = app
+        .http
+        .get(app.client_url("/ops/status"))
+        .bearer_auth(OPS_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    let (status, body) = ops_call(&app.gateway, Method::GET, "/ops/status", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["summary"], "all banks live");
+
+    for (path, body, expected, field) in [
+        (
+            "/ops/banks/dnb/mode",
+            json!({"balances": "sometimes", "reason": "x"}),
+            400,
+            Some("balances"),
+        ),
+        (
+            "/ops/banks/dnb/mode",
+            json!({"payments": "queue", "reason": " "}),
+            400,
+            Some("reason"),
+        ),
+        (
+            "/ops/banks/dnb/mode",
+            json!({"reason": "x"}),
+            400,
+            Some("balances"),
+        ),
+        (
+            "/ops/banks/dnb/mode",
+            json!({"payments": "queue", "reason": "x", "expires_in": "soon"}),
+            400,
+            Some("expires_in"),
+        ),
+        (
+            "/ops/banks/handelsbanken/mode",
+            json!({"payments": "queue", "reason": "x"}),
+            404,
+            None,
+        ),
+        (
+            "/ops/providers/psd2/breaker",
+            json!({"state": "ajar", "reason": "x"}),
+            400,
+            Some("state"),
+        ),
+    ] {
+        let (status, answer) = ops_call(&app.gateway, Method::PUT, path, Some(body)).await;
+        assert_eq!(status, expected, "{path}: {answer}");
+        if let Some(field) = field {
+            assert_eq!(answer["details"][0]["field"], field, "{answer}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn bank_modes_apply_at_once_persist_and_reach_every_instance() {
+    let sandbox = spawn_sandbox().await;
+    let database = fresh_database().await;
+    let app = TestApp {
+        gateway: start_gateway(&sandbox, &database, QUICK).await,
+        sandbox,
+        http: client(),
+    };
+    let other = start_gateway(&app.sandbox, &database, QUICK).await;
+    let token = app.token("ops-user");
+    app.connect(&token, BankId::Dnb).await;
+    assert_eq!(
+        account_balance(&app, &token, BankId::Dnb).await.status(),
+        200
+    );
+
+    // Cached: served from the cache, the bank is not called.
+    set_mode(
+        &app.gateway,
+        "dnb",
+        json!({"balances": "cached", "reason": "INC-7 DNB slow"}),
+    )
+    .await;
+    let before = app.upstream_calls("neonomics", Some("dnb")).await;
+    let response = account_balance(&app, &token, BankId::Dnb).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["source"], "cache");
+    assert_eq!(app.upstream_calls("neonomics", Some("dnb")).await, before);
+
+    // Disabled: 503 with the Norwegian banner.
+    set_mode(
+        &app.gateway,
+        "dnb",
+        json!({"balances": "disabled", "reason": "INC-7"}),
+    )
+    .await;
+    let response = account_balance(&app, &token, BankId::Dnb).await;
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["message"],
+        "Saldo fra DNB er midlertidig utilgjengelig."
+    );
+
+    // The other instance applied it within a second, and the audit names who and why.
+    eventually(Duration::from_secs(1), || async {
+        let (_, status) = ops_call(&other, Method::GET, "/ops/status", None).await;
+        (status["banks"][0]["balances"] == "disabled").then_some(())
+    })
+    .await;
+    let (_, status) = ops_call(&other, Method::GET, "/ops/status", None).await;
+    let change = &status["recent_changes"][0];
+    assert_eq!(
+        (
+            &change["actor"],
+            &change["action"],
+            &change["target"],
+            &change["reason"]
+        ),
+        (
+            &json!("dev"),
+            &json!("bank_mode"),
+            &json!("dnb"),
+            &json!("INC-7")
+        )
+    );
+    assert_eq!(change["before"]["balances"], "cached");
+    assert_eq!(change["after"]["balances"], "disabled");
+    assert!(
+        status["summary"]
+            .as_str()
+            .unwrap()
+            .contains("dnb: balances disabled")
+    );
+    other.shutdown().await;
+
+    // A restarted gateway starts with it.
+    let restarted = start_gateway(&app.sandbox, &database, QUICK).await;
+    let (_, status) = ops_call(&restarted, Method::GET, "/ops/status", None).await;
+    assert_eq!(status["banks"][0]["balances"], "disabled");
+    assert_eq!(status["banks"][0]["balances_set_by"], "operator");
+    restarted.shutdown().await;
+
+    // A pin with an expiry returns to auto by itself.
+    set_mode(
+        &app.gateway,
+        "dnb",
+        json!({"balances": "disabled", "reason": "short", "expires_in": "1s"}),
+    )
+    .await;
+    eventually(Duration::from_secs(10), || async {
+        let (_, status) = ops_call(&app.gateway, Method::GET, "/ops/status", None).await;
+        (status["banks"][0]["balances"] == "live").then_some(())
+    })
+    .await;
+    assert_eq!(
+        account_balance(&app, &token, BankId::Dnb).await.status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_breaker_forced_open_sends_traffic_to_the_backup_provider() {
+    let app = spawn_app_with(QUICK).await;
+    let token = app.token("breaker-user");
+    app.connect(&token, BankId::Nordea).await;
+    let (status, body) = ops_call(
+        &app.gateway,
+        Method::PUT,
+        "/ops/providers/neonomics/breaker",
+        Some(json!({"state": "open", "reason": "Neonomics maintenance"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let before = app.upstream_calls("neonomics", Some("nordea")).await;
+    let response = account_balance(&app, &token, BankId::Nordea).await;
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["provider"], "psd2", "{body}");
+    assert_eq!(
+        app.upstream_calls("neonomics", Some("nordea")).await,
+        before
+    );
+}
+
+#[tokio::test]
+async fn a_bank_down_everywhere_degrades_automatically_and_recovers_after_a_probe() {
+    let app = spawn_app_with(QUICK).await;
+    let token = app.token("auto-user");
+    app.connect(&token, BankId::Dnb).await;
+    assert_eq!(
+        account_balance(&app, &token, BankId::Dnb).await.status(),
+        200
+    );
+    let mut faults = Vec::new();
+    for provider in ["neonomics", "psd2"] {
+        faults.push(
+            app.sandbox
+                .add_fault(json!({"provider": provider, "bank": "dnb", "kind": "unavailable"}))
+                .await,
+        );
+    }
+    let status = eventually(Duration::from_secs(20), || async {
+        let _ = account_balance(&app, &token, BankId::Dnb).await;
+        let (_, status) = ops_call(&app.gateway, Method::GET, "/ops/status", None).await;
+        (status["banks"][0]["degraded"] == true).then_some(status)
+    })
+    .await;
+    let dnb = &status["banks"][0];
+    assert_eq!(
+        (&dnb["balances"], &dnb["balances_set_by"], &dnb["payments"]),
+        (&json!("cached"), &json!("auto"), &json!("queue"))
+    );
+    let banks: Value = app
+        .http
+        .get(app.client_url("/v1/banks"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        banks["banks"][0]["banner"]
+            .as_str()
+            .unwrap()
+            .contains("DNB opplever tekniske problemer")
+    );
+    let audited = eventually(Duration::from_secs(5), || async {
+        let (_, status) = ops_call(&app.gateway, Method::GET, "/ops/status", None).await;
+        let changes = status["recent_changes"].as_array().unwrap().clone();
+        changes.into_iter().find(|c| c["actor"] == "auto")
+    })
+    .await;
+    assert_eq!(audited["after"]["payments"], "queue");
+
+    for fault in faults {
+        app.sandbox.remove_fault(fault).await;
+    }
+    eventually(Duration::from_secs(20), || async {
+        let _ = account_balance(&app, &token, BankId::Dnb).await;
+        let (_, status) = ops_call(&app.gateway, Method::GET, "/ops/status", None).await;
+        (status["banks"][0]["degraded"] == false && status["banks"][0]["balances"] == "live")
+            .then_some(())
+    })
+    .await;
+}
+
+/// Connects two users to DNB and Nordea, applies `faults`, reads balances at a trickle and
+/// waits for `/ops/diagnosis` to name `incident` (within 30 s).
+async fn diagnosed(settings: &[(&str, &str)], faults: &[Value], incident: &str) -> Value {
+    let app = spawn_app_with(settings).await;
+    let tokens = [app.token("diag-a"), app.token("diag-b")];
+    for token in &tokens {
+        app.connect(token, BankId::Dnb).await;
+        app.connect(token, BankId::Nordea).await;
+    }
+    let (_, healthy) = ops_call(&app.gateway, Method::GET, "/ops/diagnosis", None).await;
+    assert_eq!(healthy["incident"], "healthy", "{healthy}");
+    for fault in faults {
+        app.sandbox.add_fault(fault.clone()).await;
+    }
+    let started = tokio::time::Instant::now();
+    let found = eventually(Duration::from_secs(30), || async {
+        for token in &tokens {
+            let _ = app.balances(token).await;
+        }
+        let (_, diagnosis) = ops_call(&app.gateway, Method::GET, "/ops/diagnosis", None).await;
+        (diagnosis["incident"] == incident).then_some(diagnosis)
+    })
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(!found["action"].as_str().unwrap().is_empty());
+    found
+}
+
+#[tokio::test]
+async fn diagnosis_names_a_full_provider_outage() {
+    let found = diagnosed(
+        QUICK,
+        &[json!({"provider": "neonomics", "kind": "unavailable"})],
+        "provider_outage",
+    )
+    .await;
+    assert_eq!(found["provider"], "neonomics");
+}
+
+#[tokio::test]
+async fn diagnosis_names_one_bank_down() {
+    let faults = [
+        json!({"provider": "neonomics", "bank": "dnb", "kind": "error"}),
+        json!({"provider": "psd2", "bank": "dnb", "kind": "error"}),
+    ];
+    let found = diagnosed(QUICK, &faults, "bank_down").await;
+    assert_eq!(found["banks"], json!(["dnb"]));
+}
+
+#[tokio::test]
+async fn diagnosis_names_timeouts_at_a_provider_as_an_outage() {
+    let faults = [json!({"provider": "neonomics", "kind": "timeout"})];
+    diagnosed(QUICK, &faults, "provider_outage").await;
+}
+
+#[tokio::test]
+async fn diagnosis_names_rate_limiting() {
+    let faults = [json!({"provider": "neonomics", "kind": "rate_limit", "retry_after_s": 1})];
+    diagnosed(QUICK, &faults, "provider_rate_limiting").await;
+}
+
+#[tokio::test]
+async fn diagnosis_names_invalid_credentials() {
+    let faults = [json!({"provider": "neonomics", "kind": "unauthorized"})];
+    diagnosed(QUICK, &faults, "provider_credentials").await;
+}
+
+#[tokio::test]
+async fn diagnosis_names_a_network_failure() {
+    let faults = [json!({"provider": "neonomics", "kind": "refuse"})];
+    diagnosed(QUICK, &faults, "network_failure").await;
+}
+
+#[tokio::test]
+async fn diagnosis_names_a_wave_of_expired_consents_as_a_user_matter() {
+    let faults = [
+        json!({"provider": "neonomics", "kind": "consent_expired"}),
+        json!({"provider": "psd2", "kind": "consent_expired"}),
+    ];
+    diagnosed(QUICK, &faults, "expired_consents").await;
+}
+
+#[tokio::test]
+async fn diagnosis_names_slow_responses() {
+    let settings = [("BANKGATE__BALANCES__FRESH_FOR", "0s")];
+    let faults = [json!({"provider": "neonomics", "kind": "latency", "latency_ms": 2200})];
+    diagnosed(&settings, &faults, "slow_responses").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ops_cli_prints_status_and_sets_modes() {
+    let app = spawn_app_with(QUICK).await;
+    let bin = env!("CARGO_BIN_EXE_bankgate");
+    let ops = |args: &[&str]| {
+        Command::new(bin)
+            .arg("ops")
+            .args(args)
+            .args(["--url", &app.gateway.ops_url()])
+            .env("BANKGATE_OPS_TOKEN", OPS_TOKEN)
+            .output()
+            .unwrap()
+    };
+    let set = tokio::task::block_in_place(|| {
+        ops(&[
+            "mode",
+            "sparebank1",
+            "--payments",
+            "queue",
+            "--reason",
+            "INC-9",
+        ])
+    });
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let status = tokio::task::block_in_place(|| ops(&["status"]));
+    let table = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        table.contains("BANK") && table.contains("sparebank1"),
+        "{table}"
+    );
+    assert!(table.contains("queue (operator)"), "{table}");
+    let json = tokio::task::block_in_place(|| ops(&["diagnosis", "--json"]));
+    let diagnosis: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(diagnosis["incident"], "healthy");
+    let refused = tokio::task::block_in_place(|| {
+        Command::new(bin)
+            .args([
+                "ops",
+                "status",
+                "--url",
+                &app.gateway.ops_url(),
+                "--token",
+                "not-a-valid-admin-token",
+            ])
+            .output()
+            .unwrap()
+    });
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("admin token"));
+}
