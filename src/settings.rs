@@ -191,8 +191,6 @@ pub struct WebhooksSettings {
 #[serde(deny_unknown_fields)]
 pub struct OpsSettings {
     pub admin_tokens: Vec<AdminToken>,
-    #[serde(with = "humantime_serde")]
-    pub probe_interval: Duration,
 }
 
 /// An operator's (or a tool's) bearer token for the ops API, named for the audit trail.
@@ -429,9 +427,6 @@ impl Settings {
             {
                 return invalid("ops.admin_tokens", "names must be unique");
             }
-        }
-        if self.ops.probe_interval.is_zero() {
-            return invalid("ops.probe_interval", "must be greater than zero");
         }
         if let Some(url) = &self.http.public_url {
             check_url("http.public_url", url)?;
