@@ -551,23 +551,7 @@ impl BankState {
             return self.finish_without_live(ticket);
         }
         for (index, &provider) in candidates.iter().enumerate() {
-            let breaker = self
-                .breakers
-                .get_mut(&provider)
-                .expect("a breaker per configured provider");
-            let permit = match self.args.modes.breaker_pin(provider) {
-                Some(BreakerPin::Open) => Permit::Refused,
-                Some(BreakerPin::Closed) => Permit::Call,
-                None => {
-                    let before = breaker.state(now);
-                    let permit = breaker.permit(now);
-                    let after = breaker.state(now);
-                    if before != after {
-                        self.export_breaker(provider, after);
-                    }
-                    permit
-                }
-            };
+            let permit = self.permit(provider, now);
             if permit == Permit::Refused {
                 continue;
             }
@@ -659,6 +643,27 @@ impl BankState {
         }
     }
 
+    /// Whether a call through `provider` may go ahead: an operator's pin, else the breaker.
+    fn permit(&mut self, provider: ProviderId, now: Instant) -> Permit {
+        match self.args.modes.breaker_pin(provider) {
+            Some(BreakerPin::Open) => Permit::Refused,
+            Some(BreakerPin::Closed) => Permit::Call,
+            None => {
+                let breaker = self
+                    .breakers
+                    .get_mut(&provider)
+                    .expect("a breaker per configured provider");
+                let before = breaker.state(now);
+                let permit = breaker.permit(now);
+                let after = breaker.state(now);
+                if before != after {
+                    self.export_breaker(provider, after);
+                }
+                permit
+            }
+        }
+    }
+
     /// Feeds one call's outcome to the path's breaker.
     fn record(&mut self, provider: ProviderId, probe: bool, error: Option<&UpstreamError>) {
         let now = Instant::now();
@@ -732,23 +737,7 @@ impl BankState {
             })
             .collect();
         for (provider, account) in candidates {
-            let breaker = self
-                .breakers
-                .get_mut(&provider)
-                .expect("a breaker per configured provider");
-            let permit = match self.args.modes.breaker_pin(provider) {
-                Some(BreakerPin::Open) => Permit::Refused,
-                Some(BreakerPin::Closed) => Permit::Call,
-                None => {
-                    let before = breaker.state(now);
-                    let permit = breaker.permit(now);
-                    let after = breaker.state(now);
-                    if before != after {
-                        self.export_breaker(provider, after);
-                    }
-                    permit
-                }
-            };
+            let permit = self.permit(provider, now);
             if permit == Permit::Refused {
                 continue;
             }
