@@ -120,6 +120,8 @@ pub struct ProviderLimits {
 pub struct BanksSettings {
     pub provider_order: Vec<ProviderId>,
     pub max_in_flight: usize,
+    #[serde(with = "humantime_serde")]
+    pub probe_interval: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -52,6 +52,8 @@ pub struct BankConfig {
     pub max_in_flight: usize,
     /// Reads without the user present allowed per account and day (PSD2).
     pub unattended_per_day: u32,
+    /// How often every provider path is probed; zero turns the probe off.
+    pub probe_interval: Duration,
 }
 
 impl Default for BankConfig {
@@ -62,6 +64,7 @@ impl Default for BankConfig {
             freshness: FreshnessConfig::default(),
             max_in_flight: 64,
             unattended_per_day: 4,
+            probe_interval: Duration::from_secs(300),
         }
     }
 }
@@ -130,6 +133,13 @@ pub enum BankMsg {
         result: Result<RemotePayment, UpstreamError>,
     },
     Status(RpcReplyPort<BankStatus>),
+    /// Time for the synthetic health probe of every provider path.
+    Probe,
+    ProbeOutcome {
+        provider: ProviderId,
+        probe: bool,
+        result: Result<(), UpstreamError>,
+    },
     /// Chaos hook: panics inside the handler, to exercise supervision.
     Panic,
 }
@@ -235,6 +245,8 @@ pub struct BankState {
     in_flight: usize,
     rate_limited_until: Option<Instant>,
     unattended: HashMap<Uuid, (NaiveDate, u32)>,
+    /// The timer that sends `Probe`; stopped with the actor.
+    probe_timer: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The handle warp handlers and sessions use.
@@ -361,11 +373,35 @@ impl Actor for BankActor {
             in_flight: 0,
             rate_limited_until: None,
             unattended: HashMap::new(),
+            probe_timer: None,
         };
         for &provider in state.breakers.keys() {
             state.export_breaker(provider, BreakerState::Closed);
         }
         Ok(state)
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<BankMsg>,
+        state: &mut BankState,
+    ) -> Result<(), ActorProcessingErr> {
+        let every = state.args.config.probe_interval;
+        if !every.is_zero() {
+            state.probe_timer = Some(myself.send_interval(every, || BankMsg::Probe));
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<BankMsg>,
+        state: &mut BankState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(timer) = state.probe_timer.take() {
+            timer.abort();
+        }
+        Ok(())
     }
 
     async fn handle(
@@ -406,6 +442,21 @@ impl Actor for BankActor {
             } => state.pay_outcome(&myself, ticket, provider, probe, result),
             BankMsg::Status(reply) => {
                 let _ = reply.send(state.status());
+            }
+            BankMsg::Probe => state.probe(&myself),
+            BankMsg::ProbeOutcome {
+                provider,
+                probe,
+                result,
+            } => {
+                state.in_flight = state.in_flight.saturating_sub(1);
+                let outcome = match &result {
+                    Ok(()) => "success",
+                    Err(error) => error.class.as_str(),
+                };
+                ::metrics::counter!(metrics::PROBES, "bank" => state.bank().as_str(), "provider" => provider.as_str(), "outcome" => outcome)
+                    .increment(1);
+                state.record(provider, probe, result.as_ref().err());
             }
             BankMsg::Panic => panic!("chaos: bank actor asked to panic"),
         }
@@ -661,6 +712,39 @@ impl BankState {
                 }
                 permit
             }
+        }
+    }
+
+    /// The synthetic health probe: one call per provider path whose breaker lets a call
+    /// through (an open breaker waits for its time; a half-open one takes the probe as its
+    /// trial). It feeds the breakers like any call, so a bank nobody uses is still watched,
+    /// and a path that recovers closes its breaker and drains its queue without user traffic.
+    fn probe(&mut self, myself: &ActorRef<BankMsg>) {
+        let now = Instant::now();
+        let bank = self.bank();
+        let providers = self.args.config.providers.clone();
+        for provider in providers {
+            if self.in_flight >= self.args.config.max_in_flight {
+                return;
+            }
+            let permit = self.permit(provider, now);
+            if permit == Permit::Refused {
+                continue;
+            }
+            let Some(handle) = self.provider(provider) else {
+                continue;
+            };
+            self.in_flight += 1;
+            let myself = myself.clone();
+            let probe = permit == Permit::Probe;
+            tokio::spawn(async move {
+                let result = handle.probe(bank).await;
+                let _ = myself.send_message(BankMsg::ProbeOutcome {
+                    provider,
+                    probe,
+                    result,
+                });
+            });
         }
     }
 

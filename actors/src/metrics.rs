@@ -20,9 +20,10 @@ pub const PAYMENT_QUEUE_OLDEST: &str = "bankgate_payment_queue_oldest_seconds";
 pub const WEBHOOKS: &str = "bankgate_webhooks_total";
 pub const MODE_CHANGES: &str = "bankgate_mode_changes_total";
 pub const BANK_DEGRADED: &str = "bankgate_bank_degraded";
+pub const PROBES: &str = "bankgate_health_probes_total";
 
 /// Every metric name, for the test that checks dashboards and alert rules against them.
-pub const ALL: [&str; 19] = [
+pub const ALL: [&str; 20] = [
     UPSTREAM_REQUESTS,
     UPSTREAM_DURATION,
     BREAKER_STATE,
@@ -42,6 +43,7 @@ pub const ALL: [&str; 19] = [
     WEBHOOKS,
     MODE_CHANGES,
     BANK_DEGRADED,
+    PROBES,
 ];
 
 /// Registers descriptions with the installed recorder.
@@ -116,5 +118,9 @@ pub fn describe() {
     describe_gauge!(
         BANK_DEGRADED,
         "1 while every provider's breaker for the bank is open (automatic degradation)"
+    );
+    describe_counter!(
+        PROBES,
+        "synthetic health probes by bank, provider and outcome (success or failure class)"
     );
 }

@@ -267,6 +267,13 @@ impl ProviderHandle {
         .await
     }
 
+    /// The synthetic health probe of the path to `bank`: one attempt, never retried.
+    pub async fn probe(&self, bank: BankId) -> Result<(), UpstreamError> {
+        let upstream = self.shared.upstream.clone();
+        self.attempt(bank, Service::Aisp, |token| upstream.probe(token, bank))
+            .await
+    }
+
     /// One attempt: quota, concurrency, token, the call, and one token refresh when the
     /// provider rejects the token (a rejected call was not carried out, so sending it again
     /// is safe even for a payment).

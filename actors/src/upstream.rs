@@ -226,6 +226,13 @@ pub trait Upstream: Send + Sync + 'static {
         account: ProviderAccount,
         order: PaymentOrder,
     ) -> BoxFuture<'static, Result<Option<RemotePayment>, UpstreamError>>;
+    /// The synthetic health probe: checks that the path to `bank` answers, with bankgate's
+    /// own credentials and no user's consent or data (so it spends no PSD2 read allowance).
+    fn probe(
+        &self,
+        token: Option<String>,
+        bank: BankId,
+    ) -> BoxFuture<'static, Result<(), UpstreamError>>;
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

@@ -153,6 +153,7 @@ pub fn tree_config(settings: &Settings) -> TreeConfig {
             },
             max_in_flight: settings.banks.max_in_flight,
             unattended_per_day: settings.balances.unattended_reads_per_day,
+            probe_interval: settings.banks.probe_interval,
         },
         session: SessionConfig {
             idle_timeout: settings.sessions.idle_timeout,

@@ -54,6 +54,11 @@ struct BalanceBody {
 }
 
 #[derive(Deserialize)]
+struct BankBody {
+    status: String,
+}
+
+#[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct AccountBody {
     id: String,
@@ -337,6 +342,24 @@ impl NeonomicsClient {
         let found: Vec<PaymentBody> = Self::json(request).await?;
         Ok(found.into_iter().next().map(PaymentBody::remote))
     }
+
+    /// Reads the bank's entry in Neonomics' bank list: reachable, and `AVAILABLE`.
+    async fn bank_status(&self, token: Option<String>, bank: BankId) -> Result<(), UpstreamError> {
+        let request = self.request(
+            Method::GET,
+            &format!("/ics/v3/banks/{}", bank.bic()),
+            token.as_deref(),
+        );
+        let body: BankBody = Self::json(request).await?;
+        if body.status == "AVAILABLE" {
+            Ok(())
+        } else {
+            Err(UpstreamError::new(
+                FailureClass::Server,
+                "Neonomics reports the bank unavailable",
+            ))
+        }
+    }
 }
 
 impl Upstream for NeonomicsClient {
@@ -376,5 +399,14 @@ impl Upstream for NeonomicsClient {
     ) -> BoxFuture<'static, Result<Option<RemotePayment>, UpstreamError>> {
         let this = self.clone();
         Box::pin(async move { this.find(token, account, order).await })
+    }
+
+    fn probe(
+        &self,
+        token: Option<String>,
+        bank: BankId,
+    ) -> BoxFuture<'static, Result<(), UpstreamError>> {
+        let this = self.clone();
+        Box::pin(async move { this.bank_status(token, bank).await })
     }
 }

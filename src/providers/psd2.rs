@@ -26,6 +26,8 @@ use crate::settings::Psd2Settings;
 /// How long a consent is asked for, and how many unattended reads a day it allows.
 const CONSENT_DAYS: i64 = 90;
 const FREQUENCY_PER_DAY: u32 = 4;
+/// The consent id the health probe asks about: one no bank ever issues.
+const PROBE_CONSENT: &str = "bankgate-health-probe";
 
 #[derive(Clone)]
 pub struct Psd2Client {
@@ -346,6 +348,25 @@ impl Psd2Client {
         let found: Found = Self::json(request).await?;
         Ok(found.payments.into_iter().next().map(PaymentBody::remote))
     }
+
+    /// Asks the bank for the status of a consent it never issued. NextGenPSD2 has no health
+    /// endpoint; a well-formed `CONSENT_UNKNOWN` proves the bank's API, its consent service
+    /// and bankgate's access to them work, without touching any user's consent.
+    async fn consent_service(&self, bank: BankId) -> Result<(), UpstreamError> {
+        let request = self.request(
+            Method::GET,
+            bank,
+            &format!("/consents/{PROBE_CONSENT}/status"),
+        )?;
+        let response = request.send().await.map_err(|e| transport_error(&e))?;
+        if response.status().is_success() {
+            return Ok(());
+        }
+        match Self::failure(response).await {
+            error if error.class == FailureClass::Consent => Ok(()),
+            error => Err(error),
+        }
+    }
 }
 
 impl Upstream for Psd2Client {
@@ -384,5 +405,14 @@ impl Upstream for Psd2Client {
     ) -> BoxFuture<'static, Result<Option<RemotePayment>, UpstreamError>> {
         let this = self.clone();
         Box::pin(async move { this.find(order).await })
+    }
+
+    fn probe(
+        &self,
+        _token: Option<String>,
+        bank: BankId,
+    ) -> BoxFuture<'static, Result<(), UpstreamError>> {
+        let this = self.clone();
+        Box::pin(async move { this.consent_service(bank).await })
     }
 }

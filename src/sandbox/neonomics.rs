@@ -178,6 +178,11 @@ pub fn routes(
         .and(with_state.clone())
         .and(headers)
         .then(banks);
+    let bank = warp::path!("ics" / "v3" / "banks" / String)
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(headers)
+        .then(bank);
     let session = warp::path!("ics" / "v3" / "session")
         .and(warp::post())
         .and(with_state.clone())
@@ -226,6 +231,8 @@ pub fn routes(
         .or(health)
         .unify()
         .or(banks)
+        .unify()
+        .or(bank)
         .unify()
         .or(session)
         .unify()
@@ -391,28 +398,49 @@ async fn banks(state: Arc<SandboxState>, headers: HeaderMap) -> Response {
     if let Err(response) = authenticate(&state, &headers) {
         return response;
     }
-    let faults = state.faults.list();
     let list: Vec<_> = BankId::ALL
         .into_iter()
-        .map(|bank| {
-            let down = faults.iter().any(|f| {
-                f.provider == ProviderId::Neonomics
-                    && f.bank.is_none_or(|b| b == bank)
-                    && !matches!(f.kind, FaultKind::Latency | FaultKind::ConsentExpired)
-            });
-            json!({
-                "id": bank.bic(),
-                "bic": bank.bic(),
-                "bankDisplayName": bank.display_name(),
-                "bankingGroupName": bank.display_name(),
-                "countryCode": "NO",
-                "status": if down { "UNAVAILABLE" } else { "AVAILABLE" },
-                "supportedServices": ["AIS", "PIS"],
-                "lastChecked": Utc::now(),
-            })
-        })
+        .map(|bank| bank_view(&state, bank))
         .collect();
     warp::reply::json(&list).into_response()
+}
+
+/// One bank by its id (the BIC): what a health probe of the path to the bank reads. Faults
+/// for the bank apply to it as to any call that reaches the bank.
+async fn bank(id: String, state: Arc<SandboxState>, headers: HeaderMap) -> Response {
+    let Some(bank) = BankId::ALL.into_iter().find(|b| b.bic() == id) else {
+        return error(404, "1404", "Unknown bank", "CLIENT", "NOT_FOUND");
+    };
+    let target = Target {
+        bank: Some(bank),
+        ..provider_target()
+    };
+    if let Some(failure) = state.gate(target).await {
+        return injected(failure, None);
+    }
+    if let Err(response) = authenticate(&state, &headers) {
+        return response;
+    }
+    warp::reply::json(&bank_view(&state, bank)).into_response()
+}
+
+/// A bank as Neonomics lists it, `UNAVAILABLE` while a fault takes it down.
+fn bank_view(state: &SandboxState, bank: BankId) -> serde_json::Value {
+    let down = state.faults.list().iter().any(|f| {
+        f.provider == ProviderId::Neonomics
+            && f.bank.is_none_or(|b| b == bank)
+            && !matches!(f.kind, FaultKind::Latency | FaultKind::ConsentExpired)
+    });
+    json!({
+        "id": bank.bic(),
+        "bic": bank.bic(),
+        "bankDisplayName": bank.display_name(),
+        "bankingGroupName": bank.display_name(),
+        "countryCode": "NO",
+        "status": if down { "UNAVAILABLE" } else { "AVAILABLE" },
+        "supportedServices": ["AIS", "PIS"],
+        "lastChecked": Utc::now(),
+    })
 }
 
 #[derive(Deserialize)]

@@ -3,7 +3,6 @@
 //! sandbox's ledger exactly once, and no payment is initiated twice.
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,63 +10,10 @@ use bankgate_actors::BankId;
 use serde_json::{Value, json};
 use tokio_postgres::NoTls;
 
-use crate::helpers::{TestSandbox, client, eventually, fresh_database, spawn_sandbox};
-
-const BIN: &str = env!("CARGO_BIN_EXE_bankgate");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts `bankgate serve` against the sandbox and database.
-fn serve(sandbox: &TestSandbox, database: &str, client_port: u16, ops_port: u16) -> Child {
-    let mut command = Command::new(BIN);
-    command
-        .arg("serve")
-        .env("BANKGATE__DATABASE__URL", database)
-        .env(
-            "BANKGATE__HTTP__CLIENT_ADDR",
-            format!("127.0.0.1:{client_port}"),
-        )
-        .env("BANKGATE__HTTP__OPS_ADDR", format!("127.0.0.1:{ops_port}"))
-        .env(
-            "BANKGATE__PROVIDERS__NEONOMICS__BASE_URL",
-            sandbox.sandbox.neonomics_url(),
-        )
-        .env("BANKGATE__PROVIDERS__NEONOMICS__TIMEOUT", "500ms")
-        .env("BANKGATE__PROVIDERS__PSD2__TIMEOUT", "500ms")
-        .env("BANKGATE__BREAKER__OPEN_FOR", "1s")
-        .env("BANKGATE__BREAKER__MAX_OPEN", "2s")
-        .env("BANKGATE__PAYMENTS__DRAIN_INTERVAL", "200ms")
-        .env("BANKGATE__PAYMENTS__IN_FLIGHT_TIMEOUT", "2s")
-        .env("BANKGATE__PAYMENTS__PER_USER_LIMIT", "1000")
-        .env("BANKGATE__PAYMENTS__PER_IP_LIMIT", "1000")
-        .env("BANKGATE__TELEMETRY__LOG_FILTER", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    for bank in BankId::ALL {
-        command.env(
-            format!(
-                "BANKGATE__PROVIDERS__PSD2__BANK_URLS__{}",
-                bank.as_str().to_uppercase()
-            ),
-            sandbox.sandbox.psd2_url(bank),
-        );
-    }
-    command.spawn().expect("bankgate serve starts")
-}
-
-async fn wait_until_up(url: &str) {
-    eventually(Duration::from_secs(30), || async {
-        let response = client().get(format!("{url}/healthz")).send().await.ok()?;
-        response.status().is_success().then_some(())
-    })
-    .await;
-}
+use crate::helpers::{
+    DEV_TOKEN_SECRET, client, eventually, free_port, fresh_database, serve, spawn_sandbox,
+    wait_until_up,
+};
 
 #[tokio::test]
 async fn sigkill_during_a_burst_and_a_drain_loses_and_doubles_nothing() {
@@ -75,12 +21,10 @@ async fn sigkill_during_a_burst_and_a_drain_loses_and_doubles_nothing() {
     let database = fresh_database().await;
     let (client_port, ops_port) = (free_port(), free_port());
     let url = format!("http://127.0.0.1:{client_port}");
-    let mut gateway = serve(&sandbox, &database, client_port, ops_port);
+    let mut gateway = serve(&sandbox, &database, client_port, ops_port, &[]);
     wait_until_up(&url).await;
 
-    let secret = secrecy::SecretString::from(
-        "bankgate-development-secret-do-not-use-in-production".to_owned(),
-    );
+    let secret = secrecy::SecretString::from(DEV_TOKEN_SECRET.to_owned());
     let token =
         bankgate::token::mint(&secret, "burst-user", "s-1", Duration::from_secs(600)).unwrap();
     bankgate::browser::connect(&url, &token, BankId::Dnb, "https://drop.example/connected")
@@ -145,8 +89,7 @@ async fn sigkill_during_a_burst_and_a_drain_loses_and_doubles_nothing() {
         (acknowledged.lock().unwrap().len() >= 5).then_some(())
     })
     .await;
-    gateway.kill().expect("SIGKILL");
-    gateway.wait().unwrap();
+    gateway.kill();
     while burst.join_next().await.is_some() {}
     let acknowledged = acknowledged.lock().unwrap().clone();
 
@@ -156,7 +99,7 @@ async fn sigkill_during_a_burst_and_a_drain_loses_and_doubles_nothing() {
         .send()
         .await
         .unwrap();
-    let mut gateway = serve(&sandbox, &database, client_port, ops_port);
+    let mut gateway = serve(&sandbox, &database, client_port, ops_port, &[]);
     wait_until_up(&url).await;
 
     let (db, connection) = tokio_postgres::connect(&database, NoTls).await.unwrap();
@@ -170,8 +113,7 @@ async fn sigkill_during_a_burst_and_a_drain_loses_and_doubles_nothing() {
         all.values().all(|s| s == "pending_sca").then_some(all)
     })
     .await;
-    gateway.kill().unwrap();
-    gateway.wait().unwrap();
+    gateway.kill();
 
     let ledger = sandbox.ledger("?bank=dnb").await;
     let mut sent: HashMap<String, usize> = HashMap::new();

@@ -3,6 +3,7 @@
 //! the gateway wired to both.
 
 use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bankgate::gateway::Gateway;
@@ -370,9 +371,7 @@ impl TestApp {
 
     /// Mints a token for `user` in a fresh session.
     pub fn token(&self, user: &str) -> String {
-        let secret = secrecy::SecretString::from(
-            "bankgate-development-secret-do-not-use-in-production".to_owned(),
-        );
+        let secret = secrecy::SecretString::from(DEV_TOKEN_SECRET.to_owned());
         bankgate::token::mint(
             &secret,
             user,
@@ -418,6 +417,82 @@ impl TestApp {
     }
 }
 
+/// The development token secret from `config/default.toml`.
+pub const DEV_TOKEN_SECRET: &str = "bankgate-development-secret-do-not-use-in-production";
+
+/// A `bankgate serve` process, killed (SIGKILL) by `kill` or when dropped, so that a failing
+/// test leaves nothing running.
+pub struct ServeProcess(Child);
+
+impl ServeProcess {
+    pub fn kill(&mut self) {
+        self.0.kill().expect("SIGKILL");
+        self.0.wait().expect("reaped");
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `bankgate serve` as its own process (its own metrics, killable with SIGKILL)
+/// against the sandbox and database, with quick breakers and timeouts and `extra` settings.
+pub fn serve(
+    sandbox: &TestSandbox,
+    database: &str,
+    client_port: u16,
+    ops_port: u16,
+    extra: &[(&str, &str)],
+) -> ServeProcess {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_bankgate"));
+    command
+        .arg("serve")
+        .env("BANKGATE__DATABASE__URL", database)
+        .env(
+            "BANKGATE__HTTP__CLIENT_ADDR",
+            format!("127.0.0.1:{client_port}"),
+        )
+        .env("BANKGATE__HTTP__OPS_ADDR", format!("127.0.0.1:{ops_port}"))
+        .env(
+            "BANKGATE__PROVIDERS__NEONOMICS__BASE_URL",
+            sandbox.sandbox.neonomics_url(),
+        )
+        .env("BANKGATE__PROVIDERS__NEONOMICS__TIMEOUT", "500ms")
+        .env("BANKGATE__PROVIDERS__PSD2__TIMEOUT", "500ms")
+        .env("BANKGATE__BREAKER__OPEN_FOR", "1s")
+        .env("BANKGATE__BREAKER__MAX_OPEN", "2s")
+        .env("BANKGATE__PAYMENTS__DRAIN_INTERVAL", "200ms")
+        .env("BANKGATE__PAYMENTS__IN_FLIGHT_TIMEOUT", "2s")
+        .env("BANKGATE__PAYMENTS__PER_USER_LIMIT", "1000")
+        .env("BANKGATE__PAYMENTS__PER_IP_LIMIT", "1000")
+        .env("BANKGATE__TELEMETRY__LOG_FILTER", "warn")
+        .envs(extra.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for bank in BankId::ALL {
+        command.env(
+            format!(
+                "BANKGATE__PROVIDERS__PSD2__BANK_URLS__{}",
+                bank.as_str().to_uppercase()
+            ),
+            sandbox.sandbox.psd2_url(bank),
+        );
+    }
+    ServeProcess(command.spawn().expect("bankgate serve starts"))
+}
+
+/// Waits for a gateway's `/healthz` at `url`.
+pub async fn wait_until_up(url: &str) {
+    eventually(Duration::from_secs(30), || async {
+        let response = client().get(format!("{url}/healthz")).send().await.ok()?;
+        response.status().is_success().then_some(())
+    })
+    .await;
+}
+
 /// The development admin token from `config/default.toml`.
 pub const OPS_TOKEN: &str = "bankgate-development-ops-token";
 
@@ -444,6 +519,15 @@ pub async fn set_mode(gateway: &Gateway, bank: &str, body: Value) {
     let path = format!("/ops/banks/{bank}/mode");
     let (status, answer) = ops_call(gateway, reqwest::Method::PUT, &path, Some(body)).await;
     assert_eq!(status, 200, "{answer}");
+}
+
+/// A loopback port free at the time of asking, for servers started as separate processes.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Polls `check` every 20 ms until it returns `Some`, failing after `deadline`.

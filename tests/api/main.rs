@@ -10,6 +10,7 @@ mod helpers;
 mod ops;
 mod payments;
 mod postgres;
+mod prometheus;
 mod sandbox_consent;
 mod sandbox_faults;
 mod sandbox_payments;

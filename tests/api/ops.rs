@@ -451,3 +451,86 @@ async fn the_ops_cli_prints_status_and_sets_modes() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("admin token"));
 }
+
+#[tokio::test]
+async fn the_health_probe_watches_every_path_without_user_traffic() {
+    let mut settings = QUICK.to_vec();
+    settings.push(("BANKGATE__BANKS__PROBE_INTERVAL", "300ms"));
+    let app = spawn_app_with(&settings).await;
+    let faults = [
+        app.sandbox
+            .add_fault(json!({"provider": "neonomics", "bank": "dnb", "kind": "unavailable"}))
+            .await,
+        app.sandbox
+            .add_fault(json!({"provider": "psd2", "bank": "dnb", "kind": "timeout"}))
+            .await,
+    ];
+    // Nobody reads a balance: the probes alone open DNB's breakers and degrade the bank.
+    let status = eventually(Duration::from_secs(20), || async {
+        let (_, status) = ops_call(&app.gateway, Method::GET, "/ops/status", None).await;
+        (status["banks"][0]["degraded"] == true).then_some(status)
+    })
+    .await;
+    let errors: Vec<_> = status["banks"][0]["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["breaker"].clone(), p["last_error"].clone()))
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            (json!("open"), json!("server")),
+            (json!("open"), json!("timeout"))
+        ],
+        "{status}"
+    );
+    for bank in &status["banks"].as_array().unwrap()[1..] {
+        assert_eq!(bank["degraded"], false, "{bank}");
+        for path in bank["providers"].as_array().unwrap() {
+            assert_eq!(path["breaker"], "closed", "{bank}");
+        }
+    }
+    for bank in ["nordea", "sparebank1"] {
+        for provider in ["neonomics", "psd2"] {
+            assert!(
+                app.upstream_calls(provider, Some(bank)).await > 0,
+                "{provider} probed for {bank}"
+            );
+        }
+    }
+
+    // The probe is also the half-open trial: the bank recovers without any user traffic.
+    for fault in faults {
+        app.sandbox.remove_fault(fault).await;
+    }
+    eventually(Duration::from_secs(20), || async {
+        let (_, status) = ops_call(&app.gateway, Method::GET, "/ops/status", None).await;
+        let dnb = &status["banks"][0];
+        let closed = dnb["providers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["breaker"] == "closed");
+        (dnb["degraded"] == false && dnb["balances"] == "live" && closed).then_some(())
+    })
+    .await;
+    let metrics = app
+        .http
+        .get(app.ops_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("bankgate_health_probes_total")
+                && l.contains("bank=\"dnb\"")
+                && l.contains("provider=\"psd2\"")
+                && l.contains("outcome=\"timeout\"")),
+        "probe outcomes are counted"
+    );
+}
