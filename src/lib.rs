@@ -24,6 +24,9 @@
 //!
 //! The resilience logic (actors, breakers, caches) lives in the `bankgate-actors` crate.
 
+// warp's route trees are deeply nested types; release builds need more than the default 128.
+#![recursion_limit = "256"]
+
 pub mod account_number;
 pub mod browser;
 pub mod cli;

@@ -55,6 +55,9 @@ pub enum ClusterError {
 pub struct PrivateCluster {
     port: u16,
     data_dir: PathBuf,
+    /// The server's command-line options (port, socket directory, settings).
+    options: String,
+    bin_dir: PathBuf,
     watchdog: Option<Child>,
     /// Keeps a temporary data directory alive for the cluster's lifetime.
     _temp: Option<tempfile::TempDir>,
@@ -108,32 +111,60 @@ impl PrivateCluster {
             options.push(' ');
             options.push_str(option);
         }
-        let watchdog_log = watchdog_log_path(&data_dir);
+        let mut cluster = PrivateCluster {
+            port,
+            data_dir,
+            options,
+            bin_dir,
+            watchdog: None,
+            _temp: temp,
+        };
+        cluster.spawn_watchdog()?;
+        cluster.wait_ready().await?;
+        Ok(cluster)
+    }
+
+    /// Runs the watchdog that starts the server and stops it when its stdin closes.
+    fn spawn_watchdog(&mut self) -> Result<(), ClusterError> {
+        let watchdog_log = watchdog_log_path(&self.data_dir);
         let stderr = std::fs::File::create(&watchdog_log).map_err(|source| ClusterError::Io {
             path: watchdog_log.clone(),
             source,
         })?;
-        let mut command = as_owner(owner.as_ref(), "sh");
+        let mut command = as_owner(cluster_owner().as_ref(), "sh");
         command
             .args(["-c", WATCHDOG, "bankgate-postgres"])
-            .arg(&data_dir)
-            .arg(&options)
-            .env("PATH", path_with(&bin_dir))
+            .arg(&self.data_dir)
+            .arg(&self.options)
+            .env("PATH", path_with(&self.bin_dir))
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(stderr)
             .process_group(0);
-        let watchdog = command
-            .spawn()
-            .map_err(|e| ClusterError::Start(e.to_string()))?;
-        let mut cluster = PrivateCluster {
-            port,
-            data_dir,
-            watchdog: Some(watchdog),
-            _temp: temp,
-        };
-        cluster.wait_ready().await?;
-        Ok(cluster)
+        self.watchdog = Some(
+            command
+                .spawn()
+                .map_err(|e| ClusterError::Start(e.to_string()))?,
+        );
+        Ok(())
+    }
+
+    /// Stops the server and keeps the cluster, as a database restart or failover looks to
+    /// its clients; `resume` starts it again on the same port.
+    pub async fn pause(&mut self) {
+        if let Some(watchdog) = self.watchdog.take() {
+            let _ = tokio::task::spawn_blocking(move || shut_down(watchdog)).await;
+        }
+    }
+
+    /// Starts a paused cluster again, on the same port, and waits until it accepts
+    /// connections.
+    pub async fn resume(&mut self) -> Result<(), ClusterError> {
+        if self.watchdog.is_none() {
+            self.spawn_watchdog()?;
+            self.wait_ready().await?;
+        }
+        Ok(())
     }
 
     /// Polls until the server accepts connections, or fails with the server log's last lines.

@@ -582,8 +582,36 @@ async fn bad_tokens_get_401_in_the_envelope() {
         )
         .unwrap()
     };
+    // Signed with the right secret, but not as bankgate mints them: another algorithm, or
+    // a claim missing.
+    let signed = |algorithm: jsonwebtoken::Algorithm, claims: Value| {
+        use jsonwebtoken::{EncodingKey, Header, encode};
+        let key = EncodingKey::from_secret(b"bankgate-development-secret-do-not-use-in-production");
+        encode(&Header::new(algorithm), &claims, &key).unwrap()
+    };
+    let later = chrono::Utc::now().timestamp() + 600;
+    let other_algorithm = signed(
+        jsonwebtoken::Algorithm::HS512,
+        json!({"sub": "kari", "sid": "s", "exp": later}),
+    );
+    let no_session = signed(
+        jsonwebtoken::Algorithm::HS256,
+        json!({"sub": "kari", "exp": later}),
+    );
+    let no_expiry = signed(
+        jsonwebtoken::Algorithm::HS256,
+        json!({"sub": "kari", "sid": "s"}),
+    );
+    let no_user = signed(
+        jsonwebtoken::Algorithm::HS256,
+        json!({"sid": "s", "exp": later}),
+    );
     let cases = [
         None,
+        Some(format!("Bearer {other_algorithm}")),
+        Some(format!("Bearer {no_session}")),
+        Some(format!("Bearer {no_expiry}")),
+        Some(format!("Bearer {no_user}")),
         Some("Basic a2FyaTpwdw==".to_owned()),
         Some("Bearer not.a.jwt".to_owned()),
         Some(format!("Bearer {wrong_secret}")),

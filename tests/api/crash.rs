@@ -21,7 +21,7 @@ async fn sigkill_during_a_burst_and_a_drain_loses_and_doubles_nothing() {
     let database = fresh_database().await;
     let (client_port, ops_port) = (free_port(), free_port());
     let url = format!("http://127.0.0.1:{client_port}");
-    let mut gateway = serve(&sandbox, &database, client_port, ops_port, &[]);
+    let mut gateway = serve(&sandbox, &database, client_port, ops_port, &[], None);
     wait_until_up(&url).await;
 
     let secret = secrecy::SecretString::from(DEV_TOKEN_SECRET.to_owned());
@@ -99,7 +99,7 @@ async fn sigkill_during_a_burst_and_a_drain_loses_and_doubles_nothing() {
         .send()
         .await
         .unwrap();
-    let mut gateway = serve(&sandbox, &database, client_port, ops_port, &[]);
+    let mut gateway = serve(&sandbox, &database, client_port, ops_port, &[], None);
     wait_until_up(&url).await;
 
     let (db, connection) = tokio_postgres::connect(&database, NoTls).await.unwrap();

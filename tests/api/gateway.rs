@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{spawn_app, test_settings};
+use crate::helpers::{client, spawn_app, test_settings};
 
 #[tokio::test]
 async fn health_answers_with_a_request_id() {
@@ -132,7 +132,7 @@ async fn readiness_fails_while_the_database_is_unreachable() {
 #[tokio::test]
 async fn slow_clients_are_disconnected_after_the_header_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let settings = test_settings(&[("BANKGATE__HTTP__HEADER_READ_TIMEOUT", "300ms")]);
+    let settings = test_settings(&[("BANKGATE__HTTP__HEADER_READ_TIMEOUT", "4s")]);
     let pool = bankgate::postgres::pool(
         "postgres://bankgate@127.0.0.1:1/none",
         1,
@@ -146,16 +146,35 @@ async fn slow_clients_are_disconnected_after_the_header_timeout() {
         .client_url()
         .trim_start_matches("http://")
         .to_owned();
-    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .unwrap();
-    let mut buffer = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buffer)).await;
-    assert!(
-        read.is_ok(),
-        "the server closed the half-sent request instead of waiting forever"
-    );
+    // A crowd of slow-loris clients, each holding a half-sent request open.
+    let mut slow = Vec::new();
+    for _ in 0..200 {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        slow.push(stream);
+    }
+    // They do not crowd out a normal client, which is answered while they still hang on.
+    let response = tokio::time::timeout(
+        Duration::from_secs(3),
+        client()
+            .get(format!("{}/healthz", gateway.client_url()))
+            .send(),
+    )
+    .await
+    .expect("served beside the slow clients")
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    for mut stream in slow {
+        let mut buffer = Vec::new();
+        let read =
+            tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buffer)).await;
+        assert!(
+            read.is_ok(),
+            "the server closed the half-sent request instead of waiting forever"
+        );
+    }
     gateway.shutdown().await;
 }

@@ -440,13 +440,25 @@ impl Drop for ServeProcess {
 
 /// Starts `bankgate serve` as its own process (its own metrics, killable with SIGKILL)
 /// against the sandbox and database, with quick breakers and timeouts and `extra` settings.
+/// Its output goes to `logs` when given.
 pub fn serve(
     sandbox: &TestSandbox,
     database: &str,
     client_port: u16,
     ops_port: u16,
     extra: &[(&str, &str)],
+    logs: Option<&std::path::Path>,
 ) -> ServeProcess {
+    let output = || match logs {
+        Some(path) => Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .expect("log file"),
+        ),
+        None => Stdio::null(),
+    };
     let mut command = Command::new(env!("CARGO_BIN_EXE_bankgate"));
     command
         .arg("serve")
@@ -470,8 +482,8 @@ pub fn serve(
         .env("BANKGATE__PAYMENTS__PER_IP_LIMIT", "1000")
         .env("BANKGATE__TELEMETRY__LOG_FILTER", "warn")
         .envs(extra.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stdout(output())
+        .stderr(output());
     for bank in BankId::ALL {
         command.env(
             format!(

@@ -116,6 +116,7 @@ async fn prometheus_fires_the_failure_rate_alert_for_the_bank_that_is_down_only(
         client_port,
         ops_port,
         &[("BANKGATE__BALANCES__FRESH_FOR", "0s")],
+        None,
     );
     wait_until_up(&url).await;
     let secret = secrecy::SecretString::from(DEV_TOKEN_SECRET.to_owned());

@@ -1,0 +1,115 @@
+//! PostgreSQL going away under a running gateway and coming back: balance reads go on,
+//! payments answer 503 with a clear error (nothing is accepted that cannot be stored), and
+//! everything heals without restarting the gateway.
+
+use std::time::Duration;
+
+use bankgate::postgres::PrivateCluster;
+use bankgate_actors::BankId;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{QUICK, TestApp, client, eventually, spawn_sandbox, start_gateway};
+
+async fn pay(app: &TestApp, token: &str, key: &str, account: &str) -> (StatusCode, Value) {
+    let response = app
+        .http
+        .post(app.client_url("/v1/payments"))
+        .bearer_auth(token)
+        .header("idempotency-key", key)
+        .header("x-psu-ip-address", "192.0.2.44")
+        .json(&json!({
+            "bank": "dnb",
+            "debtor_account_id": account,
+            "amount": "120",
+            "currency": "NOK",
+            "creditor": {"name": "Kari Nordmann", "account_number": "86011117947", "country": "NO"},
+            "kind": "remittance",
+        }))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn ready(app: &TestApp) -> StatusCode {
+    app.http
+        .get(app.ops_url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test]
+async fn a_database_restart_keeps_balances_up_pauses_payments_and_heals_by_itself() {
+    let sandbox = spawn_sandbox().await;
+    let mut cluster = PrivateCluster::start_temporary().await.unwrap();
+    let database = cluster.ensure_database("outage").await.unwrap();
+    let gateway = start_gateway(&sandbox, &database, QUICK).await;
+    let app = TestApp {
+        gateway,
+        sandbox,
+        http: client(),
+    };
+    let token = app.token("outage-user");
+    app.connect(&token, BankId::Dnb).await;
+    let connections: Value = app
+        .http
+        .get(app.client_url("/v1/connections"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let account = connections["connections"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(app.balances(&token).await.status(), 200);
+    let (status, body) = pay(&app, &token, "before", &account).await;
+    assert_eq!(status, 201, "{body}");
+
+    cluster.pause().await;
+    assert_eq!(ready(&app).await, 503, "readiness reports the database");
+    // Balances go on: the session knows the user's connections and the banks answer.
+    for _ in 0..3 {
+        let response = app.balances(&token).await;
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        assert!(body["accounts"][0]["amount"].is_string(), "{body}");
+    }
+    // A payment that cannot be recorded is not accepted.
+    let (status, body) = pay(&app, &token, "during", &account).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "unavailable", "{body}");
+    assert!(body["message"].as_str().unwrap().contains("try again"));
+
+    cluster.resume().await.unwrap();
+    eventually(Duration::from_secs(20), || async {
+        (ready(&app).await == 200).then_some(())
+    })
+    .await;
+    // The same request, retried as the client was told to, now goes through: once.
+    let (status, body) = eventually(Duration::from_secs(20), || async {
+        let (status, body) = pay(&app, &token, "during", &account).await;
+        (status != 503).then_some((status, body))
+    })
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let reference = body["payment_id"].as_str().unwrap().replace('-', "");
+    assert_eq!(
+        app.sandbox
+            .ledger(&format!("?end_to_end_id={reference}"))
+            .await
+            .len(),
+        1
+    );
+    let (status, _) = pay(&app, &token, "during", &account).await;
+    assert_eq!(status, 201, "a replay answers from the stored payment");
+    app.gateway.shutdown().await;
+    cluster.stop().await;
+}
