@@ -1,0 +1,571 @@
+//! `cargo bench --bench gateway`: the gateway measured against peers, side by side in one run.
+//!
+//! 1. Cached balance reads through the full path (token, session, fresh cache) against a bare
+//!    warp hello-world and the gateway's own `/healthz` (its middleware alone): requests/s,
+//!    p50 and p99 at 64 connections, driven by `wrk` (Debian's `wrk`).
+//! 2. A live balance read through the gateway, straight to the sandbox's PSD2 API, and through
+//!    HAProxy (Debian's `haproxy`, with health checks and retries) in front of the sandbox,
+//!    at a fixed moderate rate: the latency each adds.
+//! 3. Fail-fast: DNB hanging (sandbox `timeout` fault). DNB's p99 once its breaker is open
+//!    (served stale) and Nordea's p99 beside it, against the same reads without the fault.
+//! 4. Sessions: the memory and time to create 100 000 idle user sessions.
+//! 5. Payments: initiations per second through the durable path (PostgreSQL, upstream,
+//!    events) at 16 connections, p50 and p99.
+//!
+//! It starts its own PostgreSQL, sandbox, gateways and HAProxy on loopback and stops them at
+//! the end. Figures are printed as a table and written to `target/bench/gateway.json`.
+
+#![recursion_limit = "256"]
+
+mod haproxy;
+mod load;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bankgate::gateway::Gateway;
+use bankgate::postgres::PrivateCluster;
+use bankgate::sandbox::{Sandbox, SandboxOptions};
+use bankgate::settings::Settings;
+use bankgate_actors::BankId;
+use serde_json::{Value, json};
+use warp::Filter;
+
+use haproxy::Haproxy;
+use load::{Figures, Wrk, fixed_rate, rss_bytes, success};
+
+const CONNECTIONS: u32 = 64;
+const WRK_SECONDS: u32 = 10;
+const LIVE_RATE_PER_S: u64 = 100;
+const LIVE_SECONDS: u64 = 10;
+const SESSIONS: usize = 100_000;
+const PAYMENT_CONNECTIONS: u32 = 16;
+
+fn settings(overrides: &[(&str, &str)]) -> Settings {
+    let mut env: HashMap<String, String> = [
+        ("BANKGATE__HTTP__CLIENT_ADDR", "127.0.0.1:0"),
+        ("BANKGATE__HTTP__OPS_ADDR", "127.0.0.1:0"),
+        ("BANKGATE__SANDBOX__PORT", "0"),
+        ("BANKGATE__SANDBOX__RATE_LIMIT_PER_S", "100000"),
+        ("BANKGATE__SESSIONS__USER_RATE_PER_S", "1000000"),
+        ("BANKGATE__SESSIONS__USER_BURST", "1000000"),
+        ("BANKGATE__PAYMENTS__PER_USER_LIMIT", "100000000"),
+        ("BANKGATE__PAYMENTS__PER_IP_LIMIT", "100000000"),
+        (
+            "BANKGATE__PROVIDERS__NEONOMICS__LIMITS__RATE_LIMIT_PER_S",
+            "100000",
+        ),
+        (
+            "BANKGATE__PROVIDERS__PSD2__LIMITS__RATE_LIMIT_PER_S",
+            "100000",
+        ),
+        ("BANKGATE__TELEMETRY__LOG_FILTER", "warn"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    for (k, v) in overrides {
+        env.insert((*k).to_owned(), (*v).to_owned());
+    }
+    Settings::load(None, &env).expect("bench settings are valid")
+}
+
+async fn start_gateway(settings: &Settings, sandbox: &Sandbox, database: &str) -> Gateway {
+    let mut settings = settings.clone();
+    settings.providers.neonomics.base_url = sandbox.neonomics_url();
+    for bank in BankId::ALL {
+        settings
+            .providers
+            .psd2
+            .bank_urls
+            .insert(bank, sandbox.psd2_url(bank));
+    }
+    let pool = bankgate::postgres::pool(database, 16, Duration::from_secs(5)).expect("pool");
+    bankgate::postgres::migrate(&pool)
+        .await
+        .expect("migrations");
+    Gateway::start(&settings, pool).await.expect("gateway")
+}
+
+/// Runs wrk on a blocking thread.
+async fn wrk(run: Wrk<'static>) -> Figures {
+    tokio::task::spawn_blocking(move || run.run())
+        .await
+        .expect("wrk")
+}
+
+fn leak(text: String) -> &'static str {
+    Box::leak(text.into_boxed_str())
+}
+
+/// The ids of the bench user's connections at a gateway, by bank.
+async fn connection_ids(
+    http: &reqwest::Client,
+    gateway: &Gateway,
+    token: &str,
+) -> HashMap<String, String> {
+    let body: Value = http
+        .get(format!("{}/v1/connections", gateway.client_url()))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("connections")
+        .json()
+        .await
+        .expect("connections body");
+    body["connections"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|c| {
+            (
+                c["bank"].as_str().expect("bank").to_owned(),
+                c["id"].as_str().expect("id").to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::main]
+async fn main() {
+    for (tool, package) in [("wrk", "wrk"), ("haproxy", "haproxy")] {
+        if Command::new(tool).arg("-v").output().is_err() {
+            eprintln!("the benchmark needs {tool}: apt-get install {package}");
+            std::process::exit(1);
+        }
+    }
+    let cached_settings = settings(&[]);
+    // The live gateway reads every balance upstream through the banks' PSD2 APIs, and gives
+    // up on a hanging bank after a second (the fail-fast case).
+    let live_settings = settings(&[
+        ("BANKGATE__BALANCES__FRESH_FOR", "0s"),
+        ("BANKGATE__BANKS__PROVIDER_ORDER", "[\"psd2\"]"),
+        ("BANKGATE__PROVIDERS__PSD2__TIMEOUT", "1s"),
+        ("BANKGATE__PROVIDERS__PSD2__LIMITS__FIRST_BACKOFF", "50ms"),
+    ]);
+    let cluster = PrivateCluster::start_temporary()
+        .await
+        .expect("PostgreSQL starts");
+    let cached_db = cluster
+        .ensure_database("bench_cached")
+        .await
+        .expect("database");
+    let live_db = cluster
+        .ensure_database("bench_live")
+        .await
+        .expect("database");
+    let sandbox = Sandbox::start(SandboxOptions::from_settings(&cached_settings.sandbox))
+        .await
+        .expect("sandbox");
+    let cached = start_gateway(&cached_settings, &sandbox, &cached_db).await;
+    let live = start_gateway(&live_settings, &sandbox, &live_db).await;
+
+    let secret = cached_settings.auth.token_secret.clone();
+    let token = bankgate::token::mint(
+        &secret,
+        "bench-user",
+        "bench-session",
+        Duration::from_secs(3600),
+    )
+    .expect("token");
+    for gateway in [&cached, &live] {
+        for bank in [BankId::Dnb, BankId::Nordea] {
+            bankgate::browser::connect(
+                &gateway.client_url(),
+                &token,
+                bank,
+                "https://drop.example/done",
+            )
+            .await
+            .expect("connect");
+        }
+    }
+    let http = reqwest::Client::new();
+    let bearer = leak(format!("Bearer {token}"));
+    let mut all: Vec<Figures> = Vec::new();
+
+    // 1. Cached reads against a bare warp hello-world, served the same way as bankgate's
+    //    listeners.
+    let hello = warp::path!("hello")
+        .map(|| "hello")
+        .recover(|_| async { Ok::<_, Infallible>("") });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let hello_url = leak(format!(
+        "http://{}/hello",
+        listener.local_addr().expect("addr")
+    ));
+    let options = bankgate::http::ServeOptions {
+        header_read_timeout: Duration::from_secs(10),
+        drain: Duration::ZERO,
+    };
+    tokio::spawn(bankgate::http::serve(
+        listener,
+        hello,
+        options,
+        std::future::pending(),
+    ));
+    let balances_url = leak(format!("{}/v1/balances", cached.client_url()));
+    let warm = http
+        .get(balances_url)
+        .bearer_auth(&token)
+        .header("x-psu-ip-address", "192.0.2.1")
+        .send()
+        .await
+        .expect("warm");
+    assert!(
+        warm.status().is_success(),
+        "the cached case starts from a served balance"
+    );
+    let throughput = |case: &'static str,
+                      url: &'static str,
+                      headers: &'static [(&'static str, &'static str)]| Wrk {
+        case,
+        url,
+        connections: CONNECTIONS,
+        seconds: WRK_SECONDS,
+        headers,
+        script: None,
+    };
+    let hello_figures = wrk(throughput("bare warp hello-world", hello_url, &[])).await;
+    let health_url = leak(format!("{}/healthz", cached.client_url()));
+    all.push(hello_figures.clone());
+    all.push(
+        wrk(throughput(
+            "gateway /healthz (middleware only)",
+            health_url,
+            &[],
+        ))
+        .await,
+    );
+    let cached_headers: &'static [(&str, &str)] = Box::leak(Box::new([
+        ("authorization", bearer),
+        ("x-psu-ip-address", "192.0.2.1"),
+    ]));
+    let cached_figures = wrk(throughput(
+        "cached balances (full path)",
+        balances_url,
+        cached_headers,
+    ))
+    .await;
+    all.push(cached_figures.clone());
+
+    // 2. One DNB account read over the banks' PSD2 API: straight, through HAProxy, through the
+    //    gateway.
+    let (db_client, connection) = tokio_postgres::connect(&live_db, tokio_postgres::NoTls)
+        .await
+        .expect("db");
+    tokio::spawn(connection);
+    let row = db_client
+        .query_one(
+            "SELECT ca.account_id, pc.external_id FROM connections c
+             JOIN connection_accounts ca ON ca.connection_id = c.id AND ca.provider = 'psd2'
+             JOIN provider_consents pc ON pc.consent_id = c.consent_id AND pc.provider = 'psd2'
+             WHERE c.bank = 'dnb' LIMIT 1",
+            &[],
+        )
+        .await
+        .expect("a DNB connection");
+    let (account_id, consent_id): (String, String) = (row.get(0), row.get(1));
+    let live_ids = connection_ids(&http, &live, &token).await;
+    let direct_url = format!(
+        "{}/accounts/{account_id}/balances",
+        sandbox.psd2_url(BankId::Dnb)
+    );
+    let proxy = Haproxy::start(sandbox.psd2_addr()).await;
+    let proxied_url = direct_url.replace(&sandbox.psd2_addr().to_string(), &proxy.addr.to_string());
+    let psd2_read = |url: &str| {
+        http.get(url)
+            .header("x-request-id", uuid::Uuid::new_v4().to_string())
+            .header("consent-id", &consent_id)
+            .header("psu-ip-address", "192.0.2.1")
+    };
+    let account_read = |bank: &str| {
+        http.get(format!(
+            "{}/v1/accounts/{}/balances",
+            live.client_url(),
+            live_ids[bank]
+        ))
+        .bearer_auth(&token)
+        .header("x-psu-ip-address", "192.0.2.1")
+    };
+    // Warm every path's connections first.
+    for _ in 0..20 {
+        let _ = psd2_read(&direct_url).send().await;
+        let _ = psd2_read(&proxied_url).send().await;
+        let _ = account_read("dnb").send().await;
+    }
+    let direct = fixed_rate(
+        "live read, direct to the sandbox",
+        LIVE_RATE_PER_S,
+        LIVE_SECONDS,
+        || psd2_read(&direct_url),
+        success,
+    )
+    .await;
+    let proxied = fixed_rate(
+        "live read, through HAProxy",
+        LIVE_RATE_PER_S,
+        LIVE_SECONDS,
+        || psd2_read(&proxied_url),
+        success,
+    )
+    .await;
+    let through = fixed_rate(
+        "live read, through the gateway",
+        LIVE_RATE_PER_S,
+        LIVE_SECONDS,
+        || account_read("dnb"),
+        success,
+    )
+    .await;
+    all.extend([direct.clone(), proxied.clone(), through.clone()]);
+
+    // 3. Fail-fast: DNB and Nordea read side by side, then again with DNB hanging.
+    let half = LIVE_RATE_PER_S / 2;
+    let (dnb_before, nordea_before) = tokio::join!(
+        fixed_rate(
+            "DNB read, healthy",
+            half,
+            LIVE_SECONDS,
+            || account_read("dnb"),
+            success
+        ),
+        fixed_rate(
+            "Nordea read, DNB healthy",
+            half,
+            LIVE_SECONDS,
+            || account_read("nordea"),
+            success
+        ),
+    );
+    let fault: Value = http
+        .post(format!("{}/sandbox/faults", sandbox.control_url()))
+        .json(&json!({"provider": "psd2", "bank": "dnb", "kind": "timeout"}))
+        .send()
+        .await
+        .expect("fault")
+        .json()
+        .await
+        .expect("fault body");
+    // Three failed reads open DNB's breaker; from then on DNB is served stale at once. They
+    // come from three sessions, since one session's concurrent reads are coalesced into one.
+    let trips: Vec<_> = (0..3)
+        .map(|n| {
+            let token = bankgate::token::mint(
+                &secret,
+                "bench-user",
+                &format!("trip-{n}"),
+                Duration::from_secs(600),
+            )
+            .expect("token");
+            http.get(format!(
+                "{}/v1/accounts/{}/balances",
+                live.client_url(),
+                live_ids["dnb"]
+            ))
+            .bearer_auth(token)
+            .header("x-psu-ip-address", "192.0.2.1")
+            .send()
+        })
+        .collect();
+    futures_util::future::join_all(trips).await;
+    let (dnb_down, nordea_beside) = tokio::join!(
+        fixed_rate(
+            "DNB read, DNB hanging (breaker open)",
+            half,
+            LIVE_SECONDS,
+            || account_read("dnb"),
+            success
+        ),
+        fixed_rate(
+            "Nordea read, DNB hanging",
+            half,
+            LIVE_SECONDS,
+            || account_read("nordea"),
+            success
+        ),
+    );
+    let stale: Value = account_read("dnb")
+        .send()
+        .await
+        .expect("read")
+        .json()
+        .await
+        .expect("body");
+    assert_eq!(stale["stale"], true, "DNB is served stale: {stale}");
+    let _ = http
+        .delete(format!(
+            "{}/sandbox/faults/{}",
+            sandbox.control_url(),
+            fault["id"]
+        ))
+        .send()
+        .await;
+    all.extend([
+        dnb_before,
+        nordea_before.clone(),
+        dnb_down.clone(),
+        nordea_beside.clone(),
+    ]);
+
+    // 4. Sessions: 100 000 users, each with a session of their own, then idle.
+    let rss_before = rss_bytes();
+    let sessions_before = cached.actors().sessions.active();
+    let started = Instant::now();
+    let gate = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS as usize));
+    let mut tasks = Vec::with_capacity(SESSIONS);
+    for n in 0..SESSIONS {
+        let token = bankgate::token::mint(
+            &secret,
+            &format!("idle-{n}"),
+            "s",
+            Duration::from_secs(3600),
+        )
+        .expect("token");
+        let request = http
+            .get(balances_url)
+            .bearer_auth(token)
+            .header("x-psu-ip-address", "192.0.2.1");
+        let permit = gate.clone().acquire_owned().await.expect("semaphore");
+        tasks.push(tokio::spawn(async move {
+            let ok = request.send().await.is_ok_and(|r| r.status().is_success());
+            drop(permit);
+            ok
+        }));
+    }
+    let mut session_errors = 0;
+    for task in tasks {
+        session_errors += u64::from(!task.await.expect("session task"));
+    }
+    let creation = started.elapsed();
+    let created = cached.actors().sessions.active() - sessions_before;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let growth = rss_bytes().saturating_sub(rss_before);
+    let per_session = growth as f64 / created.max(1) as f64;
+
+    // 5. Payments through the durable path, each with its own idempotency key.
+    let cached_ids = connection_ids(&http, &cached, &token).await;
+    let body = json!({
+        "bank": "dnb",
+        "debtor_account_id": cached_ids["dnb"],
+        "amount": "150.00",
+        "currency": "NOK",
+        "creditor": {"name": "Kari Nordmann", "account_number": "86011117947", "country": "NO"},
+        "kind": "remittance",
+    })
+    .to_string();
+    let script = leak(format!(
+        r#"local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("id", threads)
+end
+local counter = 0
+request = function()
+  counter = counter + 1
+  local headers = {{}}
+  headers["Authorization"] = "{bearer}"
+  headers["Content-Type"] = "application/json"
+  headers["Idempotency-Key"] = "bench-" .. id .. "-" .. counter
+  headers["x-psu-ip-address"] = "192.0.2.1"
+  return wrk.format("POST", "/v1/payments", headers, {body:?})
+end
+"#
+    ));
+    let payments_url = leak(format!("{}/v1/payments", cached.client_url()));
+    let payments = wrk(Wrk {
+        case: "payment initiations (durable path)",
+        url: payments_url,
+        connections: PAYMENT_CONNECTIONS,
+        seconds: WRK_SECONDS,
+        headers: &[],
+        script: Some(script),
+    })
+    .await;
+    all.push(payments.clone());
+
+    println!();
+    println!(
+        "{:<40} {:>12} {:>10} {:>10} {:>8}",
+        "case", "requests/s", "p50 ms", "p99 ms", "errors"
+    );
+    for f in &all {
+        println!(
+            "{:<40} {:>12.0} {:>10.3} {:>10.3} {:>8}",
+            f.case, f.requests_per_s, f.p50_ms, f.p99_ms, f.errors
+        );
+    }
+    let ratio = cached_figures.requests_per_s / hello_figures.requests_per_s;
+    let added = |f: &Figures| (f.p50_ms - direct.p50_ms, f.p99_ms - direct.p99_ms);
+    let (gateway_p50, gateway_p99) = added(&through);
+    let (proxy_p50, proxy_p99) = added(&proxied);
+    let nordea_change = nordea_beside.p99_ms / nordea_before.p99_ms - 1.0;
+    println!();
+    println!(
+        "1. cached reads at {:.0} % of the hello-world's throughput (target ≥ 60 %)",
+        ratio * 100.0
+    );
+    println!(
+        "2. added latency at {LIVE_RATE_PER_S} req/s: gateway p50 +{gateway_p50:.3} ms, p99 +{gateway_p99:.3} ms (target p99 ≤ 1 ms and below HAProxy's); HAProxy p50 +{proxy_p50:.3} ms, p99 +{proxy_p99:.3} ms"
+    );
+    println!(
+        "3. DNB hanging: DNB p99 {:.3} ms served stale (target ≤ 5 ms); Nordea p99 {:.3} ms vs {:.3} ms healthy ({:+.1} %, target within 10 %)",
+        dnb_down.p99_ms,
+        nordea_beside.p99_ms,
+        nordea_before.p99_ms,
+        nordea_change * 100.0
+    );
+    println!(
+        "4. {created} sessions in {:.1} s ({:.0}/s, {session_errors} errors): RSS +{:.1} MiB, {:.0} bytes per session (target ≤ 2048)",
+        creation.as_secs_f64(),
+        created as f64 / creation.as_secs_f64(),
+        growth as f64 / (1024.0 * 1024.0),
+        per_session
+    );
+    println!(
+        "5. payments: {:.0} initiations/s, p50 {:.3} ms, p99 {:.3} ms at {PAYMENT_CONNECTIONS} connections ({} errors)",
+        payments.requests_per_s, payments.p50_ms, payments.p99_ms, payments.errors
+    );
+
+    let report = json!({
+        "connections": CONNECTIONS,
+        "wrk_seconds": WRK_SECONDS,
+        "live_rate_per_s": LIVE_RATE_PER_S,
+        "cases": all,
+        "cached_to_hello_ratio": ratio,
+        "live_added_p50_ms": gateway_p50,
+        "live_added_p99_ms": gateway_p99,
+        "haproxy_added_p50_ms": proxy_p50,
+        "haproxy_added_p99_ms": proxy_p99,
+        "fail_fast_dnb_p99_ms": dnb_down.p99_ms,
+        "fail_fast_nordea_p99_change": nordea_change,
+        "sessions": {
+            "created": created,
+            "seconds": creation.as_secs_f64(),
+            "errors": session_errors,
+            "rss_growth_bytes": growth,
+            "bytes_per_session": per_session,
+        },
+        "payments_per_s": payments.requests_per_s,
+        "payments_p99_ms": payments.p99_ms,
+    });
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    std::fs::create_dir_all(&dir).expect("target/bench");
+    std::fs::write(
+        dir.join("gateway.json"),
+        serde_json::to_string_pretty(&report).expect("json"),
+    )
+    .expect("report");
+    println!("written to target/bench/gateway.json");
+
+    drop(proxy);
+    cached.shutdown().await;
+    live.shutdown().await;
+    sandbox.shutdown().await;
+    cluster.stop().await;
+}
