@@ -20,9 +20,6 @@ use crate::http::{ApiError, ClientAddr};
 /// The OpenAPI document of this API, served at `/v1/openapi.yaml`.
 pub const OPENAPI: &str = include_str!("openapi.yaml");
 
-/// Handlers' futures are boxed where they are awaited (`respond(Box::pin(…).await)`): the
-/// route tree's future is an enum as large as its largest handler's, and it is moved several
-/// times per request on its way into hyper; boxed, each handler costs one allocation instead.
 fn respond(result: Result<Response, ApiError>) -> Response {
     result.unwrap_or_else(Reply::into_response)
 }
@@ -49,7 +46,7 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .and(psu_ip)
         .and(request_id())
         .then(|state, claims, ip, rid| async move {
-            respond(Box::pin(balances::all(state, claims, ip, rid)).await)
+            respond(balances::all(state, claims, ip, rid).await)
         });
     let balance_one = warp::path!("v1" / "accounts" / Uuid / "balances")
         .and(warp::get())
@@ -58,21 +55,22 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .and(psu_ip)
         .and(request_id())
         .then(|id, state, claims, ip, rid| async move {
-            respond(Box::pin(balances::one(state, claims, id, ip, rid)).await)
+            respond(balances::one(state, claims, id, ip, rid).await)
         });
     let banks = warp::path!("v1" / "banks")
         .and(warp::get())
         .and(with_state.clone())
         .and(auth.clone())
-        .then(|state, _claims| Box::pin(banks::list(state)));
-    let create_consent = warp::path!("v1" / "consents")
-        .and(warp::post())
-        .and(with_state.clone())
-        .and(auth.clone())
-        .and(json_body)
-        .then(|state, claims, body| async move {
-            respond(Box::pin(consents::create(state, claims, body)).await)
-        });
+        .then(|state, _claims| banks::list(state));
+    let create_consent =
+        warp::path!("v1" / "consents")
+            .and(warp::post())
+            .and(with_state.clone())
+            .and(auth.clone())
+            .and(json_body)
+            .then(|state, claims, body| async move {
+                respond(consents::create(state, claims, body).await)
+            });
     let callback = warp::path!("v1" / "consents" / Uuid / "callback")
         .and(warp::get())
         .and(with_state.clone())
@@ -80,15 +78,13 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .and(warp::ext::optional::<ClientAddr>())
         .then(|id, state, query, peer: Option<ClientAddr>| async move {
             let ip: Option<IpAddr> = peer.map(|p| p.0.ip());
-            respond(Box::pin(consents::callback(state, id, query, ip)).await)
+            respond(consents::callback(state, id, query, ip).await)
         });
     let connections = warp::path!("v1" / "connections")
         .and(warp::get())
         .and(with_state.clone())
         .and(auth.clone())
-        .then(
-            |state, claims| async move { respond(Box::pin(consents::list(state, claims)).await) },
-        );
+        .then(|state, claims| async move { respond(consents::list(state, claims).await) });
     let raw_body = warp::body::content_length_limit(state.body_limit).and(warp::body::bytes());
     let peer_ip = warp::ext::optional::<ClientAddr>()
         .map(|peer: Option<ClientAddr>| peer.map_or(IpAddr::from([127, 0, 0, 1]), |p| p.0.ip()));
@@ -100,44 +96,41 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .and(peer_ip)
         .and(raw_body)
         .then(|state, claims, headers, peer, body| async move {
-            respond(Box::pin(payments::create(state, claims, headers, peer, body)).await)
+            respond(payments::create(state, claims, headers, peer, body).await)
         });
-    let list_payments = warp::path!("v1" / "payments")
-        .and(warp::get())
-        .and(with_state.clone())
-        .and(auth.clone())
-        .and(warp::query::<payments::ListQuery>())
-        .then(|state, claims, query| async move {
-            respond(Box::pin(payments::list(state, claims, query)).await)
-        });
+    let list_payments =
+        warp::path!("v1" / "payments")
+            .and(warp::get())
+            .and(with_state.clone())
+            .and(auth.clone())
+            .and(warp::query::<payments::ListQuery>())
+            .then(|state, claims, query| async move {
+                respond(payments::list(state, claims, query).await)
+            });
     let payment = warp::path!("v1" / "payments" / Uuid)
         .and(warp::get())
         .and(with_state.clone())
         .and(auth.clone())
-        .then(|id, state, claims| async move {
-            respond(Box::pin(payments::one(state, claims, id)).await)
-        });
+        .then(|id, state, claims| async move { respond(payments::one(state, claims, id).await) });
     let sca_returned = warp::path!("v1" / "payments" / Uuid / "callback")
         .and(warp::get())
         .and(with_state.clone())
-        .then(
-            |id, state| async move { respond(Box::pin(payments::sca_returned(state, id)).await) },
-        );
+        .then(|id, state| async move { respond(payments::sca_returned(state, id).await) });
     let webhook = warp::path!("v1" / "webhooks" / String)
         .and(warp::post())
         .and(with_state.clone())
         .and(warp::header::headers_cloned())
         .and(warp::body::content_length_limit(state.body_limit).and(warp::body::bytes()))
         .then(|provider, state, headers, body| async move {
-            respond(Box::pin(payments::webhook(state, provider, headers, body)).await)
+            respond(payments::webhook(state, provider, headers, body).await)
         });
     let delete_connection = warp::path!("v1" / "connections" / Uuid)
         .and(warp::delete())
         .and(with_state)
         .and(auth)
-        .then(|id, state, claims| async move {
-            respond(Box::pin(consents::delete(state, claims, id)).await)
-        });
+        .then(
+            |id, state, claims| async move { respond(consents::delete(state, claims, id).await) },
+        );
 
     let api = health
         .or(openapi)
