@@ -448,16 +448,7 @@ impl Actor for BankActor {
                 provider,
                 probe,
                 result,
-            } => {
-                state.in_flight = state.in_flight.saturating_sub(1);
-                let outcome = match &result {
-                    Ok(()) => "success",
-                    Err(error) => error.class.as_str(),
-                };
-                ::metrics::counter!(metrics::PROBES, "bank" => state.bank().as_str(), "provider" => provider.as_str(), "outcome" => outcome)
-                    .increment(1);
-                state.record(provider, probe, result.as_ref().err());
-            }
+            } => state.probe_outcome(provider, probe, result.as_ref().err()),
             BankMsg::Panic => panic!("chaos: bank actor asked to panic"),
         }
         Ok(())
@@ -746,6 +737,14 @@ impl BankState {
                 });
             });
         }
+    }
+
+    fn probe_outcome(&mut self, provider: ProviderId, probe: bool, error: Option<&UpstreamError>) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let outcome = error.map_or("success", |e| e.class.as_str());
+        ::metrics::counter!(metrics::PROBES, "bank" => self.bank().as_str(), "provider" => provider.as_str(), "outcome" => outcome)
+            .increment(1);
+        self.record(provider, probe, error);
     }
 
     /// Feeds one call's outcome to the path's breaker.

@@ -20,7 +20,7 @@ use warp::hyper::body::Bytes;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
-use super::faults::{FaultKind, Injected, Target};
+use super::faults::{Fault, FaultKind, Injected, Target};
 use super::rate_limit::{LimitState, Throttled, limited};
 use super::world::{ConsentProblem, NewConsent, NewPayment, Payment};
 use super::{AccountRef, SandboxState, header, is_redirect_url};
@@ -398,9 +398,10 @@ async fn banks(state: Arc<SandboxState>, headers: HeaderMap) -> Response {
     if let Err(response) = authenticate(&state, &headers) {
         return response;
     }
+    let faults = state.faults.list();
     let list: Vec<_> = BankId::ALL
         .into_iter()
-        .map(|bank| bank_view(&state, bank))
+        .map(|bank| bank_view(&faults, bank))
         .collect();
     warp::reply::json(&list).into_response()
 }
@@ -421,12 +422,12 @@ async fn bank(id: String, state: Arc<SandboxState>, headers: HeaderMap) -> Respo
     if let Err(response) = authenticate(&state, &headers) {
         return response;
     }
-    warp::reply::json(&bank_view(&state, bank)).into_response()
+    warp::reply::json(&bank_view(&state.faults.list(), bank)).into_response()
 }
 
 /// A bank as Neonomics lists it, `UNAVAILABLE` while a fault takes it down.
-fn bank_view(state: &SandboxState, bank: BankId) -> serde_json::Value {
-    let down = state.faults.list().iter().any(|f| {
+fn bank_view(faults: &[Fault], bank: BankId) -> serde_json::Value {
+    let down = faults.iter().any(|f| {
         f.provider == ProviderId::Neonomics
             && f.bank.is_none_or(|b| b == bank)
             && !matches!(f.kind, FaultKind::Latency | FaultKind::ConsentExpired)

@@ -8,7 +8,8 @@ use bankgate_actors::breaker::BreakerState;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    QUICK, TestApp, eventually, quick_with_long_breakers, spawn_app, spawn_app_with,
+    QUICK, TestApp, connections, eventually, metrics_text, quick_with_long_breakers, spawn_app,
+    spawn_app_with,
 };
 
 /// A user connected to DNB and Nordea, and a first live read of both.
@@ -57,17 +58,7 @@ async fn connecting_a_bank_stores_its_accounts_with_both_providers() {
     );
     assert!(back.ends_with("status=active"));
 
-    let connections: Value = app
-        .http
-        .get(app.client_url("/v1/connections"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let list = connections["connections"].as_array().unwrap();
+    let list = connections(&app.gateway.client_url(), &token).await;
     let seeded = app.sandbox.seeded_accounts(BankId::Dnb, "kari").await;
     assert_eq!(list.len(), seeded.len());
     assert_eq!(list[0]["providers"], json!(["neonomics", "psd2"]));
@@ -524,15 +515,7 @@ async fn a_panicking_bank_actor_is_restarted_and_serves_the_next_request() {
             .then_some(())
     })
     .await;
-    let metrics = app
-        .http
-        .get(app.ops_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&app.gateway.ops_url()).await;
     assert!(
         metrics
             .lines()

@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use tokio_postgres::NoTls;
 
 use crate::helpers::{
-    DEV_TOKEN_SECRET, client, eventually, free_port, fresh_database, serve, spawn_sandbox,
-    wait_until_up,
+    DEV_TOKEN_SECRET, client, connection_at, eventually, free_port, fresh_database, serve,
+    spawn_sandbox, wait_until_up,
 };
 
 #[tokio::test]
@@ -30,19 +30,7 @@ async fn sigkill_during_a_burst_and_a_drain_loses_and_doubles_nothing() {
     bankgate::browser::connect(&url, &token, BankId::Dnb, "https://drop.example/connected")
         .await
         .expect("consent flow");
-    let connections: Value = client()
-        .get(format!("{url}/v1/connections"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let account = connections["connections"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let account = connection_at(&url, &token, BankId::Dnb).await;
 
     // Half the initiations fail before the bank takes them (so some payments queue and the
     // drainer works), and every call is slow enough to be cut off by the kill.

@@ -9,7 +9,9 @@ use bankgate_actors::BankId;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{QUICK, TestApp, client, eventually, spawn_sandbox, start_gateway};
+use crate::helpers::{
+    QUICK, TestApp, client, connection_at, eventually, spawn_sandbox, start_gateway,
+};
 
 async fn pay(app: &TestApp, token: &str, key: &str, account: &str) -> (StatusCode, Value) {
     let response = app
@@ -55,20 +57,7 @@ async fn a_database_restart_keeps_balances_up_pauses_payments_and_heals_by_itsel
     };
     let token = app.token("outage-user");
     app.connect(&token, BankId::Dnb).await;
-    let connections: Value = app
-        .http
-        .get(app.client_url("/v1/connections"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let account = connections["connections"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let account = connection_at(&app.gateway.client_url(), &token, BankId::Dnb).await;
     assert_eq!(app.balances(&token).await.status(), 200);
     let (status, body) = pay(&app, &token, "before", &account).await;
     assert_eq!(status, 201, "{body}");

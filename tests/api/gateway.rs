@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{client, spawn_app, test_settings};
+use crate::helpers::{client, metrics_text, spawn_app, test_settings};
 
 #[tokio::test]
 async fn health_answers_with_a_request_id() {
@@ -81,15 +81,7 @@ async fn ops_port_reports_readiness_and_metrics() {
         .send()
         .await
         .unwrap();
-    let metrics = app
-        .http
-        .get(app.ops_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&app.gateway.ops_url()).await;
     assert!(
         metrics.contains("bankgate_http_requests_total"),
         "{metrics}"

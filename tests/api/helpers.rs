@@ -533,6 +533,44 @@ pub async fn set_mode(gateway: &Gateway, bank: &str, body: Value) {
     assert_eq!(status, 200, "{answer}");
 }
 
+/// The user's connections as `GET /v1/connections` lists them, at the gateway at `base`.
+pub async fn connections(base: &str, token: &str) -> Vec<Value> {
+    let body: Value = client()
+        .get(format!("{base}/v1/connections"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["connections"].as_array().unwrap().clone()
+}
+
+/// The id of the user's first connection at `bank`.
+pub async fn connection_at(base: &str, token: &str, bank: BankId) -> String {
+    connections(base, token)
+        .await
+        .iter()
+        .find(|c| c["bank"] == bank.as_str())
+        .unwrap_or_else(|| panic!("a connection at {bank}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// What the ops listener at `ops_base` exports to Prometheus.
+pub async fn metrics_text(ops_base: &str) -> String {
+    client()
+        .get(format!("{ops_base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// A loopback port free at the time of asking, for servers started as separate processes.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

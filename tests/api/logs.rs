@@ -11,7 +11,7 @@ use bankgate_actors::BankId;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    DEV_TOKEN_SECRET, OPS_TOKEN, client, eventually, free_port, fresh_database, serve,
+    DEV_TOKEN_SECRET, OPS_TOKEN, client, connections, eventually, free_port, fresh_database, serve,
     spawn_sandbox, wait_until_up,
 };
 
@@ -66,18 +66,8 @@ async fn a_full_scenario_logs_no_token_secret_account_number_or_national_id() {
             .await
             .expect("consent flow");
     }
-    let connections: Value = http
-        .get(format!("{url}/v1/connections"))
-        .bearer_auth(&token)
-        .send()
+    let ids: Vec<(String, String)> = connections(&url, &token)
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ids: Vec<(String, String)> = connections["connections"]
-        .as_array()
-        .unwrap()
         .iter()
         .map(|c| {
             (

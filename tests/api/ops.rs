@@ -10,30 +10,12 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    OPS_TOKEN, QUICK, TestApp, client, eventually, fresh_database, ops_call, set_mode,
-    spawn_app_with, spawn_sandbox, start_gateway,
+    OPS_TOKEN, QUICK, TestApp, client, connection_at, eventually, fresh_database, metrics_text,
+    ops_call, set_mode, spawn_app_with, spawn_sandbox, start_gateway,
 };
 
 async fn account_balance(app: &TestApp, token: &str, bank: BankId) -> reqwest::Response {
-    let connections: Value = app
-        .http
-        .get(app.client_url("/v1/connections"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = connections["connections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["bank"] == bank.as_str())
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = connection_at(&app.gateway.client_url(), token, bank).await;
     app.http
         .get(app.client_url(&format!("/v1/accounts/{id}/balances")))
         .bearer_auth(token)
@@ -515,15 +497,7 @@ async fn the_health_probe_watches_every_path_without_user_traffic() {
         (dnb["degraded"] == false && dnb["balances"] == "live" && closed).then_some(())
     })
     .await;
-    let metrics = app
-        .http
-        .get(app.ops_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&app.gateway.ops_url()).await;
     assert!(
         metrics
             .lines()

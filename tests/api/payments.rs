@@ -8,8 +8,8 @@ use bankgate_actors::BankId;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    QUICK, TestApp, client, eventually, fresh_database, ops_call, set_mode, spawn_app_with,
-    spawn_sandbox, start_gateway,
+    QUICK, TestApp, client, connection_at, eventually, fresh_database, ops_call, set_mode,
+    spawn_app_with, spawn_sandbox, start_gateway,
 };
 
 const WEBHOOK_SECRET: &str = "sandbox-neonomics-webhook-secret";
@@ -32,25 +32,7 @@ fn pay_settings(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'
 async fn dnb_user(app: &TestApp, user: &str) -> (String, String) {
     let token = app.token(user);
     app.connect(&token, BankId::Dnb).await;
-    let connections: Value = app
-        .http
-        .get(app.client_url("/v1/connections"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let account = connections["connections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["bank"] == "dnb")
-        .expect("a DNB account")["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let account = connection_at(&app.gateway.client_url(), &token, BankId::Dnb).await;
     (token, account)
 }
 

@@ -10,8 +10,8 @@ use bankgate_actors::BankId;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    DEV_TOKEN_SECRET, client, eventually, free_port, fresh_database, serve, spawn_sandbox,
-    wait_until_up,
+    DEV_TOKEN_SECRET, client, connections, eventually, free_port, fresh_database, metrics_text,
+    serve, spawn_sandbox, wait_until_up,
 };
 
 /// A Prometheus server in a temporary directory, stopped when dropped.
@@ -84,25 +84,6 @@ impl Prometheus {
     }
 }
 
-/// The ids of the user's connections.
-async fn account_ids(url: &str, token: &str) -> Vec<String> {
-    let connections: Value = client()
-        .get(format!("{url}/v1/connections"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    connections["connections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["id"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 #[tokio::test]
 async fn prometheus_fires_the_failure_rate_alert_for_the_bank_that_is_down_only() {
     let sandbox = spawn_sandbox().await;
@@ -127,7 +108,11 @@ async fn prometheus_fires_the_failure_rate_alert_for_the_bank_that_is_down_only(
             .await
             .expect("consent flow");
     }
-    let accounts = account_ids(&url, &token).await;
+    let accounts: Vec<String> = connections(&url, &token)
+        .await
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect();
     let target = format!("127.0.0.1:{ops_port}");
     let prometheus = Prometheus::start(&target);
     eventually(Duration::from_secs(30), || async {
@@ -173,14 +158,7 @@ async fn prometheus_fires_the_failure_rate_alert_for_the_bank_that_is_down_only(
         seen.iter().all(|(bank, _)| bank == "dnb"),
         "only DNB's alert was ever pending or firing: {seen:?}"
     );
-    let metrics = client()
-        .get(format!("http://{target}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&format!("http://{target}")).await;
     assert!(
         metrics
             .lines()
