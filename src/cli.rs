@@ -42,6 +42,9 @@ enum Command {
     },
     /// Run PostgreSQL, the sandbox and the gateway together; Ctrl-C stops everything.
     Demo,
+    /// Chaos soak: traffic, random faults, SIGKILLs and a database restart against a gateway
+    /// process; exits 1 if a promise broke.
+    Soak(crate::soak::SoakArgs),
     /// Apply the database migrations and exit.
     Migrate,
     /// Operate a running gateway through its ops API: status, diagnosis, modes, breakers.
@@ -76,13 +79,17 @@ impl From<anyhow::Error> for Failure {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let env: HashMap<String, String> = std::env::vars().collect();
-    let settings = match Settings::load(cli.config.as_deref(), &env) {
+    let mut settings = match Settings::load(cli.config.as_deref(), &env) {
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("bankgate: invalid settings: {error}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if matches!(cli.command, Command::Soak(_)) {
+        // The soak's output is its timeline and report; the sandbox's access log would bury it.
+        settings.telemetry.log_filter = "warn".to_owned();
+    }
     crate::telemetry::init_logging(&settings.telemetry);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -91,7 +98,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run(cli.command, settings));
+    let result = runtime.block_on(run(cli.command, cli.config, settings));
     runtime.shutdown_timeout(Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -106,11 +113,21 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command, settings: Settings) -> Result<(), Failure> {
+async fn run(command: Command, config: Option<PathBuf>, settings: Settings) -> Result<(), Failure> {
     match command {
         Command::Serve => serve(settings).await,
         Command::Sandbox { port } => sandbox(settings, port).await,
         Command::Demo => Ok(crate::demo::run(settings).await?),
+        Command::Soak(args) => {
+            let report = crate::soak::run(settings, config, args).await?;
+            if report.passed() {
+                Ok(())
+            } else {
+                Err(Failure::Runtime(anyhow::anyhow!(
+                    "the soak broke a promise (see the report)"
+                )))
+            }
+        }
         Command::Ops(args) => {
             let url = format!("http://{}", settings.http.ops_addr);
             Ok(crate::ops_cli::run(args, url).await?)

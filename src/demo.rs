@@ -42,7 +42,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         .context("failed to migrate the database")?;
     let gateway = Gateway::start(&settings, pool).await?;
 
-    register_webhooks(&settings, &gateway, &sandbox).await?;
+    register_webhooks(&settings, &gateway.client_url(), &sandbox).await?;
     let token = connect_demo_user(&settings, &gateway).await?;
     let account = dnb_account(&gateway, &token).await?;
     print_banner(&gateway, &sandbox, &token, &account);
@@ -76,17 +76,17 @@ async fn connect_demo_user(settings: &Settings, gateway: &Gateway) -> anyhow::Re
     Ok(token)
 }
 
-/// Points the simulated providers' payment webhooks at the gateway, as an operator does in
-/// each provider's portal.
-async fn register_webhooks(
+/// Points the simulated providers' payment webhooks at the gateway at `client_url`, as an
+/// operator does in each provider's portal.
+pub async fn register_webhooks(
     settings: &Settings,
-    gateway: &Gateway,
+    client_url: &str,
     sandbox: &Sandbox,
 ) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     for (provider, secret) in &settings.webhooks.secrets {
         let target = serde_json::json!({
-            "url": format!("{}/v1/webhooks/{provider}", gateway.client_url()),
+            "url": format!("{client_url}/v1/webhooks/{provider}"),
             "secret": secret.expose_secret(),
         });
         http.put(format!(

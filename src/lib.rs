@@ -21,6 +21,8 @@
 //! - `store`: PostgreSQL behind the actors' `Store`, and consent and connection records.
 //! - `token`: client bearer tokens.
 //! - `demo`: PostgreSQL, sandbox and gateway in one process tree.
+//! - `soak`: the chaos soak: traffic, random faults, SIGKILLs and a database restart against a
+//!   gateway process, then checks that nothing accepted was lost or done twice.
 //!
 //! The resilience logic (actors, breakers, caches) lives in the `bankgate-actors` crate.
 
@@ -40,6 +42,7 @@ pub mod postgres;
 pub mod providers;
 pub mod sandbox;
 pub mod settings;
+pub mod soak;
 pub mod store;
 pub mod telemetry;
 pub mod token;

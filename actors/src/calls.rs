@@ -14,6 +14,8 @@ use crate::{BankId, ProviderId, Service};
 
 /// Calls remembered at most, whatever the window.
 const MAX_CALLS: usize = 100_000;
+/// Timed calls that make a path's recent latency.
+const RECENT_CALLS: usize = 20;
 
 #[derive(Debug, Clone, Copy)]
 struct Call {
@@ -35,7 +37,14 @@ pub struct PathStats {
     /// Seconds since the oldest failure in the window.
     pub failing_for_s: Option<u64>,
     pub p95_ms: Option<u64>,
+    /// p95 latency of the path's latest `RECENT_CALLS` timed calls: how it answers now.
+    pub recent_p95_ms: Option<u64>,
     pub last_error: Option<FailureClass>,
+    /// Path failures since the path last answered well: the incident as it stands now, which
+    /// minutes of healthy history before it (or a past incident) must not hide.
+    pub current_failures: u64,
+    /// `current_failures` by class.
+    pub current: BTreeMap<&'static str, u64>,
 }
 
 impl PathStats {
@@ -49,6 +58,11 @@ impl PathStats {
 
     pub fn count(&self, class: FailureClass) -> u64 {
         self.failures.get(class.as_str()).copied().unwrap_or(0)
+    }
+
+    /// Failures of `class` since the path last answered well.
+    pub fn current_count(&self, class: FailureClass) -> u64 {
+        self.current.get(class.as_str()).copied().unwrap_or(0)
     }
 }
 
@@ -114,13 +128,22 @@ impl CallLog {
             if call.service == Service::Aisp || call.failure.is_some() {
                 latencies.push(call.latency);
             }
-            if let Some(class) = call.failure {
-                *stats.failures.entry(class.as_str()).or_default() += 1;
-                stats.last_error = Some(class);
-                if class.is_path_failure() {
-                    stats.path_failures += 1;
-                    if stats.failing_for_s.is_none() {
-                        stats.failing_for_s = Some(now.duration_since(call.at).as_secs());
+            match call.failure {
+                None => {
+                    stats.current_failures = 0;
+                    stats.current.clear();
+                }
+                Some(class) => {
+                    *stats.failures.entry(class.as_str()).or_default() += 1;
+                    stats.last_error = Some(class);
+                    // A consent or client error says nothing of the path's health either way.
+                    if class.is_path_failure() {
+                        stats.path_failures += 1;
+                        stats.current_failures += 1;
+                        *stats.current.entry(class.as_str()).or_default() += 1;
+                        if stats.failing_for_s.is_none() {
+                            stats.failing_for_s = Some(now.duration_since(call.at).as_secs());
+                        }
                     }
                 }
             }
@@ -128,15 +151,19 @@ impl CallLog {
         paths
             .into_iter()
             .map(|(key, (mut stats, mut latencies))| {
-                latencies.sort();
-                if !latencies.is_empty() {
-                    let index = (latencies.len() * 95).div_ceil(100).saturating_sub(1);
-                    stats.p95_ms = Some(latencies[index].as_millis() as u64);
-                }
+                let recent = latencies.len().saturating_sub(RECENT_CALLS);
+                stats.recent_p95_ms = p95_ms(&mut latencies[recent..].to_vec());
+                stats.p95_ms = p95_ms(&mut latencies);
                 (key, stats)
             })
             .collect()
     }
+}
+
+fn p95_ms(latencies: &mut [Duration]) -> Option<u64> {
+    latencies.sort();
+    let index = (latencies.len() * 95).div_ceil(100).checked_sub(1)?;
+    Some(latencies[index].as_millis() as u64)
 }
 
 #[cfg(test)]
@@ -166,6 +193,25 @@ mod tests {
         assert_eq!(dnb.count(FailureClass::Consent), 1);
         assert_eq!(dnb.p95_ms, Some(3000));
         assert!((dnb.failure_rate() - 0.1).abs() < 1e-9);
+        assert_eq!(
+            dnb.current_failures, 1,
+            "the timeout since the last success"
+        );
+        assert_eq!(dnb.recent_p95_ms, Some(3000));
+
+        log.record(BankId::Dnb, ProviderId::Neonomics, Service::Aisp, None, ok);
+        let summary = log.summary();
+        let dnb = &summary[&(BankId::Dnb, ProviderId::Neonomics)];
+        assert_eq!(dnb.path_failures, 1, "still in the window");
+        assert_eq!(dnb.current_failures, 0, "but over: the path answered since");
+        assert_eq!(dnb.current_count(FailureClass::Timeout), 0);
+        for _ in 0..20 {
+            log.record(BankId::Dnb, ProviderId::Neonomics, Service::Aisp, None, ok);
+        }
+        let summary = log.summary();
+        let dnb = &summary[&(BankId::Dnb, ProviderId::Neonomics)];
+        assert_eq!(dnb.p95_ms, Some(3000), "the slow calls are in the window");
+        assert_eq!(dnb.recent_p95_ms, Some(20), "but not among the latest");
 
         tokio::time::advance(Duration::from_secs(301)).await;
         assert!(log.summary().is_empty());

@@ -89,7 +89,9 @@ pub enum SessionMsg {
         result: Result<Vec<AccountBalance>, SessionError>,
     },
     /// The user's connections changed (consent completed, connection removed): reload.
-    Reload,
+    Reload {
+        removed: Option<Uuid>,
+    },
     Panic,
 }
 
@@ -156,6 +158,9 @@ pub struct SessionState {
     user: String,
     deps: Arc<SessionDeps>,
     connections: Snapshot,
+    /// The list from before the last reload (less any connection removed since), served while
+    /// PostgreSQL cannot give the new one: a database outage must not hide cached balances.
+    previous: Option<Vec<Arc<Connection>>>,
     waiting: HashMap<Option<Uuid>, Vec<BalancesReply>>,
 }
 
@@ -173,6 +178,7 @@ impl Actor for SessionActor {
             user: args.user,
             deps: args.deps,
             connections: args.snapshot,
+            previous: None,
             waiting: HashMap::new(),
         })
     }
@@ -212,6 +218,7 @@ impl Actor for SessionActor {
                     let mut snapshot = state.connections.write().expect("snapshot");
                     if snapshot.is_none() {
                         *snapshot = Some(loaded);
+                        state.previous = None;
                     }
                 }
                 if let Ok(balances) = &result {
@@ -221,7 +228,14 @@ impl Actor for SessionActor {
                     let _ = waiter.send(result.clone());
                 }
             }
-            SessionMsg::Reload => *state.connections.write().expect("snapshot") = None,
+            SessionMsg::Reload { removed } => {
+                if let Some(known) = state.connections.write().expect("snapshot").take() {
+                    state.previous = Some(known);
+                }
+                if let (Some(previous), Some(removed)) = (state.previous.as_mut(), removed) {
+                    previous.retain(|c| c.id != removed);
+                }
+            }
             SessionMsg::Panic => panic!("chaos: session actor asked to panic"),
         }
         Ok(())
@@ -237,6 +251,7 @@ impl SessionState {
         request_id: String,
     ) {
         let known = self.connections.read().expect("snapshot").clone();
+        let previous = self.previous.clone();
         let deps = self.deps.clone();
         let user = self.user.clone();
         tokio::spawn(async move {
@@ -247,7 +262,13 @@ impl SessionState {
                         let list: Vec<_> = list.into_iter().map(Arc::new).collect();
                         (Some(list.clone()), Ok(list))
                     }
-                    Err(error) => (None, Err(SessionError::Store(error))),
+                    Err(error) => match previous {
+                        Some(previous) => {
+                            debug!(error = %error, "connections not reloaded; serving the previous list");
+                            (None, Ok(previous))
+                        }
+                        None => (None, Err(SessionError::Store(error))),
+                    },
                 },
             };
             let result = match connections {
@@ -492,12 +513,13 @@ impl Sessions {
         }
     }
 
-    /// Tells every session of `user` that the user's connections changed.
-    pub fn reload_user(&self, user: &str) {
+    /// Tells every session of `user` that the user's connections changed (`removed`, when one
+    /// was removed).
+    pub fn reload_user(&self, user: &str, removed: Option<Uuid>) {
         let map = self.map.read().expect("sessions");
         for ((owner, _), entry) in map.iter() {
             if owner == user {
-                let _ = entry.actor.send_message(SessionMsg::Reload);
+                let _ = entry.actor.send_message(SessionMsg::Reload { removed });
             }
         }
     }

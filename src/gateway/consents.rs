@@ -238,7 +238,7 @@ pub async fn callback(
         .await
         .map_err(store_error)?;
     info!(bank = %record.bank, status = %status, "consent completed");
-    state.sessions.reload_user(&record.user_id);
+    state.sessions.reload_user(&record.user_id, None);
     redirect(&finished_url(&record, &status))
 }
 
@@ -305,6 +305,6 @@ pub async fn delete(state: AppState, claims: Claims, id: Uuid) -> Result<Respons
     {
         return Err(ApiError::not_found("no such connection"));
     }
-    state.sessions.reload_user(&claims.sub);
+    state.sessions.reload_user(&claims.sub, Some(id));
     Ok(warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response())
 }

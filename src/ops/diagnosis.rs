@@ -1,23 +1,28 @@
 //! Naming the current incident in the outage runbook's terms, from the last minutes of calls
 //! per bank and provider: which paths fail, how (timeouts, 5xx, 429, credentials, network,
 //! expired consents), and since when. Pure: the ops service feeds it the call log.
+//!
+//! "Current" is taken literally: a path counts as failing by its failures since it last
+//! answered well, and as slow by its latest calls, so neither minutes of healthy traffic
+//! before an outage nor an incident that has since ended hides the one going on now.
 
 use std::collections::BTreeMap;
 
 use bankgate_actors::calls::PathStats;
 use bankgate_actors::upstream::FailureClass;
 use bankgate_actors::{BankId, ProviderId};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-/// A path is failing with at least this many failures making up at least half its calls.
+/// A path is failing with at least this many failures since it last answered well (or,
+/// flapping, when they make up half its calls in the window and the latest one failed).
 const MIN_FAILURES: u64 = 2;
 /// Expired consents across users in the window that make a wave.
 const CONSENT_WAVE: u64 = 3;
-/// A p95 above this (on at least `MIN_SLOW_CALLS` calls) is slow.
+/// A recent p95 above this (on at least `MIN_SLOW_CALLS` calls) is slow.
 const SLOW_P95_MS: u64 = 2000;
 const MIN_SLOW_CALLS: u64 = 3;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Incident {
     Healthy,
@@ -38,7 +43,10 @@ pub struct Evidence {
     pub failures: BTreeMap<&'static str, u64>,
     pub failure_rate: f64,
     pub failing_for_s: Option<u64>,
+    /// Failures since the path last answered well.
+    pub current_failures: u64,
     pub p95_ms: Option<u64>,
+    pub recent_p95_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -59,17 +67,20 @@ pub struct Observed<'a> {
 }
 
 fn failing(stats: &PathStats) -> bool {
-    stats.path_failures >= MIN_FAILURES && stats.failure_rate() >= 0.5
+    let flapping = stats.current_failures > 0
+        && stats.path_failures >= MIN_FAILURES
+        && stats.failure_rate() >= 0.5;
+    stats.current_failures >= MIN_FAILURES || flapping
 }
 
-/// Whether failures of `class` dominate `provider`'s failing paths.
+/// Whether failures of `class` dominate `provider`'s current failures.
 fn dominated_by(observed: &Observed, provider: ProviderId, class: FailureClass) -> bool {
     let (class_count, failures) = observed
         .paths
         .iter()
         .filter(|((_, p), _)| *p == provider)
         .fold((0, 0), |(c, f), (_, s)| {
-            (c + s.count(class), f + s.path_failures)
+            (c + s.current_count(class), f + s.current_failures)
         });
     class_count >= MIN_FAILURES && class_count * 2 >= failures
 }
@@ -93,7 +104,9 @@ pub fn diagnose(observed: &Observed) -> Diagnosis {
             failures: s.failures.clone(),
             failure_rate: (s.failure_rate() * 1000.0).round() / 1000.0,
             failing_for_s: s.failing_for_s,
+            current_failures: s.current_failures,
             p95_ms: s.p95_ms,
+            recent_p95_ms: s.recent_p95_ms,
         })
         .collect();
     let diagnosis = |incident, summary: String, action: String, provider, banks| Diagnosis {
@@ -206,7 +219,9 @@ pub fn diagnose(observed: &Observed) -> Diagnosis {
     let slow: Vec<BankId> = observed
         .paths
         .iter()
-        .filter(|(_, s)| s.calls >= MIN_SLOW_CALLS && s.p95_ms.is_some_and(|p| p > SLOW_P95_MS))
+        .filter(|(_, s)| {
+            s.calls >= MIN_SLOW_CALLS && s.recent_p95_ms.is_some_and(|p| p > SLOW_P95_MS)
+        })
         .map(|((b, _), _)| *b)
         .collect();
     if !slow.is_empty() {
@@ -245,6 +260,7 @@ pub fn diagnose(observed: &Observed) -> Diagnosis {
 mod tests {
     use super::*;
 
+    /// A path with `calls` calls, the latest of which failed as `failures` says.
     fn stats(calls: u64, failures: &[(FailureClass, u64)]) -> PathStats {
         let mut s = PathStats {
             calls,
@@ -254,8 +270,18 @@ mod tests {
             s.failures.insert(class.as_str(), n);
             if class.is_path_failure() {
                 s.path_failures += n;
+                s.current_failures += n;
+                s.current.insert(class.as_str(), n);
             }
         }
+        s
+    }
+
+    /// The same path after it answered well again.
+    fn recovered(mut s: PathStats) -> PathStats {
+        s.calls += 1;
+        s.current_failures = 0;
+        s.current.clear();
         s
     }
 
@@ -294,6 +320,13 @@ mod tests {
             incident(vec![((Dnb, Neonomics), stats(3, &[(RateLimited, 3)]))]).0,
             Incident::ProviderRateLimiting
         );
+        let mut slow = stats(40, &[]);
+        slow.p95_ms = Some(150);
+        slow.recent_p95_ms = Some(2300);
+        assert_eq!(
+            incident(vec![((Dnb, Neonomics), slow)]),
+            (Incident::SlowResponses, vec![Dnb])
+        );
         assert_eq!(
             incident(vec![((Nordea, Psd2), stats(2, &[(Credentials, 2)]))]).0,
             Incident::ProviderCredentials
@@ -318,6 +351,37 @@ mod tests {
             incident(vec![((Dnb, Neonomics), stats(10, &[(Timeout, 1)]))]).0,
             Incident::Healthy,
             "one timeout is no incident"
+        );
+    }
+
+    #[test]
+    fn an_outage_after_long_health_is_named_at_once() {
+        // Ten minutes of good answers, then three timeouts and an open breaker: a failure
+        // rate of 1 % over the window, and an outage all the same.
+        assert_eq!(
+            incident(vec![
+                ((Dnb, Neonomics), stats(300, &[(Timeout, 3)])),
+                ((Nordea, Neonomics), stats(300, &[(Timeout, 3)])),
+            ]),
+            (Incident::ProviderOutage, vec![Dnb, Nordea])
+        );
+    }
+
+    #[test]
+    fn an_incident_that_ended_no_longer_hides_the_next() {
+        // Neonomics rejected the credentials a minute ago and has answered well since; now
+        // PSD2 rate limits.
+        let (incident, _) = incident(vec![
+            ((Dnb, Neonomics), recovered(stats(20, &[(Credentials, 6)]))),
+            ((Dnb, Psd2), stats(5, &[(RateLimited, 3)])),
+        ]);
+        assert_eq!(incident, Incident::ProviderRateLimiting);
+        let mut was_slow = stats(40, &[]);
+        was_slow.p95_ms = Some(2300);
+        was_slow.recent_p95_ms = Some(120);
+        assert_eq!(
+            self::incident(vec![((Dnb, Neonomics), was_slow)]).0,
+            Incident::Healthy
         );
     }
 

@@ -108,6 +108,16 @@ fn unavailable(error: StoreError) -> ApiError {
     .with_retry_after(1)
 }
 
+/// A second request with a key whose first is still being handled (or died handling it, until
+/// `in_flight_timeout` settles it): the client retries with the same key and gets the answer.
+fn in_progress() -> ApiError {
+    ApiError::new(
+        ErrorCode::RequestInProgress,
+        "a request with this Idempotency-Key is in progress; retry shortly",
+    )
+    .with_retry_after(1)
+}
+
 fn quota(limit: u32, window: Duration) -> Quota {
     let burst = NonZeroU32::new(limit).unwrap_or(NonZeroU32::MIN);
     Quota::with_period(window / burst.get())
@@ -292,10 +302,7 @@ impl Payments {
                 .map_err(unavailable)?;
             return Ok(created);
         }
-        Err(ApiError::new(
-            ErrorCode::RequestInProgress,
-            "a request with this Idempotency-Key is in progress",
-        ))
+        Err(in_progress())
     }
 
     /// Answers a request whose key was seen before.
@@ -335,10 +342,7 @@ impl Payments {
                     .map_err(unavailable)?;
                 Ok(created)
             }
-            _ => Err(ApiError::new(
-                ErrorCode::RequestInProgress,
-                "a request with this Idempotency-Key is in progress",
-            )),
+            _ => Err(in_progress()),
         }
     }
 

@@ -17,3 +17,4 @@ mod sandbox_consent;
 mod sandbox_faults;
 mod sandbox_payments;
 mod settings;
+mod soak;
