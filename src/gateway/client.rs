@@ -8,6 +8,9 @@ use std::net::IpAddr;
 
 use serde_json::json;
 use uuid::Uuid;
+use warp::http::StatusCode;
+use warp::http::header::{self, HeaderValue};
+use warp::path::FullPath;
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
@@ -19,6 +22,50 @@ use crate::http::{ApiError, ClientAddr};
 
 /// The OpenAPI document of this API, served at `/v1/openapi.yaml`.
 pub const OPENAPI: &str = include_str!("openapi.yaml");
+
+/// Every route and its methods, as the OpenAPI document lists them (a test holds the two
+/// together): the `Allow` header a 405 must carry (RFC 9110 §15.5.6). `{…}` is one segment.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("/healthz", "GET"),
+    ("/v1/openapi.yaml", "GET"),
+    ("/v1/balances", "GET"),
+    ("/v1/accounts/{account_id}/balances", "GET"),
+    ("/v1/banks", "GET"),
+    ("/v1/consents", "POST"),
+    ("/v1/consents/{consent_id}/callback", "GET"),
+    ("/v1/connections", "GET"),
+    ("/v1/connections/{connection_id}", "DELETE"),
+    ("/v1/payments", "GET, POST"),
+    ("/v1/payments/{payment_id}", "GET"),
+    ("/v1/payments/{payment_id}/callback", "GET"),
+    ("/v1/webhooks/{provider}", "POST"),
+];
+
+/// The methods `path` answers to, if it is a route.
+fn allowed_methods(path: &str) -> Option<&'static str> {
+    let segments: Vec<&str> = path.split('/').collect();
+    ROUTES.iter().find_map(|(route, methods)| {
+        let pattern: Vec<&str> = route.split('/').collect();
+        let matches = pattern.len() == segments.len()
+            && pattern
+                .iter()
+                .zip(&segments)
+                .all(|(p, s)| p == s || (p.starts_with('{') && !s.is_empty()));
+        matches.then_some(*methods)
+    })
+}
+
+/// Adds `Allow` to a 405.
+fn allow(path: FullPath, mut response: Response) -> Response {
+    if response.status() == StatusCode::METHOD_NOT_ALLOWED
+        && let Some(methods) = allowed_methods(path.as_str())
+    {
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(methods));
+    }
+    response
+}
 
 fn respond(result: Result<Response, ApiError>) -> Response {
     result.unwrap_or_else(Reply::into_response)
@@ -162,7 +209,23 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .recover(recover)
         .unify();
     request_id()
+        .and(warp::path::full())
         .and(api)
-        .map(|id: RequestId, response: Response| tag(&id, response))
+        .map(|id: RequestId, path: FullPath, response: Response| tag(&id, allow(path, response)))
         .with(crate::telemetry::http_metrics("client"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_is_matched_to_its_route_segment_by_segment() {
+        assert_eq!(allowed_methods("/v1/payments"), Some("GET, POST"));
+        assert_eq!(allowed_methods("/v1/payments/abc"), Some("GET"));
+        assert_eq!(allowed_methods("/v1/payments/abc/callback"), Some("GET"));
+        assert_eq!(allowed_methods("/v1/accounts/x/balances"), Some("GET"));
+        assert_eq!(allowed_methods("/v1/accounts//balances"), None);
+        assert_eq!(allowed_methods("/v1/nothing"), None);
+    }
 }

@@ -688,15 +688,18 @@ async fn the_openapi_document_matches_the_routes() {
     assert_eq!(documented.len(), 14, "{documented:?}");
     let token = app.token("kari");
     let id = uuid::Uuid::new_v4().to_string();
-    for (method, path) in &documented {
-        let url = app.client_url(
+    let concrete = |path: &str| {
+        app.client_url(
             &path
                 .replace("{account_id}", &id)
                 .replace("{consent_id}", &id)
                 .replace("{connection_id}", &id)
                 .replace("{payment_id}", &id)
                 .replace("{provider}", "neonomics"),
-        );
+        )
+    };
+    for (method, path) in &documented {
+        let url = concrete(path);
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let response = app
             .http
@@ -712,6 +715,35 @@ async fn the_openapi_document_matches_the_routes() {
             status != 405 && !(status == 404 && body.contains("no such resource")),
             "{method} {path} is documented but not routed ({status})"
         );
+    }
+    // A method a path does not take is a 405 naming the ones it does (RFC 9110).
+    let mut paths: Vec<&String> = documented.iter().map(|(_, p)| p).collect();
+    paths.dedup();
+    for path in paths {
+        let response = app
+            .http
+            .request(reqwest::Method::PATCH, concrete(path))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 405, "PATCH {path}");
+        let mut allowed: Vec<String> = response.headers()["allow"]
+            .to_str()
+            .unwrap()
+            .split(", ")
+            .map(str::to_owned)
+            .collect();
+        allowed.sort();
+        let mut expected: Vec<String> = documented
+            .iter()
+            .filter(|(_, p)| p == path)
+            .map(|(m, _)| m.clone())
+            .collect();
+        expected.sort();
+        assert_eq!(allowed, expected, "Allow of {path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "method_not_allowed", "{body}");
     }
 }
 

@@ -16,5 +16,6 @@ mod prometheus;
 mod sandbox_consent;
 mod sandbox_faults;
 mod sandbox_payments;
+mod schemathesis;
 mod settings;
 mod soak;
