@@ -24,12 +24,14 @@ async fn schemathesis_finds_nothing_in_the_client_api() {
     let output = tokio::task::spawn_blocking({
         let report = report.path().to_owned();
         move || {
+            // Run inside the temporary folder: schemathesis keeps its example database in
+            // the working directory.
             Command::new("st")
+                .current_dir(&report)
                 .args(["--no-color", "--config-file", config, "run"])
                 .arg(format!("{base}/v1/openapi.yaml"))
                 .args(["--url", &base, "--checks", "all", "--max-examples", "25"])
-                .args(["--seed", "20261121", "--report-dir"])
-                .arg(report)
+                .args(["--seed", "20261121"])
                 .arg("--header")
                 .arg(format!("Authorization: Bearer {token}"))
                 .output()
