@@ -295,7 +295,15 @@ impl ProviderHandle {
                 UpstreamError::new(FailureClass::Timeout, "provider concurrency cap reached")
             })?
             .expect("semaphore is never closed");
-        let token = self.token().await?;
+        let token = match self.token().await {
+            Ok(token) => token,
+            Err(error) => {
+                // No token, no call: the path is down as surely as if the call had failed, and
+                // the failure rate, the alerts and the diagnosis must see it.
+                self.record(bank, service, Some(error.class), Duration::ZERO);
+                return Err(error);
+            }
+        };
         let result = self
             .call_once(bank, service, deadline, call(token.clone()))
             .await;
@@ -325,26 +333,35 @@ impl ProviderHandle {
             )
             .maybe_delivered()),
         };
-        let outcome = match &result {
-            Ok(_) => "success",
-            Err(error) => error.class.as_str(),
-        };
-        self.shared.calls.record(
+        self.record(
             bank,
-            self.id(),
             service,
             result.as_ref().err().map(|e| e.class),
             started.elapsed(),
         );
+        result
+    }
+
+    /// Counts one call's outcome in the call log and the metrics.
+    fn record(
+        &self,
+        bank: BankId,
+        service: Service,
+        failure: Option<FailureClass>,
+        elapsed: Duration,
+    ) {
+        self.shared
+            .calls
+            .record(bank, self.id(), service, failure, elapsed);
+        let outcome = failure.map_or("success", FailureClass::as_str);
         let (provider, bank, service) = (self.id().as_str(), bank.as_str(), service.as_str());
         ::metrics::counter!(metrics::UPSTREAM_REQUESTS, "provider" => provider, "bank" => bank, "service" => service, "outcome" => outcome)
             .increment(1);
         ::metrics::histogram!(metrics::UPSTREAM_DURATION, "provider" => provider, "bank" => bank, "service" => service)
-            .record(started.elapsed().as_secs_f64());
-        if matches!(&result, Err(e) if e.class == FailureClass::RateLimited) {
+            .record(elapsed.as_secs_f64());
+        if failure == Some(FailureClass::RateLimited) {
             ::metrics::counter!(metrics::RATE_LIMITED, "source" => "upstream", "provider" => provider).increment(1);
         }
-        result
     }
 
     /// Waits for the provider's quota, failing as rate limited if that takes past `deadline`.

@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 
 use crate::helpers::{
     OPS_TOKEN, QUICK, TestApp, client, connection_at, eventually, fresh_database, metrics_text,
-    ops_call, set_mode, spawn_app_with, spawn_sandbox, start_gateway,
+    ops_call, sandbox_options, set_mode, spawn_app_with, spawn_sandbox, spawn_sandbox_with,
+    start_gateway,
 };
 
 async fn account_balance(app: &TestApp, token: &str, bank: BankId) -> reqwest::Response {
@@ -293,7 +294,10 @@ async fn a_bank_down_everywhere_degrades_automatically_and_recovers_after_a_prob
 /// Connects two users to DNB and Nordea, applies `faults`, reads balances at a trickle and
 /// waits for `/ops/diagnosis` to name `incident` (within 30 s).
 async fn diagnosed(settings: &[(&str, &str)], faults: &[Value], incident: &str) -> Value {
-    let app = spawn_app_with(settings).await;
+    diagnosed_in(&spawn_app_with(settings).await, faults, incident).await
+}
+
+async fn diagnosed_in(app: &TestApp, faults: &[Value], incident: &str) -> Value {
     let tokens = [app.token("diag-a"), app.token("diag-b")];
     for token in &tokens {
         app.connect(token, BankId::Dnb).await;
@@ -337,6 +341,23 @@ async fn diagnosis_names_one_bank_down() {
     ];
     let found = diagnosed(QUICK, &faults, "bank_down").await;
     assert_eq!(found["banks"], json!(["dnb"]));
+}
+
+#[tokio::test]
+async fn diagnosis_names_an_outage_that_leaves_bankgate_without_a_token() {
+    // Neonomics tokens last a second here: during the outage bankgate holds none, and its
+    // calls fail at the token endpoint before they are made. They count all the same.
+    let mut options = sandbox_options();
+    options.access_token_ttl = Duration::from_secs(1);
+    let sandbox = spawn_sandbox_with(options).await;
+    let gateway = start_gateway(&sandbox, &fresh_database().await, QUICK).await;
+    let app = TestApp {
+        gateway,
+        sandbox,
+        http: client(),
+    };
+    let faults = [json!({"provider": "neonomics", "kind": "unavailable"})];
+    diagnosed_in(&app, &faults, "provider_outage").await;
 }
 
 #[tokio::test]
