@@ -62,13 +62,7 @@ fn injection(rng: &mut fastrand::Rng, cause: Incident) -> Injection {
             let kind = if rng.bool() { "unavailable" } else { "timeout" };
             (None, Some(provider), vec![at(provider, kind)])
         }
-        Incident::BankDown => {
-            let faults = ProviderId::ALL
-                .iter()
-                .map(|p| json!({"provider": p, "bank": bank, "kind": "error"}))
-                .collect();
-            (Some(bank), None, faults)
-        }
+        Incident::BankDown => (Some(bank), None, at_every_provider(bank, "error")),
         Incident::ProviderRateLimiting => {
             let fault = json!({"provider": provider, "kind": "rate_limit", "retry_after_s": 2});
             (None, Some(provider), vec![fault])
@@ -76,13 +70,7 @@ fn injection(rng: &mut fastrand::Rng, cause: Incident) -> Injection {
         Incident::ProviderCredentials => (None, Some(provider), vec![at(provider, "unauthorized")]),
         Incident::NetworkFailure => (None, Some(provider), vec![at(provider, "refuse")]),
         // Consents expire for users, not paths: at both providers, so no failover hides it.
-        Incident::ExpiredConsents => {
-            let faults = ProviderId::ALL
-                .iter()
-                .map(|p| json!({"provider": p, "bank": bank, "kind": "consent_expired"}))
-                .collect();
-            (Some(bank), None, faults)
-        }
+        Incident::ExpiredConsents => (Some(bank), None, at_every_provider(bank, "consent_expired")),
         Incident::SlowResponses => {
             let fault = json!({"provider": provider, "kind": "latency", "latency_ms": 2300});
             (None, Some(provider), vec![fault])
@@ -98,6 +86,14 @@ fn injection(rng: &mut fastrand::Rng, cause: Incident) -> Injection {
         named: false,
         said: Vec::new(),
     }
+}
+
+/// `kind` at `bank` through every provider, so no failover hides it.
+fn at_every_provider(bank: BankId, kind: &str) -> Vec<Value> {
+    ProviderId::ALL
+        .iter()
+        .map(|p| json!({"provider": p, "bank": bank, "kind": kind}))
+        .collect()
 }
 
 /// What happens to the processes, as offsets into the soak.
