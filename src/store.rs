@@ -50,6 +50,7 @@ pub struct ConnectionView {
     pub iban: String,
     pub name: Option<String>,
     pub currency: String,
+    /// The providers holding a valid consent for the account.
     pub providers: Vec<ProviderId>,
     pub consent_expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
@@ -240,6 +241,9 @@ impl PgStore {
                  FROM connections c
                  JOIN consents con ON con.id = c.consent_id
                  LEFT JOIN connection_accounts ca ON ca.connection_id = c.id
+                        AND EXISTS (SELECT 1 FROM provider_consents pc
+                                    WHERE pc.consent_id = c.consent_id AND pc.provider = ca.provider
+                                      AND pc.status = 'active')
                  WHERE c.user_id = $1 AND c.removed_at IS NULL
                  GROUP BY c.id, con.expires_at
                  ORDER BY c.created_at, c.id",

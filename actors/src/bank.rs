@@ -170,8 +170,10 @@ pub enum PayAnswer {
         provider: ProviderId,
         error: UpstreamError,
     },
-    /// The user's consent at the bank is no longer valid.
-    ConsentExpired { provider: ProviderId },
+    /// The user's consent at the bank is no longer valid: `provider` said so, or (`None`) no
+    /// provider holds a valid consent for the account any more, so no path can ever take it
+    /// until the user renews the connection.
+    ConsentExpired { provider: Option<ProviderId> },
 }
 
 /// A bank's health as `/v1/banks` and ops see it.
@@ -805,6 +807,16 @@ impl BankState {
     /// `NotSent` when none is left.
     fn dispatch_pay(&mut self, myself: &ActorRef<BankMsg>, ticket: u64) {
         let now = Instant::now();
+        let no_consent = match self.pending_pays.get(&ticket) {
+            Some(pending) => pending.request.accounts.is_empty(),
+            None => return,
+        };
+        if no_consent && let Some(pending) = self.pending_pays.remove(&ticket) {
+            let _ = pending
+                .reply
+                .send(PayAnswer::ConsentExpired { provider: None });
+            return;
+        }
         let Some(pending) = self.pending_pays.get(&ticket) else {
             return;
         };
@@ -868,7 +880,9 @@ impl BankState {
             Err(error) => error,
         };
         let answer = match error.class {
-            FailureClass::Consent => PayAnswer::ConsentExpired { provider },
+            FailureClass::Consent => PayAnswer::ConsentExpired {
+                provider: Some(provider),
+            },
             FailureClass::Client => PayAnswer::Refused { provider, error },
             _ if error.proves_not_carried_out() => {
                 // Failed before the provider accepted it: the next provider may take it.

@@ -478,7 +478,7 @@ impl Payments {
                 PaymentStatus::Failed,
                 Change {
                     reason: "the user's consent at the bank expired",
-                    provider: Some(*provider),
+                    provider: *provider,
                     error: Some("consent expired"),
                     ..Change::default()
                 },

@@ -679,3 +679,59 @@ async fn bad_payments_keys_and_forged_webhooks_get_their_4xx() {
         .unwrap();
     assert_eq!(again["status"], "duplicate");
 }
+
+#[tokio::test]
+async fn a_payment_from_an_account_no_provider_holds_a_consent_for_is_refused_not_queued() {
+    let app = spawn_app_with(&pay_settings(&[])).await;
+    let (token, account) = dnb_user(&app, "kari").await;
+    let consents = app.sandbox.control_json("/sandbox/consents").await;
+    for consent in consents["consents"].as_array().unwrap() {
+        if consent["psu"] == "kari" && consent["bank"] == "dnb" {
+            let id = consent["id"].as_str().unwrap();
+            app.http
+                .post(
+                    app.sandbox
+                        .control(&format!("/sandbox/consents/{id}/expire")),
+                )
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    // A balance read finds the consents expired at both providers; the gateway records it.
+    let read = app
+        .http
+        .get(app.client_url(&format!("/v1/accounts/{account}/balances")))
+        .bearer_auth(&token)
+        .header("x-psu-ip-address", "192.0.2.44")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 403);
+    eventually(Duration::from_secs(10), || async {
+        let body: Value = app
+            .http
+            .get(app.client_url("/v1/connections"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        body["connections"][0]["providers"]
+            .as_array()?
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+
+    // No path can ever send it until Kari renews: she is told so at once, and nothing waits
+    // in the queue.
+    let (status, body) = pay(&app, &token, "no-consent", &payment(&account, "150.00")).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"], "consent_expired");
+    let id = body["details"][0]["issue"].as_str().unwrap().to_owned();
+    assert_eq!(payment_view(&app, &token, &id).await["status"], "failed");
+    assert_eq!(times_initiated(&app, &id).await, 0);
+}
