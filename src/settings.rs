@@ -156,6 +156,8 @@ pub struct BalancesSettings {
 pub struct SessionsSettings {
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub hibernate_after: Duration,
     pub user_rate_per_s: u32,
     pub user_burst: u32,
 }
@@ -360,10 +362,14 @@ impl Settings {
         if balances.read_deadline.is_zero() {
             return invalid("balances.read_deadline", "must be greater than zero");
         }
-        if self.sessions.idle_timeout.is_zero() || self.sessions.user_rate_per_s == 0 {
+        let sessions = &self.sessions;
+        if sessions.idle_timeout.is_zero()
+            || sessions.hibernate_after.is_zero()
+            || sessions.user_rate_per_s == 0
+        {
             return invalid(
                 "sessions",
-                "idle_timeout and user_rate_per_s must be greater than zero",
+                "idle_timeout, hibernate_after and user_rate_per_s must be greater than zero",
             );
         }
         let payments = &self.payments;

@@ -9,7 +9,8 @@
 //!        ┌──────────────────────┬───────────────────────┬─────────────────────────────┐
 //!  ProviderActor ×2        BankActor ×3            SessionSupervisor
 //!  (neonomics, psd2)       (dnb, nordea,           └── SessionActor per (user, sid),
-//!  token, quota,           sparebank1)                 stopped when idle
+//!  token, quota,           sparebank1)                 woken on demand, hibernating
+//!                                                       when quiet
 //!  retries                 breakers, cache,
 //!                          failover, bulkhead
 //! ```

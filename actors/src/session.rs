@@ -1,10 +1,18 @@
-//! Session actors: one per user session (`sid`), created on demand and stopped when idle.
+//! Session actors: one per user session (`sid`), woken on demand, hibernating when quiet and
+//! forgotten when idle.
 //!
 //! A session knows the user's connections (loaded from PostgreSQL once), limits how fast the
 //! user may ask (governor, keyed by user), and coalesces concurrent identical reads: ten
 //! balance requests at once from one session cause one read per account. A consent problem
 //! reported for an account is remembered, so that account answers `consent_expired` at once
 //! from then on without bothering the bank.
+//!
+//! What a session knows lives in a small shared record (`SessionShared`); its actor exists
+//! only while the session works. Reads of fresh cached balances are served from the record
+//! without the actor; a read that needs the bank wakes the actor (the session supervisor
+//! spawns it), which coalesces, loads and fetches. After `hibernate_after` without a request
+//! the supervisor stops the actor and keeps the record, so an idle session costs a few hundred
+//! bytes instead of an actor's task and mailboxes; after `idle_timeout` the record goes too.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -31,7 +39,10 @@ use crate::{BankId, ProviderId};
 
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
+    /// A session with no request for this long is forgotten.
     pub idle_timeout: Duration,
+    /// A session's actor with no request for this long is stopped; the session stays.
+    pub hibernate_after: Duration,
     /// Balance requests per second per user, and the burst above it.
     pub user_rate_per_s: u32,
     pub user_burst: u32,
@@ -43,6 +54,7 @@ impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
             idle_timeout: Duration::from_secs(15 * 60),
+            hibernate_after: Duration::from_secs(10),
             user_rate_per_s: 10,
             user_burst: 20,
             read_deadline: Duration::from_secs(30),
@@ -71,9 +83,38 @@ pub enum SessionError {
 
 type BalancesReply = RpcReplyPort<Result<Vec<AccountBalance>, SessionError>>;
 
-/// The session's connections as last loaded; `None` until loaded. The actor writes it, and
-/// handles read it to serve fresh cached balances without a trip through the mailbox.
-type Snapshot = Arc<RwLock<Option<Vec<Arc<Connection>>>>>;
+/// The user's connections as the session knows them.
+#[derive(Default)]
+struct Lists {
+    /// As last loaded; `None` until loaded, and again after the user's connections changed.
+    current: Option<Vec<Arc<Connection>>>,
+    /// The list from before the last change (less any connection removed since), served while
+    /// PostgreSQL cannot give the new one: a database outage must not hide cached balances.
+    previous: Option<Vec<Arc<Connection>>>,
+}
+
+/// Everything a session remembers, awake or hibernating. Handles read it to serve fresh cached
+/// balances without the actor; the actor writes what it loads.
+pub struct SessionShared {
+    user: Arc<str>,
+    /// Milliseconds since `SessionDeps::epoch` of the latest request.
+    last_active: AtomicU64,
+    lists: RwLock<Lists>,
+}
+
+impl SessionShared {
+    fn lists(&self) -> std::sync::RwLockReadGuard<'_, Lists> {
+        self.lists
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn lists_mut(&self) -> std::sync::RwLockWriteGuard<'_, Lists> {
+        self.lists
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
 
 pub enum SessionMsg {
     /// Reads the balance of one account (`Some`) or of all the user's accounts (`None`).
@@ -88,10 +129,6 @@ pub enum SessionMsg {
         loaded: Option<Vec<Arc<Connection>>>,
         result: Result<Vec<AccountBalance>, SessionError>,
     },
-    /// The user's connections changed (consent completed, connection removed): reload.
-    Reload {
-        removed: Option<Uuid>,
-    },
     Panic,
 }
 
@@ -104,7 +141,7 @@ pub struct SessionDeps {
     /// An operator may switch a bank's balances off: then no cached answer either.
     pub modes: Arc<ModeBoard>,
     pub fresh_for: Duration,
-    pub limiter: DefaultKeyedRateLimiter<String>,
+    pub limiter: DefaultKeyedRateLimiter<Arc<str>>,
     pub config: SessionConfig,
     /// Milliseconds are counted from here for `last_active`.
     pub epoch: Instant,
@@ -134,10 +171,13 @@ impl SessionDeps {
     }
 
     /// Counts one request against the user's rate limit.
-    fn admit(&self, user: &str) -> Result<(), SessionError> {
-        self.limiter.check_key(&user.to_owned()).map_err(|not_until| {
-            ::metrics::counter!(metrics::RATE_LIMITED, "source" => "user", "provider" => "none").increment(1);
-            SessionError::RateLimited { retry_after: not_until.wait_time_from(DefaultClock::default().now()) }
+    fn admit(&self, user: &Arc<str>) -> Result<(), SessionError> {
+        self.limiter.check_key(user).map_err(|not_until| {
+            ::metrics::counter!(metrics::RATE_LIMITED, "source" => "user", "provider" => "none")
+                .increment(1);
+            SessionError::RateLimited {
+                retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+            }
         })
     }
 
@@ -149,18 +189,13 @@ impl SessionDeps {
 pub struct SessionActor;
 
 pub struct SessionArgs {
-    pub user: String,
-    pub deps: Arc<SessionDeps>,
-    snapshot: Snapshot,
+    shared: Arc<SessionShared>,
+    deps: Arc<SessionDeps>,
 }
 
 pub struct SessionState {
-    user: String,
+    shared: Arc<SessionShared>,
     deps: Arc<SessionDeps>,
-    connections: Snapshot,
-    /// The list from before the last reload (less any connection removed since), served while
-    /// PostgreSQL cannot give the new one: a database outage must not hide cached balances.
-    previous: Option<Vec<Arc<Connection>>>,
     waiting: HashMap<Option<Uuid>, Vec<BalancesReply>>,
 }
 
@@ -175,10 +210,8 @@ impl Actor for SessionActor {
         args: SessionArgs,
     ) -> Result<SessionState, ActorProcessingErr> {
         Ok(SessionState {
-            user: args.user,
+            shared: args.shared,
             deps: args.deps,
-            connections: args.snapshot,
-            previous: None,
             waiting: HashMap::new(),
         })
     }
@@ -197,8 +230,14 @@ impl Actor for SessionActor {
                 reply,
             } => {
                 // The handle has admitted the request under the user's rate limit already.
-                let known = state.connections.read().expect("snapshot").clone();
-                if let Some(fresh) = known.and_then(|c| fresh_answers(&state.deps, &c, account)) {
+                let fresh = {
+                    let lists = state.shared.lists();
+                    lists
+                        .current
+                        .as_deref()
+                        .and_then(|c| fresh_answers(&state.deps, c, account))
+                };
+                if let Some(fresh) = fresh {
                     let _ = reply.send(Ok(fresh));
                     return Ok(());
                 }
@@ -215,10 +254,10 @@ impl Actor for SessionActor {
                 result,
             } => {
                 if let Some(loaded) = loaded {
-                    let mut snapshot = state.connections.write().expect("snapshot");
-                    if snapshot.is_none() {
-                        *snapshot = Some(loaded);
-                        state.previous = None;
+                    let mut lists = state.shared.lists_mut();
+                    if lists.current.is_none() {
+                        lists.current = Some(loaded);
+                        lists.previous = None;
                     }
                 }
                 if let Ok(balances) = &result {
@@ -226,14 +265,6 @@ impl Actor for SessionActor {
                 }
                 for waiter in state.waiting.remove(&key).unwrap_or_default() {
                     let _ = waiter.send(result.clone());
-                }
-            }
-            SessionMsg::Reload { removed } => {
-                if let Some(known) = state.connections.write().expect("snapshot").take() {
-                    state.previous = Some(known);
-                }
-                if let (Some(previous), Some(removed)) = (state.previous.as_mut(), removed) {
-                    previous.retain(|c| c.id != removed);
                 }
             }
             SessionMsg::Panic => panic!("chaos: session actor asked to panic"),
@@ -250,10 +281,12 @@ impl SessionState {
         psu_ip: Option<String>,
         request_id: String,
     ) {
-        let known = self.connections.read().expect("snapshot").clone();
-        let previous = self.previous.clone();
+        let (known, previous) = {
+            let lists = self.shared.lists();
+            (lists.current.clone(), lists.previous.clone())
+        };
         let deps = self.deps.clone();
-        let user = self.user.clone();
+        let user = self.shared.user.clone();
         tokio::spawn(async move {
             let (loaded, connections) = match known {
                 Some(connections) => (None, Ok(connections)),
@@ -285,8 +318,8 @@ impl SessionState {
 
     /// Drops provider accounts whose consent a provider rejected, and records it.
     fn forget_expired_consents(&mut self, balances: &[AccountBalance]) {
-        let mut snapshot = self.connections.write().expect("snapshot");
-        let Some(connections) = snapshot.as_mut() else {
+        let mut lists = self.shared.lists_mut();
+        let Some(connections) = lists.current.as_mut() else {
             return;
         };
         for balance in balances {
@@ -411,61 +444,76 @@ async fn read_balances(
 /// The handle a request uses to talk to its session.
 #[derive(Clone)]
 pub struct SessionHandle {
-    actor: ActorRef<SessionMsg>,
-    user: String,
-    snapshot: Snapshot,
-    last_active: Arc<AtomicU64>,
-    deps: Arc<SessionDeps>,
+    sessions: Arc<Sessions>,
+    sid: Arc<str>,
+    shared: Arc<SessionShared>,
 }
 
 impl SessionHandle {
     /// Reads balances. When every requested account has a fresh cached balance, the answer
-    /// comes from the session's published snapshot without a trip through its mailbox; any
-    /// other read goes to the actor, which coalesces, loads and fetches.
+    /// comes from the session's record without its actor; any other read goes to the actor
+    /// (woken if it hibernates), which coalesces, loads and fetches.
     pub async fn balances(
         &self,
         account: Option<Uuid>,
         psu_ip: Option<String>,
         request_id: String,
     ) -> Result<Vec<AccountBalance>, SessionError> {
-        self.deps.admit(&self.user)?;
-        self.last_active
-            .store(self.deps.now_ms(), Ordering::Relaxed);
-        let known = self.snapshot.read().expect("snapshot").clone();
-        if let Some(fresh) = known.and_then(|c| fresh_answers(&self.deps, &c, account)) {
+        let deps = &self.sessions.deps;
+        deps.admit(&self.shared.user)?;
+        self.shared
+            .last_active
+            .store(deps.now_ms(), Ordering::Relaxed);
+        let fresh = {
+            let lists = self.shared.lists();
+            lists
+                .current
+                .as_deref()
+                .and_then(|c| fresh_answers(deps, c, account))
+        };
+        if let Some(fresh) = fresh {
             return Ok(fresh);
         }
-        let message = |reply| SessionMsg::Balances {
-            account,
-            psu_ip,
-            request_id,
-            reply,
-        };
-        let deadline = self.deps.config.read_deadline + Duration::from_secs(1);
-        match self.actor.call(message, Some(deadline)).await {
-            Ok(ractor::rpc::CallResult::Success(result)) => result,
-            _ => Err(SessionError::Unavailable),
+        let deadline = deps.config.read_deadline + Duration::from_secs(1);
+        // An actor may hibernate between being found and being asked; then wake it once more.
+        for _ in 0..2 {
+            let actor = self.sessions.wake(&self.sid, &self.shared).await?;
+            let message = |reply| SessionMsg::Balances {
+                account,
+                psu_ip: psu_ip.clone(),
+                request_id: request_id.clone(),
+                reply,
+            };
+            match actor.call(message, Some(deadline)).await {
+                Ok(ractor::rpc::CallResult::Success(result)) => return result,
+                Ok(ractor::rpc::CallResult::Timeout) => return Err(SessionError::Unavailable),
+                Ok(ractor::rpc::CallResult::SenderError) | Err(_) => continue,
+            }
+        }
+        Err(SessionError::Unavailable)
+    }
+
+    /// Chaos hook: makes the session actor panic (waking it first).
+    pub async fn inject_panic(&self) {
+        if let Ok(actor) = self.sessions.wake(&self.sid, &self.shared).await {
+            let _ = actor.send_message(SessionMsg::Panic);
         }
     }
-
-    /// Chaos hook: makes the session actor panic.
-    pub fn inject_panic(&self) {
-        let _ = self.actor.send_message(SessionMsg::Panic);
-    }
 }
 
-/// A session is identified by the user and the token's `sid`.
-type SessionKey = (String, String);
-
+/// One session of a user, by its `sid`.
 struct SessionEntry {
-    actor: ActorRef<SessionMsg>,
-    last_active: Arc<AtomicU64>,
-    snapshot: Snapshot,
+    sid: Arc<str>,
+    shared: Arc<SessionShared>,
+    /// `None` while the session hibernates.
+    actor: Option<ActorRef<SessionMsg>>,
 }
 
-/// All live sessions, and how to find or start one.
+/// All live sessions, by user and `sid`, and how to find, start or wake one.
 pub struct Sessions {
-    map: RwLock<HashMap<SessionKey, SessionEntry>>,
+    /// A user has few sessions at once, so each user's are a short list.
+    map: RwLock<HashMap<Arc<str>, Vec<SessionEntry>>>,
+    count: AtomicU64,
     deps: Arc<SessionDeps>,
     supervisor: Slot<SupervisorMsg>,
 }
@@ -474,161 +522,259 @@ impl Sessions {
     pub fn new(deps: Arc<SessionDeps>) -> Arc<Sessions> {
         Arc::new(Sessions {
             map: RwLock::new(HashMap::new()),
+            count: AtomicU64::new(0),
             deps,
             supervisor: Slot::default(),
         })
     }
 
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Arc<str>, Vec<SessionEntry>>> {
+        self.map
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Arc<str>, Vec<SessionEntry>>> {
+        self.map
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Sessions known, awake or hibernating.
     pub fn active(&self) -> usize {
-        self.map.read().expect("sessions").len()
+        self.count.load(Ordering::Relaxed) as usize
     }
 
-    fn lookup(&self, key: &SessionKey) -> Option<SessionHandle> {
-        let map = self.map.read().expect("sessions");
-        map.get(key).map(|entry| SessionHandle {
-            actor: entry.actor.clone(),
-            user: key.0.clone(),
-            snapshot: entry.snapshot.clone(),
-            last_active: entry.last_active.clone(),
-            deps: self.deps.clone(),
-        })
+    /// Session actors running now.
+    pub fn awake(&self) -> usize {
+        self.read()
+            .values()
+            .flatten()
+            .filter(|e| e.actor.is_some())
+            .count()
     }
 
-    /// Returns the session for `user` and `sid`, starting it if needed.
-    pub async fn get(&self, user: &str, sid: &str) -> Result<SessionHandle, SessionError> {
-        let key = (user.to_owned(), sid.to_owned());
-        if let Some(handle) = self.lookup(&key) {
-            return Ok(handle);
+    /// Returns the session for `user` and `sid`, creating its record if needed (its actor
+    /// starts when a read needs it).
+    pub fn get(self: &Arc<Self>, user: &str, sid: &str) -> SessionHandle {
+        let handle = |entry: &SessionEntry| SessionHandle {
+            sessions: self.clone(),
+            sid: entry.sid.clone(),
+            shared: entry.shared.clone(),
+        };
+        if let Some(entry) = self.read().get(user).and_then(|l| find(l, sid)) {
+            return handle(entry);
+        }
+        let mut map = self.write();
+        if let Some(entry) = map.get(user).and_then(|l| find(l, sid)) {
+            return handle(entry);
+        }
+        let shared = Arc::new(SessionShared {
+            user: Arc::from(user),
+            last_active: AtomicU64::new(self.deps.now_ms()),
+            lists: RwLock::default(),
+        });
+        let entry = SessionEntry {
+            sid: Arc::from(sid),
+            shared: shared.clone(),
+            actor: None,
+        };
+        let made = handle(&entry);
+        map.entry(shared.user.clone()).or_default().push(entry);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        drop(map);
+        self.export_gauges();
+        made
+    }
+
+    /// The session's actor, asking the supervisor to start it when it hibernates.
+    async fn wake(
+        &self,
+        sid: &Arc<str>,
+        shared: &Arc<SessionShared>,
+    ) -> Result<ActorRef<SessionMsg>, SessionError> {
+        let awake = self
+            .read()
+            .get(&*shared.user)
+            .and_then(|l| find(l, sid))
+            .and_then(|e| e.actor.clone());
+        if let Some(actor) = awake {
+            return Ok(actor);
         }
         let supervisor = self.supervisor.get().ok_or(SessionError::Unavailable)?;
-        match supervisor
-            .call(
-                |reply| SupervisorMsg::Start { key, reply },
-                Some(Duration::from_secs(5)),
-            )
-            .await
-        {
-            Ok(ractor::rpc::CallResult::Success(Some(handle))) => Ok(handle),
+        let wake = |reply| SupervisorMsg::Wake {
+            sid: sid.clone(),
+            shared: shared.clone(),
+            reply,
+        };
+        match supervisor.call(wake, Some(Duration::from_secs(5))).await {
+            Ok(ractor::rpc::CallResult::Success(Some(actor))) => Ok(actor),
             _ => Err(SessionError::Unavailable),
         }
     }
 
     /// Tells every session of `user` that the user's connections changed (`removed`, when one
-    /// was removed).
+    /// was removed): each reloads them on its next read, keeping the old list for a database
+    /// outage.
     pub fn reload_user(&self, user: &str, removed: Option<Uuid>) {
-        let map = self.map.read().expect("sessions");
-        for ((owner, _), entry) in map.iter() {
-            if owner == user {
-                let _ = entry.actor.send_message(SessionMsg::Reload { removed });
+        let map = self.read();
+        for entry in map.get(user).into_iter().flatten() {
+            let mut lists = entry.shared.lists_mut();
+            if let Some(known) = lists.current.take() {
+                lists.previous = Some(known);
+            }
+            if let (Some(previous), Some(removed)) = (lists.previous.as_mut(), removed) {
+                previous.retain(|c| c.id != removed);
             }
         }
     }
 
-    fn export_gauge(&self) {
+    fn export_gauges(&self) {
         ::metrics::gauge!(metrics::SESSIONS_ACTIVE).set(self.active() as f64);
     }
 }
 
-/// Starts sessions, restarts them when they panic, and stops idle ones.
+fn find<'a>(list: &'a [SessionEntry], sid: &str) -> Option<&'a SessionEntry> {
+    list.iter().find(|e| &*e.sid == sid)
+}
+
+/// Wakes sessions, restarts their actors when they panic, lets quiet ones hibernate and
+/// forgets idle ones.
 pub struct SessionSupervisor;
 
 pub enum SupervisorMsg {
-    Start {
-        key: SessionKey,
-        reply: RpcReplyPort<Option<SessionHandle>>,
+    Wake {
+        sid: Arc<str>,
+        shared: Arc<SessionShared>,
+        reply: RpcReplyPort<Option<ActorRef<SessionMsg>>>,
     },
     Sweep,
 }
 
+/// The supervisor's state: the sessions, and which session each running actor serves.
+pub struct SupervisorState {
+    sessions: Arc<Sessions>,
+    actors: HashMap<ractor::ActorId, (Arc<str>, Arc<str>)>,
+}
+
 impl SessionSupervisor {
-    async fn spawn(
+    /// Starts the actor of the session `sid` of `shared.user`, recreating the session's record
+    /// if it was forgotten meanwhile; returns the running actor if there is one already.
+    async fn wake(
         myself: &ActorRef<SupervisorMsg>,
-        sessions: &Arc<Sessions>,
-        key: SessionKey,
-    ) -> Option<SessionHandle> {
-        let last_active = Arc::new(AtomicU64::new(sessions.deps.now_ms()));
-        let snapshot = Snapshot::default();
-        let args = SessionArgs {
-            user: key.0.clone(),
-            deps: sessions.deps.clone(),
-            snapshot: snapshot.clone(),
-        };
-        match Actor::spawn_linked(None, SessionActor, args, myself.get_cell()).await {
-            Ok((actor, _)) => {
-                sessions.map.write().expect("sessions").insert(
-                    key.clone(),
-                    SessionEntry {
-                        actor,
-                        last_active,
-                        snapshot,
-                    },
-                );
-                sessions.export_gauge();
-                sessions.lookup(&key)
+        state: &mut SupervisorState,
+        sid: Arc<str>,
+        shared: Arc<SessionShared>,
+    ) -> Option<ActorRef<SessionMsg>> {
+        let sessions = state.sessions.clone();
+        let (shared, running) = {
+            let map = sessions.read();
+            match map.get(&*shared.user).and_then(|l| find(l, &sid)) {
+                Some(entry) => (entry.shared.clone(), entry.actor.clone()),
+                None => (shared, None),
             }
+        };
+        if running.is_some() {
+            return running;
+        }
+        let args = SessionArgs {
+            shared: shared.clone(),
+            deps: sessions.deps.clone(),
+        };
+        let actor = match Actor::spawn_linked(None, SessionActor, args, myself.get_cell()).await {
+            Ok((actor, _)) => actor,
             Err(error) => {
-                warn!(error = %error, "session could not start");
-                None
+                warn!(error = %error, "session actor could not start");
+                return None;
+            }
+        };
+        state
+            .actors
+            .insert(actor.get_id(), (shared.user.clone(), sid.clone()));
+        let mut map = sessions.write();
+        let list = map.entry(shared.user.clone()).or_default();
+        match list.iter_mut().find(|e| e.sid == sid) {
+            Some(entry) => entry.actor = Some(actor.clone()),
+            None => {
+                list.push(SessionEntry {
+                    sid,
+                    shared,
+                    actor: Some(actor.clone()),
+                });
+                sessions.count.fetch_add(1, Ordering::Relaxed);
             }
         }
+        Some(actor)
     }
 
-    fn key_of(sessions: &Sessions, cell: &ractor::ActorCell) -> Option<SessionKey> {
-        let map = sessions.map.read().expect("sessions");
-        map.iter()
-            .find(|(_, e)| e.actor.get_id() == cell.get_id())
-            .map(|(k, _)| k.clone())
+    /// Stops the actors of sessions quiet for `hibernate_after` and forgets sessions idle for
+    /// `idle_timeout`.
+    fn sweep(sessions: &Sessions) {
+        let config = &sessions.deps.config;
+        let hibernate_ms = config.hibernate_after.as_millis() as u64;
+        let idle_ms = config.idle_timeout.as_millis() as u64;
+        let now = sessions.deps.now_ms();
+        let mut forgotten = 0;
+        let mut map = sessions.write();
+        map.retain(|_, list| {
+            list.retain_mut(|entry| {
+                let quiet = now.saturating_sub(entry.shared.last_active.load(Ordering::Relaxed));
+                if quiet >= hibernate_ms.min(idle_ms)
+                    && let Some(actor) = entry.actor.take()
+                {
+                    actor.stop(Some("hibernating".to_owned()));
+                }
+                let keep = quiet < idle_ms;
+                forgotten += u64::from(!keep);
+                keep
+            });
+            !list.is_empty()
+        });
+        drop(map);
+        sessions.count.fetch_sub(forgotten, Ordering::Relaxed);
+        // Forget the limiter state of users who have been quiet.
+        sessions.deps.limiter.retain_recent();
+        sessions.export_gauges();
     }
 }
 
 impl Actor for SessionSupervisor {
     type Msg = SupervisorMsg;
-    type State = Arc<Sessions>;
+    type State = SupervisorState;
     type Arguments = Arc<Sessions>;
 
     async fn pre_start(
         &self,
         myself: ActorRef<SupervisorMsg>,
         sessions: Arc<Sessions>,
-    ) -> Result<Arc<Sessions>, ActorProcessingErr> {
+    ) -> Result<SupervisorState, ActorProcessingErr> {
         sessions.supervisor.set(myself.clone());
-        let sweep_every = (sessions.deps.config.idle_timeout / 4)
+        // A restarted supervisor starts with no actors: every session hibernates until asked.
+        for entry in sessions.write().values_mut().flatten() {
+            entry.actor = None;
+        }
+        let config = &sessions.deps.config;
+        let sweep_every = (config.hibernate_after.min(config.idle_timeout) / 4)
             .clamp(Duration::from_millis(100), Duration::from_secs(60));
         myself.send_interval(sweep_every, || SupervisorMsg::Sweep);
-        Ok(sessions)
+        Ok(SupervisorState {
+            sessions,
+            actors: HashMap::new(),
+        })
     }
 
     async fn handle(
         &self,
         myself: ActorRef<SupervisorMsg>,
         message: SupervisorMsg,
-        sessions: &mut Arc<Sessions>,
+        state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            SupervisorMsg::Start { key, reply } => {
-                let handle = match sessions.lookup(&key) {
-                    Some(handle) => Some(handle),
-                    None => Self::spawn(&myself, sessions, key).await,
-                };
-                let _ = reply.send(handle);
+            SupervisorMsg::Wake { sid, shared, reply } => {
+                let actor = Self::wake(&myself, state, sid, shared).await;
+                let _ = reply.send(actor);
             }
-            SupervisorMsg::Sweep => {
-                let idle_ms = sessions.deps.config.idle_timeout.as_millis() as u64;
-                let now = sessions.deps.now_ms();
-                let mut map = sessions.map.write().expect("sessions");
-                map.retain(|_, entry| {
-                    let idle =
-                        now.saturating_sub(entry.last_active.load(Ordering::Relaxed)) >= idle_ms;
-                    if idle {
-                        entry.actor.stop(Some("idle".to_owned()));
-                    }
-                    !idle
-                });
-                drop(map);
-                // Forget the limiter state of users who have been quiet.
-                sessions.deps.limiter.retain_recent();
-                sessions.export_gauge();
-            }
+            SupervisorMsg::Sweep => Self::sweep(&state.sessions),
         }
         Ok(())
     }
@@ -637,16 +783,34 @@ impl Actor for SessionSupervisor {
         &self,
         myself: ActorRef<SupervisorMsg>,
         event: SupervisionEvent,
-        sessions: &mut Arc<Sessions>,
+        state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         // The default would stop this supervisor (and every session) when one session fails.
-        if let SupervisionEvent::ActorFailed(cell, error) = event
-            && let Some(key) = Self::key_of(sessions, &cell)
-        {
-            ::metrics::counter!(metrics::ACTOR_RESTARTS, "actor" => "session").increment(1);
-            debug!(error = %error, "session actor failed; restarting it");
-            sessions.map.write().expect("sessions").remove(&key);
-            Self::spawn(&myself, sessions, key).await;
+        match event {
+            SupervisionEvent::ActorFailed(cell, error) => {
+                let Some((user, sid)) = state.actors.remove(&cell.get_id()) else {
+                    return Ok(());
+                };
+                ::metrics::counter!(metrics::ACTOR_RESTARTS, "actor" => "session").increment(1);
+                debug!(error = %error, "session actor failed; restarting it");
+                let shared = {
+                    let mut map = state.sessions.write();
+                    let entry = map
+                        .get_mut(&*user)
+                        .and_then(|l| l.iter_mut().find(|e| e.sid == sid));
+                    entry.map(|entry| {
+                        entry.actor = None;
+                        entry.shared.clone()
+                    })
+                };
+                if let Some(shared) = shared {
+                    Self::wake(&myself, state, sid, shared).await;
+                }
+            }
+            SupervisionEvent::ActorTerminated(cell, _, _) => {
+                state.actors.remove(&cell.get_id());
+            }
+            _ => {}
         }
         Ok(())
     }

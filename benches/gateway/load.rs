@@ -37,6 +37,8 @@ pub struct Wrk<'a> {
     pub headers: &'a [(&'a str, &'a str)],
     /// A Lua script (`wrk -s`), for requests that differ one from the next.
     pub script: Option<&'a str>,
+    /// How long wrk waits for an answer before counting a timeout (wrk's default: 2 s).
+    pub timeout: Duration,
 }
 
 impl Wrk<'_> {
@@ -47,6 +49,7 @@ impl Wrk<'_> {
             "-t2",
             &format!("-c{}", self.connections),
             &format!("-d{}s", self.seconds),
+            &format!("--timeout={}s", self.timeout.as_secs().max(1)),
             "--latency",
         ]);
         for (name, value) in self.headers {

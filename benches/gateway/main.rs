@@ -8,8 +8,11 @@
 //!    at a fixed moderate rate: the latency each adds.
 //! 3. Fail-fast: DNB hanging (sandbox `timeout` fault). DNB's p99 once its breaker is open
 //!    (served stale) and Nordea's p99 beside it, against the same reads without the fault.
-//! 4. Sessions: the memory and time to create 100 000 idle user sessions.
-//! 5. Payments: initiations per second through the durable path (PostgreSQL, upstream,
+//! 4. Sessions: the memory and time to create 100 000 idle user sessions (measured once they
+//!    hibernate).
+//! 5. Slow upstream: 10 000 concurrent balance reads while both providers answer DNB after
+//!    2 s: errors, how the reads were served, upstream calls, RSS at its peak (`slow.rs`).
+//! 6. Payments: initiations per second through the durable path (PostgreSQL, upstream,
 //!    events) at 16 connections, p50 and p99.
 //!
 //! It starts its own PostgreSQL, sandbox, gateways and HAProxy on loopback and stops them at
@@ -19,6 +22,7 @@
 
 mod haproxy;
 mod load;
+mod slow;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -129,8 +133,23 @@ async fn connection_ids(
         .collect()
 }
 
+/// Raises this process's open-file limit to its hard limit: case 5 holds 10 000 client
+/// connections in the gateway, and as many in wrk, which inherits the limit.
+fn raise_open_files() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).expect("setrlimit");
+    hard
+}
+
 #[tokio::main]
 async fn main() {
+    let open_files = raise_open_files();
+    let needed = u64::from(slow::CONNECTIONS) + 1_000;
+    if open_files < needed {
+        eprintln!("the benchmark needs {needed} open files per process (hard limit {open_files})");
+        std::process::exit(1);
+    }
     for (tool, package) in [("wrk", "wrk"), ("haproxy", "haproxy")] {
         if Command::new(tool).arg("-v").output().is_err() {
             eprintln!("the benchmark needs {tool}: apt-get install {package}");
@@ -157,11 +176,21 @@ async fn main() {
         .ensure_database("bench_live")
         .await
         .expect("database");
+    let slow_db = cluster
+        .ensure_database("bench_slow")
+        .await
+        .expect("database");
     let sandbox = Sandbox::start(SandboxOptions::from_settings(&cached_settings.sandbox))
         .await
         .expect("sandbox");
     let cached = start_gateway(&cached_settings, &sandbox, &cached_db).await;
     let live = start_gateway(&live_settings, &sandbox, &live_db).await;
+    // Balances fresh for a second only, so that every read of case 5 asks the slow bank.
+    let slow_settings = settings(&[
+        ("BANKGATE__BALANCES__FRESH_FOR", "1s"),
+        ("BANKGATE__BALANCES__FRESH_FOR_WHEN_RATE_LIMITED", "1s"),
+    ]);
+    let slow_gateway = start_gateway(&slow_settings, &sandbox, &slow_db).await;
 
     let secret = cached_settings.auth.token_secret.clone();
     let token = bankgate::token::mint(
@@ -230,6 +259,7 @@ async fn main() {
         seconds: WRK_SECONDS,
         headers,
         script: None,
+        timeout: Duration::from_secs(2),
     };
     let hello_figures = wrk(throughput("bare warp hello-world", hello_url, &[])).await;
     let health_url = leak(format!("{}/healthz", cached.client_url()));
@@ -444,11 +474,18 @@ async fn main() {
     }
     let creation = started.elapsed();
     let created = cached.actors().sessions.active() - sessions_before;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let awake_after_creation = cached.actors().sessions.awake();
+    // Idle sessions hibernate: measure once they have.
+    tokio::time::sleep(cached_settings.sessions.hibernate_after + Duration::from_secs(3)).await;
+    let awake_idle = cached.actors().sessions.awake();
     let growth = rss_bytes().saturating_sub(rss_before);
     let per_session = growth as f64 / created.max(1) as f64;
 
-    // 5. Payments through the durable path, each with its own idempotency key.
+    // 5. Slow upstream.
+    let slow = slow::run(&slow_gateway, &sandbox, &secret).await;
+    all.push(slow.figures.clone());
+
+    // 6. Payments through the durable path, each with its own idempotency key.
     let cached_ids = connection_ids(&http, &cached, &token).await;
     let body = json!({
         "bank": "dnb",
@@ -485,6 +522,7 @@ end
         seconds: WRK_SECONDS,
         headers: &[],
         script: Some(script),
+        timeout: Duration::from_secs(2),
     })
     .await;
     all.push(payments.clone());
@@ -521,14 +559,31 @@ end
         nordea_change * 100.0
     );
     println!(
-        "4. {created} sessions in {:.1} s ({:.0}/s, {session_errors} errors): RSS +{:.1} MiB, {:.0} bytes per session (target ≤ 2048)",
+        "4. {created} sessions in {:.1} s ({:.0}/s, {session_errors} errors; {awake_after_creation} actors awake at the end, {awake_idle} once idle): RSS +{:.1} MiB, {:.0} bytes per session (target ≤ 2048)",
         creation.as_secs_f64(),
         created as f64 / creation.as_secs_f64(),
         growth as f64 / (1024.0 * 1024.0),
         per_session
     );
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
     println!(
-        "5. payments: {:.0} initiations/s, p50 {:.3} ms, p99 {:.3} ms at {PAYMENT_CONNECTIONS} connections ({} errors)",
+        "5. slow upstream: {} connections, {:.0} answers/s, p50 {:.0} ms, p99 {:.0} ms, {} errors; DNB reads {} live, {} stale from cache, {} fresh, {} unavailable; {:.1} upstream calls/s; RSS {:.0} MiB before, peak {:.0} MiB (+{:.0} MiB)",
+        slow::CONNECTIONS,
+        slow.figures.requests_per_s,
+        slow.figures.p50_ms,
+        slow.figures.p99_ms,
+        slow.figures.errors,
+        slow.live,
+        slow.cache_stale,
+        slow.cache_fresh,
+        slow.unavailable,
+        slow.upstream_calls_per_s,
+        mib(slow.rss_before_bytes),
+        mib(slow.rss_peak_bytes),
+        mib(slow.rss_peak_bytes.saturating_sub(slow.rss_before_bytes)),
+    );
+    println!(
+        "6. payments: {:.0} initiations/s, p50 {:.3} ms, p99 {:.3} ms at {PAYMENT_CONNECTIONS} connections ({} errors)",
         payments.requests_per_s, payments.p50_ms, payments.p99_ms, payments.errors
     );
 
@@ -550,7 +605,10 @@ end
             "errors": session_errors,
             "rss_growth_bytes": growth,
             "bytes_per_session": per_session,
+            "awake_after_creation": awake_after_creation,
+            "awake_when_idle": awake_idle,
         },
+        "slow_upstream": slow,
         "payments_per_s": payments.requests_per_s,
         "payments_p99_ms": payments.p99_ms,
     });
@@ -566,6 +624,7 @@ end
     drop(proxy);
     cached.shutdown().await;
     live.shutdown().await;
+    slow_gateway.shutdown().await;
     sandbox.shutdown().await;
     cluster.stop().await;
 }

@@ -23,22 +23,22 @@ use crate::token::Claims;
 
 pub use bankgate_actors::bank::CONSENT_EXPIRED;
 
-/// One account's balance as the client API renders it.
+/// One account's balance as the client API renders it, borrowed from the session's answer.
 #[derive(Debug, Serialize)]
-pub struct AccountView {
+pub struct AccountView<'a> {
     pub account_id: Uuid,
     pub bank: BankId,
-    pub name: Option<String>,
-    pub iban: String,
+    pub name: Option<&'a str>,
+    pub iban: &'a str,
     /// Decimal string; null when no balance can be shown.
     pub amount: Option<Decimal>,
-    pub currency: String,
+    pub currency: &'a str,
     pub provider: Option<ProviderId>,
     /// `live` or `cache`; null when no balance can be shown.
     pub source: Option<&'static str>,
     pub as_of: Option<DateTime<Utc>>,
     pub stale: bool,
-    pub warning: Option<String>,
+    pub warning: Option<&'a str>,
     /// `consent_expired` or `bank_unavailable` when no balance can be shown.
     pub error: Option<ErrorCode>,
 }
@@ -56,20 +56,20 @@ pub struct Total {
 }
 
 #[derive(Debug, Serialize)]
-pub struct BalancesView {
-    pub accounts: Vec<AccountView>,
+pub struct BalancesView<'a> {
+    pub accounts: Vec<AccountView<'a>>,
     pub total: Total,
 }
 
-fn view(account: &AccountBalance) -> AccountView {
+fn view(account: &AccountBalance) -> AccountView<'_> {
     let c = &account.connection;
     let mut view = AccountView {
         account_id: c.id,
         bank: c.bank,
-        name: c.name.clone(),
-        iban: c.iban.clone(),
+        name: c.name.as_deref(),
+        iban: &c.iban,
         amount: None,
-        currency: c.currency.clone(),
+        currency: &c.currency,
         provider: None,
         source: None,
         as_of: None,
@@ -84,7 +84,7 @@ fn view(account: &AccountBalance) -> AccountView {
             warning,
         } => {
             view.amount = Some(balance.amount);
-            view.currency = balance.currency.clone();
+            view.currency = &balance.currency;
             view.provider = Some(balance.provider);
             view.source = Some(if *source == Source::Live {
                 "live"
@@ -93,15 +93,15 @@ fn view(account: &AccountBalance) -> AccountView {
             });
             view.as_of = Some(balance.fetched_at);
             view.stale = *source == Source::CacheStale;
-            view.warning = warning.clone();
+            view.warning = warning.as_deref();
         }
         BalanceAnswer::ConsentExpired { .. } => {
             view.error = Some(ErrorCode::ConsentExpired);
-            view.warning = Some(CONSENT_EXPIRED.to_owned());
+            view.warning = Some(CONSENT_EXPIRED);
         }
         BalanceAnswer::Unavailable { warning } => {
             view.error = Some(ErrorCode::BankUnavailable);
-            view.warning = Some(warning.clone());
+            view.warning = Some(warning);
         }
     }
     view
@@ -144,12 +144,9 @@ async fn read(
     request_id: &RequestId,
 ) -> Result<Vec<AccountBalance>, ApiError> {
     let ip = psu_ip(ip)?;
-    let session = state
+    state
         .sessions
         .get(&claims.sub, &claims.sid)
-        .await
-        .map_err(session_error)?;
-    session
         .balances(account, ip, request_id.as_str().to_owned())
         .await
         .map_err(session_error)
@@ -171,10 +168,7 @@ pub async fn all(
         return Err(ApiError::new(ErrorCode::ConsentExpired, CONSENT_EXPIRED));
     }
     if !views.is_empty() && views.iter().all(|v| v.error.is_some()) {
-        let message = views
-            .iter()
-            .find_map(|v| v.warning.clone())
-            .unwrap_or_default();
+        let message = views.iter().find_map(|v| v.warning).unwrap_or_default();
         return Err(ApiError::new(ErrorCode::BankUnavailable, message).with_retry_after(30));
     }
     let counted = |v: &&AccountView| v.amount.is_some() && v.currency == "NOK";

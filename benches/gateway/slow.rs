@@ -1,0 +1,226 @@
+//! Case 5: 10 000 concurrent balance reads while the provider answers after 2 s.
+//!
+//! Users connected to DNB read their balances from 10 000 connections at once (each request
+//! from one of 10 000 sessions) while the sandbox delays every DNB answer at both providers by
+//! 2 s. Their balances were read once before, so the gateway has them cached but no longer
+//! fresh: each read asks the bank, and what the providers' limiters and the bank's bulkhead
+//! cannot take at once is answered from the cache, flagged stale. Measured: the answers (none
+//! may be an error), how they were served, the calls the providers received, and the
+//! process's RSS at its peak.
+
+use std::time::{Duration, Instant};
+
+use bankgate::gateway::Gateway;
+use bankgate::sandbox::Sandbox;
+use bankgate_actors::BankId;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+use crate::load::{Figures, Wrk, rss_bytes};
+
+pub const CONNECTIONS: u32 = 10_000;
+const USERS: usize = 200;
+const SECONDS: u32 = 20;
+const PROVIDER_LATENCY_MS: u64 = 2_000;
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SlowFigures {
+    pub figures: Figures,
+    /// Balance reads by how they were served (`bankgate_balance_reads_total` for DNB).
+    pub live: u64,
+    pub cache_stale: u64,
+    pub cache_fresh: u64,
+    pub unavailable: u64,
+    /// Calls DNB's account APIs received per second during the run, both providers.
+    pub upstream_calls_per_s: f64,
+    pub rss_before_bytes: u64,
+    pub rss_peak_bytes: u64,
+}
+
+/// DNB's balance reads by source, from the gateway's metrics.
+async fn reads_by_source(http: &reqwest::Client, gateway: &Gateway) -> [u64; 4] {
+    let text = http
+        .get(format!("{}/metrics", gateway.ops_url()))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let mut counts = [0; 4];
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("bankgate_balance_reads_total{") && l.contains("bank=\"dnb\""))
+    {
+        let value = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0) as u64;
+        let index = ["live", "cache_stale", "cache_fresh", "unavailable"]
+            .iter()
+            .position(|s| line.contains(&format!("source=\"{s}\"")));
+        if let Some(index) = index {
+            counts[index] += value;
+        }
+    }
+    counts
+}
+
+/// Calls the sandbox received for DNB's account information, at both providers.
+async fn dnb_reads_upstream(http: &reqwest::Client, sandbox: &Sandbox) -> u64 {
+    let body: Value = http
+        .get(format!("{}/sandbox/requests", sandbox.control_url()))
+        .send()
+        .await
+        .expect("requests")
+        .json()
+        .await
+        .expect("requests body");
+    body["requests"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter(|r| r["bank"] == "dnb" && r["service"] == "aisp")
+        .filter_map(|r| r["count"].as_u64())
+        .sum()
+}
+
+pub async fn run(gateway: &Gateway, sandbox: &Sandbox, secret: &SecretString) -> SlowFigures {
+    let http = reqwest::Client::new();
+    let balances_url = format!("{}/v1/balances", gateway.client_url());
+    // Each user connects DNB, and reads once so that the gateway has the balance.
+    for user in 0..USERS {
+        let token = bankgate::token::mint(
+            secret,
+            &format!("slow-{user}"),
+            "setup",
+            Duration::from_secs(3600),
+        )
+        .expect("token");
+        bankgate::browser::connect(
+            &gateway.client_url(),
+            &token,
+            BankId::Dnb,
+            "https://drop.example/done",
+        )
+        .await
+        .expect("connect");
+        let read = http
+            .get(&balances_url)
+            .bearer_auth(&token)
+            .header("x-psu-ip-address", "192.0.2.1")
+            .send()
+            .await
+            .expect("first read");
+        assert!(read.status().is_success(), "first read: {}", read.status());
+    }
+    let sessions_per_user = CONNECTIONS as usize / USERS;
+    let tokens: Vec<String> = (0..CONNECTIONS as usize)
+        .map(|n| {
+            bankgate::token::mint(
+                secret,
+                &format!("slow-{}", n % USERS),
+                &format!("slow-session-{}", n / USERS % sessions_per_user),
+                Duration::from_secs(3600),
+            )
+            .expect("token")
+        })
+        .collect();
+    let table: Vec<String> = tokens.iter().map(|t| format!("\"{t}\"")).collect();
+    // Each wrk thread walks the tokens from its own offset, so concurrent requests come from
+    // different sessions.
+    let script = format!(
+        r#"local tokens = {{ {} }}
+local offset = 0
+local threads = 0
+function setup(thread)
+  thread:set("offset", threads * {half})
+  threads = threads + 1
+end
+local n = 0
+request = function()
+  n = n + 1
+  local headers = {{}}
+  headers["Authorization"] = "Bearer " .. tokens[((offset + n) % #tokens) + 1]
+  headers["x-psu-ip-address"] = "192.0.2.1"
+  return wrk.format("GET", nil, headers)
+end
+"#,
+        table.join(", "),
+        half = CONNECTIONS / 2,
+    );
+
+    let control = format!("{}/sandbox/faults", sandbox.control_url());
+    let mut faults = Vec::new();
+    for provider in ["neonomics", "psd2"] {
+        let fault: Value = http
+            .post(&control)
+            .json(&json!({
+                "provider": provider,
+                "bank": "dnb",
+                "kind": "latency",
+                "latency_ms": PROVIDER_LATENCY_MS,
+            }))
+            .send()
+            .await
+            .expect("fault")
+            .json()
+            .await
+            .expect("fault body");
+        faults.push(fault["id"].clone());
+    }
+    // Let every cached balance age past its freshness.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+
+    let reads_before = reads_by_source(&http, gateway).await;
+    let upstream_before = dnb_reads_upstream(&http, sandbox).await;
+    let rss_before = rss_bytes();
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let sampler = tokio::spawn(async move {
+        let mut peak = rss_bytes();
+        loop {
+            tokio::select! {
+                _ = stopped.changed() => return peak,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => peak = peak.max(rss_bytes()),
+            }
+        }
+    });
+    let started = Instant::now();
+    let url: &'static str = Box::leak(balances_url.into_boxed_str());
+    let script: &'static str = Box::leak(script.into_boxed_str());
+    let figures = tokio::task::spawn_blocking(move || {
+        Wrk {
+            case: "slow upstream (2 s), 10 000 connections",
+            url,
+            connections: CONNECTIONS,
+            seconds: SECONDS,
+            headers: &[],
+            script: Some(script),
+            timeout: Duration::from_secs(40),
+        }
+        .run()
+    })
+    .await
+    .expect("wrk");
+    let elapsed = started.elapsed();
+    let _ = stop.send(true);
+    let rss_peak = sampler.await.expect("sampler");
+    let upstream = dnb_reads_upstream(&http, sandbox).await - upstream_before;
+    let reads_after = reads_by_source(&http, gateway).await;
+    let served = |i: usize| reads_after[i] - reads_before[i];
+
+    for id in faults {
+        let _ = http.delete(format!("{control}/{id}")).send().await;
+    }
+    SlowFigures {
+        figures,
+        live: served(0),
+        cache_stale: served(1),
+        cache_fresh: served(2),
+        unavailable: served(3),
+        upstream_calls_per_s: upstream as f64 / elapsed.as_secs_f64(),
+        rss_before_bytes: rss_before,
+        rss_peak_bytes: rss_peak,
+    }
+}
