@@ -7,7 +7,8 @@
 //! reported for an account is remembered, so that account answers `consent_expired` at once
 //! from then on without bothering the bank.
 //!
-//! What a session knows lives in a small shared record (`SessionShared`); its actor exists
+//! What a session knows lives in a small shared record (`SessionShared`, with the user's
+//! connections in a `UserShared` all the user's sessions hold); its actor exists
 //! only while the session works. Reads of fresh cached balances are served from the record
 //! without the actor; a read that needs the bank wakes the actor (the session supervisor
 //! spawns it), which coalesces, loads and fetches. After `hibernate_after` without a request
@@ -83,7 +84,7 @@ pub enum SessionError {
 
 type BalancesReply = RpcReplyPort<Result<Vec<AccountBalance>, SessionError>>;
 
-/// The user's connections as the session knows them.
+/// The user's connections as the user's sessions know them.
 #[derive(Default)]
 struct Lists {
     /// As last loaded; `None` until loaded, and again after the user's connections changed.
@@ -91,18 +92,38 @@ struct Lists {
     /// The list from before the last change (less any connection removed since), served while
     /// PostgreSQL cannot give the new one: a database outage must not hide cached balances.
     previous: Option<Vec<Arc<Connection>>>,
+    /// Counts changes, so that a load that began before one does not install the old list.
+    generation: u64,
+}
+
+/// What every session of one user shares: the user's connections, loaded once for all of them
+/// (a reconnect storm of many sessions makes one query per user, not one per session).
+pub struct UserShared {
+    id: Arc<str>,
+    lists: RwLock<Lists>,
+    /// Held while loading the connections.
+    loading: tokio::sync::Mutex<()>,
 }
 
 /// Everything a session remembers, awake or hibernating. Handles read it to serve fresh cached
-/// balances without the actor; the actor writes what it loads.
+/// balances without the actor; the actor writes what it learns.
 pub struct SessionShared {
-    user: Arc<str>,
+    user: Arc<UserShared>,
     /// Milliseconds since `SessionDeps::epoch` of the latest request.
     last_active: AtomicU64,
-    lists: RwLock<Lists>,
 }
 
 impl SessionShared {
+    fn lists(&self) -> std::sync::RwLockReadGuard<'_, Lists> {
+        self.user.lists()
+    }
+
+    fn lists_mut(&self) -> std::sync::RwLockWriteGuard<'_, Lists> {
+        self.user.lists_mut()
+    }
+}
+
+impl UserShared {
     fn lists(&self) -> std::sync::RwLockReadGuard<'_, Lists> {
         self.lists
             .read()
@@ -126,7 +147,6 @@ pub enum SessionMsg {
     },
     Fetched {
         key: Option<Uuid>,
-        loaded: Option<Vec<Arc<Connection>>>,
         result: Result<Vec<AccountBalance>, SessionError>,
     },
     Panic,
@@ -248,18 +268,7 @@ impl Actor for SessionActor {
                 state.waiting.insert(account, vec![reply]);
                 state.start_fetch(myself, account, psu_ip, request_id);
             }
-            SessionMsg::Fetched {
-                key,
-                loaded,
-                result,
-            } => {
-                if let Some(loaded) = loaded {
-                    let mut lists = state.shared.lists_mut();
-                    if lists.current.is_none() {
-                        lists.current = Some(loaded);
-                        lists.previous = None;
-                    }
-                }
+            SessionMsg::Fetched { key, result } => {
                 if let Ok(balances) = &result {
                     state.forget_expired_consents(balances);
                 }
@@ -281,38 +290,19 @@ impl SessionState {
         psu_ip: Option<String>,
         request_id: String,
     ) {
-        let (known, previous) = {
-            let lists = self.shared.lists();
-            (lists.current.clone(), lists.previous.clone())
-        };
+        let known = self.shared.lists().current.clone();
         let deps = self.deps.clone();
         let user = self.shared.user.clone();
         tokio::spawn(async move {
-            let (loaded, connections) = match known {
-                Some(connections) => (None, Ok(connections)),
-                None => match deps.store.connections(&user).await {
-                    Ok(list) => {
-                        let list: Vec<_> = list.into_iter().map(Arc::new).collect();
-                        (Some(list.clone()), Ok(list))
-                    }
-                    Err(error) => match previous {
-                        Some(previous) => {
-                            debug!(error = %error, "connections not reloaded; serving the previous list");
-                            (None, Ok(previous))
-                        }
-                        None => (None, Err(SessionError::Store(error))),
-                    },
-                },
+            let connections = match known {
+                Some(connections) => Ok(connections),
+                None => load_connections(&deps, &user).await,
             };
             let result = match connections {
                 Ok(connections) => read_balances(&deps, connections, key, psu_ip, request_id).await,
                 Err(error) => Err(error),
             };
-            let _ = myself.send_message(SessionMsg::Fetched {
-                key,
-                loaded,
-                result,
-            });
+            let _ = myself.send_message(SessionMsg::Fetched { key, result });
         });
     }
 
@@ -347,6 +337,41 @@ impl SessionState {
                 });
             }
         }
+    }
+}
+
+/// The user's connections, loaded from PostgreSQL by one of the user's sessions at a time; the
+/// others find the list loaded when their turn comes. While PostgreSQL is away, the previous
+/// list answers.
+async fn load_connections(
+    deps: &SessionDeps,
+    user: &UserShared,
+) -> Result<Vec<Arc<Connection>>, SessionError> {
+    let _loading = user.loading.lock().await;
+    let generation = {
+        let lists = user.lists();
+        if let Some(current) = &lists.current {
+            return Ok(current.clone());
+        }
+        lists.generation
+    };
+    match deps.store.connections(&user.id).await {
+        Ok(list) => {
+            let list: Vec<_> = list.into_iter().map(Arc::new).collect();
+            let mut lists = user.lists_mut();
+            if lists.generation == generation {
+                lists.current = Some(list.clone());
+                lists.previous = None;
+            }
+            Ok(list)
+        }
+        Err(error) => match user.lists().previous.clone() {
+            Some(previous) => {
+                debug!(error = %error, "connections not reloaded; serving the previous list");
+                Ok(previous)
+            }
+            None => Err(SessionError::Store(error)),
+        },
     }
 }
 
@@ -460,7 +485,7 @@ impl SessionHandle {
         request_id: String,
     ) -> Result<Vec<AccountBalance>, SessionError> {
         let deps = &self.sessions.deps;
-        deps.admit(&self.shared.user)?;
+        deps.admit(&self.shared.user.id)?;
         self.shared
             .last_active
             .store(deps.now_ms(), Ordering::Relaxed);
@@ -569,10 +594,17 @@ impl Sessions {
         if let Some(entry) = map.get(user).and_then(|l| find(l, sid)) {
             return handle(entry);
         }
+        let user_shared = match map.get(user).and_then(|l| l.first()) {
+            Some(sibling) => sibling.shared.user.clone(),
+            None => Arc::new(UserShared {
+                id: Arc::from(user),
+                lists: RwLock::default(),
+                loading: tokio::sync::Mutex::new(()),
+            }),
+        };
         let shared = Arc::new(SessionShared {
-            user: Arc::from(user),
+            user: user_shared,
             last_active: AtomicU64::new(self.deps.now_ms()),
-            lists: RwLock::default(),
         });
         let entry = SessionEntry {
             sid: Arc::from(sid),
@@ -580,7 +612,7 @@ impl Sessions {
             actor: None,
         };
         let made = handle(&entry);
-        map.entry(shared.user.clone()).or_default().push(entry);
+        map.entry(shared.user.id.clone()).or_default().push(entry);
         self.count.fetch_add(1, Ordering::Relaxed);
         drop(map);
         self.export_gauges();
@@ -595,7 +627,7 @@ impl Sessions {
     ) -> Result<ActorRef<SessionMsg>, SessionError> {
         let awake = self
             .read()
-            .get(&*shared.user)
+            .get(&*shared.user.id)
             .and_then(|l| find(l, sid))
             .and_then(|e| e.actor.clone());
         if let Some(actor) = awake {
@@ -620,6 +652,7 @@ impl Sessions {
         let map = self.read();
         for entry in map.get(user).into_iter().flatten() {
             let mut lists = entry.shared.lists_mut();
+            lists.generation += 1;
             if let Some(known) = lists.current.take() {
                 lists.previous = Some(known);
             }
@@ -660,7 +693,7 @@ pub struct SupervisorState {
 impl SessionSupervisor {
     /// Starts the actor of the session `sid` of `shared.user`, recreating the session's record
     /// if it was forgotten meanwhile; returns the running actor if there is one already.
-    async fn wake(
+    fn wake(
         myself: &ActorRef<SupervisorMsg>,
         state: &mut SupervisorState,
         sid: Arc<str>,
@@ -669,7 +702,7 @@ impl SessionSupervisor {
         let sessions = state.sessions.clone();
         let (shared, running) = {
             let map = sessions.read();
-            match map.get(&*shared.user).and_then(|l| find(l, &sid)) {
+            match map.get(&*shared.user.id).and_then(|l| find(l, &sid)) {
                 Some(entry) => (entry.shared.clone(), entry.actor.clone()),
                 None => (shared, None),
             }
@@ -681,7 +714,11 @@ impl SessionSupervisor {
             shared: shared.clone(),
             deps: sessions.deps.clone(),
         };
-        let actor = match Actor::spawn_linked(None, SessionActor, args, myself.get_cell()).await {
+        // Not waiting for the actor to start keeps a wave of new sessions (a reconnect storm)
+        // from queueing behind one another here; messages wait in its mailbox meanwhile.
+        let spawned =
+            ractor::ActorRuntime::spawn_linked_instant(None, SessionActor, args, myself.get_cell());
+        let actor = match spawned {
             Ok((actor, _)) => actor,
             Err(error) => {
                 warn!(error = %error, "session actor could not start");
@@ -690,9 +727,9 @@ impl SessionSupervisor {
         };
         state
             .actors
-            .insert(actor.get_id(), (shared.user.clone(), sid.clone()));
+            .insert(actor.get_id(), (shared.user.id.clone(), sid.clone()));
         let mut map = sessions.write();
-        let list = map.entry(shared.user.clone()).or_default();
+        let list = map.entry(shared.user.id.clone()).or_default();
         match list.iter_mut().find(|e| e.sid == sid) {
             Some(entry) => entry.actor = Some(actor.clone()),
             None => {
@@ -771,7 +808,7 @@ impl Actor for SessionSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             SupervisorMsg::Wake { sid, shared, reply } => {
-                let actor = Self::wake(&myself, state, sid, shared).await;
+                let actor = Self::wake(&myself, state, sid, shared);
                 let _ = reply.send(actor);
             }
             SupervisorMsg::Sweep => Self::sweep(&state.sessions),
@@ -804,7 +841,7 @@ impl Actor for SessionSupervisor {
                     })
                 };
                 if let Some(shared) = shared {
-                    Self::wake(&myself, state, sid, shared).await;
+                    Self::wake(&myself, state, sid, shared);
                 }
             }
             SupervisionEvent::ActorTerminated(cell, _, _) => {

@@ -68,6 +68,12 @@ impl Wrk<'_> {
             .output()
             .expect("wrk runs (apt-get install wrk)");
         let text = String::from_utf8_lossy(&output.stdout);
+        for line in text
+            .lines()
+            .filter(|l| l.contains("Non-2xx") || l.contains("Socket errors"))
+        {
+            eprintln!("{}: {}", self.case, line.trim());
+        }
         let find = |prefix: &str| -> Option<String> {
             text.lines()
                 .map(str::trim)
