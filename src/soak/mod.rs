@@ -376,10 +376,13 @@ struct FaultControl {
 
 impl FaultControl {
     fn new(url: String) -> FaultControl {
-        FaultControl {
-            url,
-            http: reqwest::Client::new(),
-        }
+        // A fault every 10 s would reuse a connection just as the sandbox closes it for
+        // idling 10 s (its header-read timeout), and be reset: keep idle connections shorter.
+        let http = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(5))
+            .build()
+            .expect("an HTTP client");
+        FaultControl { url, http }
     }
 
     /// Lifts every fault and injects `faults`.
