@@ -807,16 +807,6 @@ impl BankState {
     /// `NotSent` when none is left.
     fn dispatch_pay(&mut self, myself: &ActorRef<BankMsg>, ticket: u64) {
         let now = Instant::now();
-        let no_consent = match self.pending_pays.get(&ticket) {
-            Some(pending) => pending.request.accounts.is_empty(),
-            None => return,
-        };
-        if no_consent && let Some(pending) = self.pending_pays.remove(&ticket) {
-            let _ = pending
-                .reply
-                .send(PayAnswer::ConsentExpired { provider: None });
-            return;
-        }
         let Some(pending) = self.pending_pays.get(&ticket) else {
             return;
         };
@@ -856,8 +846,15 @@ impl BankState {
             return;
         }
         if let Some(pending) = self.pending_pays.remove(&ticket) {
-            let last_error = pending.last_error;
-            let _ = pending.reply.send(PayAnswer::NotSent { last_error });
+            // Without a valid consent at any provider, no path will ever take it.
+            let answer = if pending.request.accounts.is_empty() {
+                PayAnswer::ConsentExpired { provider: None }
+            } else {
+                PayAnswer::NotSent {
+                    last_error: pending.last_error,
+                }
+            };
+            let _ = pending.reply.send(answer);
         }
     }
 

@@ -94,6 +94,20 @@ async fn start_gateway(settings: &Settings, sandbox: &Sandbox, database: &str) -
     Gateway::start(&settings, pool).await.expect("gateway")
 }
 
+/// Injects a fault at the sandbox and returns its id.
+async fn add_fault(http: &reqwest::Client, sandbox: &Sandbox, fault: Value) -> Value {
+    let added: Value = http
+        .post(format!("{}/sandbox/faults", sandbox.control_url()))
+        .json(&fault)
+        .send()
+        .await
+        .expect("fault")
+        .json()
+        .await
+        .expect("fault body");
+    added["id"].clone()
+}
+
 /// Runs wrk on a blocking thread.
 async fn wrk(run: Wrk<'static>) -> Figures {
     tokio::task::spawn_blocking(move || run.run())
@@ -373,15 +387,12 @@ async fn main() {
             success
         ),
     );
-    let fault: Value = http
-        .post(format!("{}/sandbox/faults", sandbox.control_url()))
-        .json(&json!({"provider": "psd2", "bank": "dnb", "kind": "timeout"}))
-        .send()
-        .await
-        .expect("fault")
-        .json()
-        .await
-        .expect("fault body");
+    let fault = add_fault(
+        &http,
+        &sandbox,
+        json!({"provider": "psd2", "bank": "dnb", "kind": "timeout"}),
+    )
+    .await;
     // Three failed reads open DNB's breaker; from then on DNB is served stale at once. They
     // come from three sessions, since one session's concurrent reads are coalesced into one.
     let trips: Vec<_> = (0..3)
@@ -432,7 +443,7 @@ async fn main() {
         .delete(format!(
             "{}/sandbox/faults/{}",
             sandbox.control_url(),
-            fault["id"]
+            fault
         ))
         .send()
         .await;

@@ -154,21 +154,13 @@ end
     let control = format!("{}/sandbox/faults", sandbox.control_url());
     let mut faults = Vec::new();
     for provider in ["neonomics", "psd2"] {
-        let fault: Value = http
-            .post(&control)
-            .json(&json!({
-                "provider": provider,
-                "bank": "dnb",
-                "kind": "latency",
-                "latency_ms": PROVIDER_LATENCY_MS,
-            }))
-            .send()
-            .await
-            .expect("fault")
-            .json()
-            .await
-            .expect("fault body");
-        faults.push(fault["id"].clone());
+        let fault = json!({
+            "provider": provider,
+            "bank": "dnb",
+            "kind": "latency",
+            "latency_ms": PROVIDER_LATENCY_MS,
+        });
+        faults.push(crate::add_fault(&http, sandbox, fault).await);
     }
     // Let every cached balance age past its freshness.
     tokio::time::sleep(Duration::from_millis(1_100)).await;

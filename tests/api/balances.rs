@@ -352,28 +352,7 @@ async fn an_expired_consent_is_the_users_problem_not_the_banks() {
     let app = spawn_app_with(QUICK).await;
     let (kari, body) = connected(&app, "kari").await;
     let (ola, _) = connected(&app, "ola").await;
-    let consents: Value = app
-        .http
-        .get(app.sandbox.control("/sandbox/consents"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    for consent in consents["consents"].as_array().unwrap() {
-        if consent["psu"] == "kari" && consent["bank"] == "dnb" {
-            let id = consent["id"].as_str().unwrap();
-            app.http
-                .post(
-                    app.sandbox
-                        .control(&format!("/sandbox/consents/{id}/expire")),
-                )
-                .send()
-                .await
-                .unwrap();
-        }
-    }
+    app.sandbox.expire_consents("kari", BankId::Dnb).await;
     let account = accounts_of(&body, "dnb")[0]["account_id"]
         .as_str()
         .unwrap()

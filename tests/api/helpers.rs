@@ -134,6 +134,21 @@ impl TestSandbox {
         body["accounts"].as_array().unwrap().clone()
     }
 
+    /// Expires every consent `psu` gave at `bank`, with each provider.
+    pub async fn expire_consents(&self, psu: &str, bank: BankId) {
+        let consents = self.control_json("/sandbox/consents").await;
+        for consent in consents["consents"].as_array().unwrap() {
+            if consent["psu"] == psu && consent["bank"] == bank.as_str() {
+                let id = consent["id"].as_str().unwrap();
+                self.http
+                    .post(self.control(&format!("/sandbox/consents/{id}/expire")))
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
     pub fn control(&self, path: &str) -> String {
         format!("{}{path}", self.sandbox.control_url())
     }

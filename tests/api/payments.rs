@@ -8,8 +8,8 @@ use bankgate_actors::BankId;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    QUICK, TestApp, client, connection_at, eventually, fresh_database, ops_call, set_mode,
-    spawn_app_with, spawn_sandbox, start_gateway,
+    QUICK, TestApp, client, connection_at, connections, eventually, fresh_database, ops_call,
+    set_mode, spawn_app_with, spawn_sandbox, start_gateway,
 };
 
 const WEBHOOK_SECRET: &str = "sandbox-neonomics-webhook-secret";
@@ -684,20 +684,7 @@ async fn bad_payments_keys_and_forged_webhooks_get_their_4xx() {
 async fn a_payment_from_an_account_no_provider_holds_a_consent_for_is_refused_not_queued() {
     let app = spawn_app_with(&pay_settings(&[])).await;
     let (token, account) = dnb_user(&app, "kari").await;
-    let consents = app.sandbox.control_json("/sandbox/consents").await;
-    for consent in consents["consents"].as_array().unwrap() {
-        if consent["psu"] == "kari" && consent["bank"] == "dnb" {
-            let id = consent["id"].as_str().unwrap();
-            app.http
-                .post(
-                    app.sandbox
-                        .control(&format!("/sandbox/consents/{id}/expire")),
-                )
-                .send()
-                .await
-                .unwrap();
-        }
-    }
+    app.sandbox.expire_consents("kari", BankId::Dnb).await;
     // A balance read finds the consents expired at both providers; the gateway records it.
     let read = app
         .http
@@ -709,20 +696,8 @@ async fn a_payment_from_an_account_no_provider_holds_a_consent_for_is_refused_no
         .unwrap();
     assert_eq!(read.status(), 403);
     eventually(Duration::from_secs(10), || async {
-        let body: Value = app
-            .http
-            .get(app.client_url("/v1/connections"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        body["connections"][0]["providers"]
-            .as_array()?
-            .is_empty()
-            .then_some(())
+        let listed = connections(&app.gateway.client_url(), &token).await;
+        listed[0]["providers"].as_array()?.is_empty().then_some(())
     })
     .await;
 
