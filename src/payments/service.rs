@@ -388,7 +388,8 @@ impl Payments {
         }
     }
 
-    /// Sends a payment just written as `received`; returns it as it stands after.
+    /// Sends a payment just written as `received`; returns it as this request left it (the
+    /// drainer may take a payment queued here at once: the client is told it was queued).
     async fn send_new(&self, id: Uuid, bank: BankId) -> Result<PaymentRecord, StoreError> {
         let moved = self
             .store
@@ -402,32 +403,36 @@ impl Payments {
                 },
             )
             .await?;
-        if moved {
-            count(bank, PaymentStatus::Initiating, 1);
-            self.send(id).await?;
-        }
-        let payment = self
-            .store
-            .payment(id)
-            .await?
-            .expect("payments are never deleted");
-        if payment.status == PaymentStatus::Unknown {
-            // The provider may hold it: a look-up often settles it at once. Only finding it
-            // counts here; "not found" is believed only after `in_flight_timeout`.
-            self.resolve(id, false).await?;
-            return Ok(self
+        let sent = match moved {
+            Some(_) => {
+                count(bank, PaymentStatus::Initiating, 1);
+                self.send(id).await?
+            }
+            None => None,
+        };
+        let payment = match sent {
+            Some(payment) => payment,
+            None => self
                 .store
                 .payment(id)
                 .await?
-                .expect("payments are never deleted"));
+                .expect("payments are never deleted"),
+        };
+        if payment.status == PaymentStatus::Unknown {
+            // The provider may hold it: a look-up often settles it at once. Only finding it
+            // counts here; "not found" is believed only after `in_flight_timeout`.
+            if let Some(found) = self.resolve(id, false).await? {
+                return Ok(found);
+            }
         }
         Ok(payment)
     }
 
-    /// Sends a payment in `initiating` and records the outcome.
-    async fn send(&self, id: Uuid) -> Result<(), StoreError> {
+    /// Sends a payment in `initiating` and records the outcome; returns the payment as
+    /// recorded, or `None` when it was no longer this call's to send.
+    async fn send(&self, id: Uuid) -> Result<Option<PaymentRecord>, StoreError> {
         let Some(sendable) = self.store.sendable(id).await? else {
-            return Ok(());
+            return Ok(None);
         };
         let payment = &sendable.payment;
         let request = PayRequest {
@@ -491,10 +496,11 @@ impl Payments {
                 },
             ),
         };
-        if self.store.transition(id, &from, to, change).await? {
+        let moved = self.store.transition(id, &from, to, change).await?;
+        if moved.is_some() {
             count(bank, to, 1);
         }
-        Ok(())
+        Ok(moved)
     }
 
     fn order(&self, sendable: &Sendable) -> PaymentOrder {
@@ -549,29 +555,25 @@ impl Payments {
     }
 
     /// Settles a payment in `unknown` by looking it up. With `requeue`, a payment no
-    /// provider has goes back to the queue to be sent again.
-    async fn resolve(&self, id: Uuid, requeue: bool) -> Result<(), StoreError> {
+    /// provider has goes back to the queue to be sent again. Returns the payment as moved,
+    /// or `None` when it stays where it was.
+    async fn resolve(&self, id: Uuid, requeue: bool) -> Result<Option<PaymentRecord>, StoreError> {
         let Some(sendable) = self.store.sendable(id).await? else {
-            return Ok(());
+            return Ok(None);
         };
         let bank = sendable.payment.bank;
-        let from = [PaymentStatus::Unknown];
-        let (to, change) = match self.look_up(&sendable, false).await {
-            Found::Payment(remote) => {
-                let to = remote_status(remote.status);
-                let change = Change {
+        let found = self.look_up(&sendable, false).await;
+        let (to, change) = match &found {
+            Found::Payment(remote) => (
+                remote_status(remote.status),
+                Change {
                     reason: "found at the provider by its reference",
                     provider: Some(remote.provider),
                     provider_payment_id: Some(&remote.payment_id),
                     sca_redirect: remote.sca_redirect.as_deref(),
                     error: None,
-                };
-                let moved = self.store.transition(id, &from, to, change).await?;
-                if moved {
-                    count(bank, to, 1);
-                }
-                return Ok(());
-            }
+                },
+            ),
             Found::Nowhere if requeue => (
                 PaymentStatus::Queued,
                 Change {
@@ -579,12 +581,16 @@ impl Payments {
                     ..Change::default()
                 },
             ),
-            Found::Nowhere | Found::Inconclusive => return Ok(()),
+            Found::Nowhere | Found::Inconclusive => return Ok(None),
         };
-        if self.store.transition(id, &from, to, change).await? {
+        let moved = self
+            .store
+            .transition(id, &[PaymentStatus::Unknown], to, change)
+            .await?;
+        if moved.is_some() {
             count(bank, to, 1);
         }
-        Ok(())
+        Ok(moved)
     }
 
     /// Asks the provider where a payment waiting for SCA stands.
@@ -608,6 +614,7 @@ impl Payments {
             .store
             .transition(id, &[PaymentStatus::PendingSca], to, change)
             .await?
+            .is_some()
         {
             count(sendable.payment.bank, to, 1);
         }
@@ -708,9 +715,8 @@ impl Payments {
                 return Ok(());
             };
             count(bank, PaymentStatus::Initiating, 1);
-            self.send(id).await?;
-            let status = self.store.payment(id).await?.map(|p| p.status);
-            if status == Some(PaymentStatus::Queued) {
+            let sent = self.send(id).await?;
+            if sent.is_some_and(|p| p.status == PaymentStatus::Queued) {
                 // The path went down again: wait for the next wake.
                 return Ok(());
             }

@@ -269,14 +269,15 @@ impl PaymentStore {
         Ok(())
     }
 
-    /// Moves one payment from one of `from` to `to`; returns whether it was in `from`.
+    /// Moves one payment from one of `from` to `to`; returns it as moved, or `None` when it
+    /// was not in `from`.
     pub async fn transition(
         &self,
         id: Uuid,
         from: &[PaymentStatus],
         to: PaymentStatus,
         change: Change<'_>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<PaymentRecord>, StoreError> {
         let client = self.client().await?;
         transition(&client, id, from, to, change).await
     }
@@ -548,7 +549,7 @@ impl PaymentStore {
                 PaymentStatus::Unknown,
                 PaymentStatus::PendingSca,
             ];
-            if transition(&tx, id, &from, to, change).await? {
+            if transition(&tx, id, &from, to, change).await?.is_some() {
                 moved = Some((id, parse(row.get::<_, &str>(1))?));
             }
         }
@@ -570,32 +571,39 @@ impl PaymentStore {
     }
 }
 
+/// Moves one payment and records the move in its history, in one statement; returns the
+/// payment as this move left it (another process may move it on at once: answers built from
+/// the returned record say what this move did).
 async fn transition(
     client: &impl GenericClient,
     id: Uuid,
     from: &[PaymentStatus],
     to: PaymentStatus,
     change: Change<'_>,
-) -> Result<bool, StoreError> {
+) -> Result<Option<PaymentRecord>, StoreError> {
     let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
     let provider = change.provider.map(ProviderId::as_str);
     let moved = client
-        .query(
-            "WITH old AS (
-                 SELECT id, status FROM payments WHERE id = $1 AND status = ANY($2) FOR UPDATE
-             ), moved AS (
-                 UPDATE payments p SET status = $3, updated_at = now(),
-                     provider = COALESCE($5, p.provider),
-                     provider_payment_id = COALESCE($6, p.provider_payment_id),
-                     sca_redirect = COALESCE($7, p.sca_redirect),
-                     last_error = COALESCE($8, p.last_error),
-                     attempts = p.attempts + CASE WHEN $3 = 'initiating' THEN 1 ELSE 0 END,
-                     queued_at = CASE WHEN $3 = 'queued' THEN COALESCE(p.queued_at, now()) ELSE p.queued_at END
-                 FROM old WHERE p.id = old.id RETURNING p.id
-             )
-             INSERT INTO payment_events (payment_id, from_status, to_status, reason, provider)
-             SELECT old.id, old.status, $3, $4, $5 FROM old JOIN moved ON moved.id = old.id
-             RETURNING payment_id",
+        .query_opt(
+            &format!(
+                "WITH old AS (
+                     SELECT id AS old_id, status AS old_status FROM payments
+                     WHERE id = $1 AND status = ANY($2) FOR UPDATE
+                 ), moved AS (
+                     UPDATE payments p SET status = $3, updated_at = now(),
+                         provider = COALESCE($5, p.provider),
+                         provider_payment_id = COALESCE($6, p.provider_payment_id),
+                         sca_redirect = COALESCE($7, p.sca_redirect),
+                         last_error = COALESCE($8, p.last_error),
+                         attempts = p.attempts + CASE WHEN $3 = 'initiating' THEN 1 ELSE 0 END,
+                         queued_at = CASE WHEN $3 = 'queued' THEN COALESCE(p.queued_at, now()) ELSE p.queued_at END
+                     FROM old WHERE p.id = old.old_id RETURNING {PAYMENT_COLUMNS}
+                 ), logged AS (
+                     INSERT INTO payment_events (payment_id, from_status, to_status, reason, provider)
+                     SELECT old_id, old_status, $3, $4, $5 FROM old JOIN moved ON moved.id = old.old_id
+                 )
+                 SELECT {PAYMENT_COLUMNS} FROM moved"
+            ),
             &[
                 &id,
                 &from,
@@ -609,5 +617,5 @@ async fn transition(
         )
         .await
         .map_err(db)?;
-    Ok(!moved.is_empty())
+    moved.as_ref().map(PaymentRecord::from_row).transpose()
 }

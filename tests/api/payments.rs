@@ -366,6 +366,39 @@ async fn payments_queue_while_dnb_is_down_and_drain_oldest_first_once_it_recover
     );
 }
 
+/// A payment's answer says what its own attempt did. Here the drainer looks for queued
+/// payments every millisecond (breakers that never open keep the bank "available" to it), so
+/// it often takes a payment the instant its request queued it; the client must still hear
+/// `queued`, not the drainer's `initiating` (a CI run once answered that).
+#[tokio::test]
+async fn a_payment_queued_by_its_request_is_answered_queued_while_the_drainer_retries_it() {
+    let app = spawn_app_with(&pay_settings(&[
+        ("BANKGATE__PAYMENTS__DRAIN_INTERVAL", "1ms"),
+        ("BANKGATE__BREAKER__FAILURE_THRESHOLD", "100000"),
+    ]))
+    .await;
+    let (token, account) = dnb_user(&app, "payer-9").await;
+    for n in 0..20 {
+        let mut faults = Vec::new();
+        for provider in ["neonomics", "psd2"] {
+            faults.push(
+                app.sandbox
+                    .add_fault(json!({"provider": provider, "bank": "dnb", "service": "pisp", "kind": "unavailable"}))
+                    .await,
+            );
+        }
+        let (status, body) = pay(&app, &token, &format!("r-{n}"), &payment(&account, "100")).await;
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(body["status"], "queued", "payment {n}: {body}");
+        // Each payment is alone in the queue: the drainer's next pass is for it.
+        for fault in faults {
+            app.sandbox.remove_fault(fault).await;
+        }
+        let id = body["payment_id"].as_str().unwrap();
+        wait_for_status(&app, &token, id, "pending_sca").await;
+    }
+}
+
 #[tokio::test]
 async fn payments_modes_disable_queue_and_release() {
     let app = spawn_app_with(&pay_settings(&[])).await;
