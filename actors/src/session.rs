@@ -9,9 +9,10 @@
 //!
 //! What a session knows lives in a small shared record (`SessionShared`, with the user's
 //! connections in a `UserShared` all the user's sessions hold); its actor exists
-//! only while the session works. Reads of fresh cached balances are served from the record
-//! without the actor; a read that needs the bank wakes the actor (the session supervisor
-//! spawns it), which coalesces, loads and fetches. After `hibernate_after` without a request
+//! only while the session reads from banks. Reads the cache can answer are served from the
+//! record without the actor (loading the user's connections first if need be); a read that
+//! needs the bank wakes the actor (the session supervisor spawns it), which coalesces and
+//! fetches. After `hibernate_after` without a request
 //! the supervisor stops the actor and keeps the record, so an idle session costs a few hundred
 //! bytes instead of an actor's task and mailboxes; after `idle_timeout` the record goes too.
 
@@ -250,15 +251,15 @@ impl Actor for SessionActor {
                 reply,
             } => {
                 // The handle has admitted the request under the user's rate limit already.
-                let fresh = {
+                let local = {
                     let lists = state.shared.lists();
                     lists
                         .current
                         .as_deref()
-                        .and_then(|c| fresh_answers(&state.deps, c, account))
+                        .and_then(|c| answer_locally(&state.deps, c, account))
                 };
-                if let Some(fresh) = fresh {
-                    let _ = reply.send(Ok(fresh));
+                if let Some(answer) = local {
+                    let _ = reply.send(answer);
                     return Ok(());
                 }
                 if let Some(waiters) = state.waiting.get_mut(&account) {
@@ -375,6 +376,22 @@ async fn load_connections(
     }
 }
 
+/// The answer to a read that needs no bank: fresh cached balances, no balances for a user
+/// without connections, or an unknown account. `None` when the bank must be asked.
+fn answer_locally(
+    deps: &SessionDeps,
+    connections: &[Arc<Connection>],
+    key: Option<Uuid>,
+) -> Option<Result<Vec<AccountBalance>, SessionError>> {
+    match key {
+        Some(id) if !connections.iter().any(|c| c.id == id) => {
+            Some(Err(SessionError::UnknownAccount))
+        }
+        None if connections.is_empty() => Some(Ok(Vec::new())),
+        _ => fresh_answers(deps, connections, key).map(Ok),
+    }
+}
+
 /// Answers from the cache alone when every requested account has a fresh balance there: the
 /// common case, served without a bank actor, a task or (from a handle) the session's mailbox.
 fn fresh_answers(
@@ -475,9 +492,9 @@ pub struct SessionHandle {
 }
 
 impl SessionHandle {
-    /// Reads balances. When every requested account has a fresh cached balance, the answer
-    /// comes from the session's record without its actor; any other read goes to the actor
-    /// (woken if it hibernates), which coalesces, loads and fetches.
+    /// Reads balances. When every requested account has a fresh cached balance (or the user
+    /// has none to read), the answer comes from the session's record without its actor; any
+    /// other read goes to the actor (woken if it hibernates), which coalesces and fetches.
     pub async fn balances(
         &self,
         account: Option<Uuid>,
@@ -489,15 +506,24 @@ impl SessionHandle {
         self.shared
             .last_active
             .store(deps.now_ms(), Ordering::Relaxed);
-        let fresh = {
+        let local = {
             let lists = self.shared.lists();
             lists
                 .current
                 .as_deref()
-                .and_then(|c| fresh_answers(deps, c, account))
+                .map(|c| answer_locally(deps, c, account))
         };
-        if let Some(fresh) = fresh {
-            return Ok(fresh);
+        let local = match local {
+            Some(local) => local,
+            // Not loaded yet: load here (once for all the user's sessions), not in an actor.
+            None => answer_locally(
+                deps,
+                &load_connections(deps, &self.shared.user).await?,
+                account,
+            ),
+        };
+        if let Some(answer) = local {
+            return answer;
         }
         let deadline = deps.config.read_deadline + Duration::from_secs(1);
         // An actor may hibernate between being found and being asked; then wake it once more.

@@ -819,6 +819,29 @@ async fn a_quiet_session_hibernates_and_wakes_with_what_it_knew() {
     assert_eq!(sessions.active(), 1);
 }
 
+/// A session's actor exists to read from banks: a read the gateway can answer without one
+/// (a user with no connections, an account that is not theirs) starts none.
+#[tokio::test]
+async fn a_read_no_bank_is_needed_for_starts_no_session_actor() {
+    let app = spawn_app().await;
+    let token = app.token("newcomer");
+    let response = app.balances(&token).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["accounts"], json!([]));
+    let unknown = app
+        .http
+        .get(app.client_url(&format!("/v1/accounts/{}/balances", uuid::Uuid::new_v4())))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    let sessions = &app.gateway.actors().sessions;
+    assert_eq!(sessions.active(), 1);
+    assert_eq!(sessions.awake(), 0);
+}
+
 #[tokio::test]
 async fn idle_sessions_are_stopped() {
     let app = spawn_app_with(&[("BANKGATE__SESSIONS__IDLE_TIMEOUT", "300ms")]).await;
