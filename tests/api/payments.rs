@@ -63,6 +63,19 @@ async fn pay(app: &TestApp, token: &str, key: &str, body: &Value) -> (u16, Value
     (status, response.json().await.unwrap())
 }
 
+/// Takes DNB's payment service down at both providers; returns the faults to lift.
+async fn dnb_payments_down(app: &TestApp) -> Vec<u64> {
+    let mut faults = Vec::new();
+    for provider in ["neonomics", "psd2"] {
+        faults.push(
+            app.sandbox
+                .add_fault(json!({"provider": provider, "bank": "dnb", "service": "pisp", "kind": "unavailable"}))
+                .await,
+        );
+    }
+    faults
+}
+
 async fn payment_view(app: &TestApp, token: &str, id: &str) -> Value {
     app.http
         .get(app.client_url(&format!("/v1/payments/{id}")))
@@ -319,14 +332,7 @@ async fn payments_queue_while_dnb_is_down_and_drain_oldest_first_once_it_recover
     )]))
     .await;
     let (token, account) = dnb_user(&app, "payer-4").await;
-    let mut faults = Vec::new();
-    for provider in ["neonomics", "psd2"] {
-        faults.push(
-            app.sandbox
-                .add_fault(json!({"provider": provider, "bank": "dnb", "service": "pisp", "kind": "unavailable"}))
-                .await,
-        );
-    }
+    let faults = dnb_payments_down(&app).await;
 
     let (status, stale) = pay(&app, &token, "q-0", &payment(&account, "100")).await;
     assert_eq!(status, 202, "{stale}");
@@ -379,14 +385,7 @@ async fn a_payment_queued_by_its_request_is_answered_queued_while_the_drainer_re
     .await;
     let (token, account) = dnb_user(&app, "payer-9").await;
     for n in 0..20 {
-        let mut faults = Vec::new();
-        for provider in ["neonomics", "psd2"] {
-            faults.push(
-                app.sandbox
-                    .add_fault(json!({"provider": provider, "bank": "dnb", "service": "pisp", "kind": "unavailable"}))
-                    .await,
-            );
-        }
+        let faults = dnb_payments_down(&app).await;
         let (status, body) = pay(&app, &token, &format!("r-{n}"), &payment(&account, "100")).await;
         assert_eq!(status, 202, "{body}");
         assert_eq!(body["status"], "queued", "payment {n}: {body}");
