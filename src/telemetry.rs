@@ -86,7 +86,6 @@ pub fn route_label(path: &str) -> &'static str {
 }
 
 /// The handles of one (api, route, status class), registered once and reused per request.
-#[derive(Clone)]
 struct HttpHandles {
     requests: metrics::Counter,
     duration: metrics::Histogram,
@@ -98,20 +97,25 @@ static HTTP_HANDLES: std::sync::LazyLock<
     std::sync::RwLock<std::collections::HashMap<HandleKey, HttpHandles>>,
 > = std::sync::LazyLock::new(Default::default);
 
-fn http_handles(key: HandleKey) -> HttpHandles {
+/// Counts and times one answer.
+fn record_http(key: HandleKey, elapsed: Duration) {
+    let record = |handles: &HttpHandles| {
+        handles.requests.increment(1);
+        handles.duration.record(elapsed.as_secs_f64());
+    };
     if let Some(handles) = HTTP_HANDLES.read().expect("metric handles").get(&key) {
-        return handles.clone();
+        return record(handles);
     }
     let (api, route, class) = key;
     let handles = HttpHandles {
         requests: metrics::counter!(HTTP_REQUESTS, "api" => api, "route" => route, "status" => class),
         duration: metrics::histogram!(HTTP_DURATION, "api" => api, "route" => route),
     };
+    record(&handles);
     HTTP_HANDLES
         .write()
         .expect("metric handles")
-        .insert(key, handles.clone());
-    handles
+        .insert(key, handles);
 }
 
 /// Returns a warp log hook that counts and times each answer of `api` by route.
@@ -124,8 +128,6 @@ pub fn http_metrics(api: &'static str) -> warp::log::Log<impl Fn(warp::log::Info
             400..=499 => "4xx",
             _ => "5xx",
         };
-        let handles = http_handles((api, route_label(info.path()), class));
-        handles.requests.increment(1);
-        handles.duration.record(info.elapsed().as_secs_f64());
+        record_http((api, route_label(info.path()), class), info.elapsed());
     })
 }

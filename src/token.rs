@@ -1,6 +1,7 @@
 //! Client bearer tokens: HS256 JWTs with the user (`sub`), the session (`sid`) and an expiry.
 //! `bankgate token` mints them for development; the gateway verifies them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -65,7 +66,7 @@ pub struct TokenVerifier {
     /// Tokens already verified, by their SHA-256: a client sends the same token many times,
     /// and checking the signature again would give the same answer. Expiry is checked on
     /// every use. Keyed by digest, an entry of an idle session costs ~170 bytes less.
-    verified: moka::sync::Cache<TokenDigest, Claims>,
+    verified: moka::sync::Cache<TokenDigest, Arc<Claims>>,
 }
 
 type TokenDigest = [u8; 32];
@@ -90,15 +91,16 @@ impl TokenVerifier {
         }
     }
 
-    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+    pub fn verify(&self, token: &str) -> Result<Arc<Claims>, TokenError> {
         let key = digest(token);
         if let Some(claims) = self.verified.get(&key) {
-            if claims.exp > chrono::Utc::now().timestamp() {
+            let now = jsonwebtoken::get_current_timestamp();
+            if u64::try_from(claims.exp).is_ok_and(|exp| exp > now) {
                 return Ok(claims);
             }
             self.verified.invalidate(&key);
         }
-        let claims = self.verify_signature(token)?;
+        let claims = Arc::new(self.verify_signature(token)?);
         self.verified.insert(key, claims.clone());
         Ok(claims)
     }
@@ -115,7 +117,7 @@ impl TokenVerifier {
 }
 
 /// Verifies one token with `secret` (see `TokenVerifier`).
-pub fn verify(secret: &SecretString, token: &str) -> Result<Claims, TokenError> {
+pub fn verify(secret: &SecretString, token: &str) -> Result<Arc<Claims>, TokenError> {
     TokenVerifier::new(secret).verify(token)
 }
 

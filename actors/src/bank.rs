@@ -16,6 +16,7 @@
 //! `NotSent`, and the caller queues the payment. A breaker closing wakes the queue drainer.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +30,7 @@ use uuid::Uuid;
 use crate::breaker::{Breaker, BreakerConfig, BreakerState, Permit};
 use crate::drainer::DrainerHandle;
 use crate::freshness::{Freshness, FreshnessConfig};
-use crate::metrics;
+use crate::metrics::{self, ReadSource};
 use crate::modes::{BalancesMode, BreakerPin, ModeBoard};
 use crate::provider::ProviderHandle;
 use crate::slot::Slot;
@@ -40,7 +41,7 @@ use crate::upstream::{
 use crate::{BankId, ProviderId};
 
 /// Last balances by connection, shared by all bank actors and kept across their restarts.
-pub type BalanceCache = moka::sync::Cache<Uuid, Balance>;
+pub type BalanceCache = moka::sync::Cache<Uuid, Arc<Balance>>;
 
 #[derive(Debug, Clone)]
 pub struct BankConfig {
@@ -79,11 +80,11 @@ pub enum Source {
 }
 
 impl Source {
-    fn metric(self) -> &'static str {
+    fn metric(self) -> ReadSource {
         match self {
-            Source::Live => "live",
-            Source::CacheFresh => "cache_fresh",
-            Source::CacheStale => "cache_stale",
+            Source::Live => ReadSource::Live,
+            Source::CacheFresh => ReadSource::CacheFresh,
+            Source::CacheStale => ReadSource::CacheStale,
         }
     }
 }
@@ -92,7 +93,7 @@ impl Source {
 #[derive(Debug, Clone)]
 pub enum BalanceAnswer {
     Served {
-        balance: Balance,
+        balance: Arc<Balance>,
         source: Source,
         warning: Option<String>,
     },
@@ -107,7 +108,7 @@ pub enum BalanceAnswer {
 pub struct FetchRequest {
     pub connection: Arc<Connection>,
     /// The user's IP when the user is present; `None` for background (unattended) reads.
-    pub psu_ip: Option<String>,
+    pub psu_ip: Option<IpAddr>,
     pub request_id: String,
 }
 
@@ -467,15 +468,15 @@ impl BankState {
     }
 
     /// The newest balance known for the connection: this process's cache or the database's.
-    fn cached(&self, connection: &Connection) -> Option<Balance> {
+    fn cached(&self, connection: &Connection) -> Option<Arc<Balance>> {
         let cached = self.args.cache.get(&connection.id);
         match (cached, &connection.last_balance) {
             (Some(a), Some(b)) => Some(if a.fetched_at >= b.fetched_at {
                 a
             } else {
-                b.clone()
+                Arc::new(b.clone())
             }),
-            (a, b) => a.or_else(|| b.clone()),
+            (a, b) => a.or_else(|| b.clone().map(Arc::new)),
         }
     }
 
@@ -616,7 +617,7 @@ impl BankState {
                     .account_at(provider)
                     .expect("candidate has an account")
                     .clone(),
-                psu_ip: pending.request.psu_ip.clone(),
+                psu_ip: pending.request.psu_ip,
                 request_id: pending.request.request_id.clone(),
             };
             self.in_flight += 1;
@@ -655,9 +656,10 @@ impl BankState {
             Ok(balance) => {
                 let pending = self.pending.remove(&ticket).expect("pending read");
                 let connection = pending.request.connection.id;
-                self.args.cache.insert(connection, balance.clone());
                 let store = self.args.store.clone();
                 let saved = balance.clone();
+                let balance = Arc::new(balance);
+                self.args.cache.insert(connection, balance.clone());
                 tokio::spawn(async move {
                     if let Err(error) = store.save_balance(connection, saved).await {
                         debug!(error = %error, "last balance not persisted");
@@ -916,7 +918,7 @@ impl BankState {
     }
 
     /// Answers from the cache alone: fresh, stale with the bank's warning, or unavailable.
-    fn cache_answer(&self, cached: Option<Balance>, now: Instant) -> BalanceAnswer {
+    fn cache_answer(&self, cached: Option<Arc<Balance>>, now: Instant) -> BalanceAnswer {
         match cached {
             Some(balance) => match self.freshness(&balance, now) {
                 Freshness::Fresh => BalanceAnswer::Served {
@@ -942,10 +944,10 @@ impl BankState {
     fn answer(&self, reply: RpcReplyPort<BalanceAnswer>, answer: BalanceAnswer) {
         let source = match &answer {
             BalanceAnswer::Served { source, .. } => source.metric(),
-            BalanceAnswer::ConsentExpired { .. } => "consent_expired",
-            BalanceAnswer::Unavailable { .. } => "unavailable",
+            BalanceAnswer::ConsentExpired { .. } => ReadSource::ConsentExpired,
+            BalanceAnswer::Unavailable { .. } => ReadSource::Unavailable,
         };
-        ::metrics::counter!(metrics::BALANCE_READS, "bank" => self.bank().as_str(), "source" => source).increment(1);
+        metrics::count_balance_read(self.bank(), source);
         let _ = reply.send(answer);
     }
 

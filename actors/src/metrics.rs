@@ -1,6 +1,12 @@
 //! Every metric bankgate exports, declared once. Labels are bounded: bank, provider, service,
 //! outcome, route, source; never a user, session, account or error text.
 
+use std::sync::LazyLock;
+
+use metrics::Counter;
+
+use crate::BankId;
+
 pub const UPSTREAM_REQUESTS: &str = "bankgate_upstream_requests_total";
 pub const UPSTREAM_DURATION: &str = "bankgate_upstream_request_duration_seconds";
 pub const BREAKER_STATE: &str = "bankgate_breaker_state";
@@ -45,6 +51,50 @@ pub const ALL: [&str; 20] = [
     BANK_DEGRADED,
     PROBES,
 ];
+
+/// How a balance read was answered: the `source` label of `bankgate_balance_reads_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadSource {
+    Live,
+    CacheFresh,
+    CacheStale,
+    ConsentExpired,
+    Unavailable,
+}
+
+impl ReadSource {
+    const ALL: [ReadSource; 5] = [
+        ReadSource::Live,
+        ReadSource::CacheFresh,
+        ReadSource::CacheStale,
+        ReadSource::ConsentExpired,
+        ReadSource::Unavailable,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            ReadSource::Live => "live",
+            ReadSource::CacheFresh => "cache_fresh",
+            ReadSource::CacheStale => "cache_stale",
+            ReadSource::ConsentExpired => "consent_expired",
+            ReadSource::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// Counts one balance read of `bank`. Reads are the hottest path there is, so the counters are
+/// registered once, at the first read, and reused; the recorder must be installed by then (the
+/// gateway installs it before it starts the actors).
+pub fn count_balance_read(bank: BankId, source: ReadSource) {
+    static COUNTERS: LazyLock<[[Counter; 5]; 3]> = LazyLock::new(|| {
+        BankId::ALL.map(|bank| {
+            ReadSource::ALL.map(|source| {
+                metrics::counter!(BALANCE_READS, "bank" => bank.as_str(), "source" => source.label())
+            })
+        })
+    });
+    COUNTERS[bank as usize][source as usize].increment(1);
+}
 
 /// Registers descriptions with the installed recorder.
 pub fn describe() {

@@ -17,6 +17,7 @@
 //! bytes instead of an actor's task and mailboxes; after `idle_timeout` the record goes too.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -33,7 +34,7 @@ use uuid::Uuid;
 use crate::bank::{
     BalanceAnswer, BalanceCache, BankHandle, FetchRequest, Source, unavailable_warning,
 };
-use crate::metrics;
+use crate::metrics::{self, ReadSource};
 use crate::modes::{BalancesMode, ModeBoard};
 use crate::slot::Slot;
 use crate::upstream::{Connection, Store, StoreError};
@@ -142,7 +143,7 @@ pub enum SessionMsg {
     /// Reads the balance of one account (`Some`) or of all the user's accounts (`None`).
     Balances {
         account: Option<Uuid>,
-        psu_ip: Option<String>,
+        psu_ip: Option<IpAddr>,
         request_id: String,
         reply: BalancesReply,
     },
@@ -288,7 +289,7 @@ impl SessionState {
         &self,
         myself: ActorRef<SessionMsg>,
         key: Option<Uuid>,
-        psu_ip: Option<String>,
+        psu_ip: Option<IpAddr>,
         request_id: String,
     ) {
         let known = self.shared.lists().current.clone();
@@ -428,9 +429,7 @@ fn fresh_answers(
         return None;
     }
     for answer in &answers {
-        let bank = answer.connection.bank.as_str();
-        ::metrics::counter!(metrics::BALANCE_READS, "bank" => bank, "source" => "cache_fresh")
-            .increment(1);
+        metrics::count_balance_read(answer.connection.bank, ReadSource::CacheFresh);
     }
     Some(answers)
 }
@@ -439,7 +438,7 @@ async fn read_balances(
     deps: &SessionDeps,
     connections: Vec<Arc<Connection>>,
     key: Option<Uuid>,
-    psu_ip: Option<String>,
+    psu_ip: Option<IpAddr>,
     request_id: String,
 ) -> Result<Vec<AccountBalance>, SessionError> {
     let selected: Vec<Arc<Connection>> = match key {
@@ -455,7 +454,7 @@ async fn read_balances(
     let reads = selected.into_iter().map(|connection| {
         let request = FetchRequest {
             connection: connection.clone(),
-            psu_ip: psu_ip.clone(),
+            psu_ip,
             request_id: request_id.clone(),
         };
         async move {
@@ -498,8 +497,8 @@ impl SessionHandle {
     pub async fn balances(
         &self,
         account: Option<Uuid>,
-        psu_ip: Option<String>,
-        request_id: String,
+        psu_ip: Option<IpAddr>,
+        request_id: &str,
     ) -> Result<Vec<AccountBalance>, SessionError> {
         let deps = &self.sessions.deps;
         deps.admit(&self.shared.user.id)?;
@@ -531,8 +530,8 @@ impl SessionHandle {
             let actor = self.sessions.wake(&self.sid, &self.shared).await?;
             let message = |reply| SessionMsg::Balances {
                 account,
-                psu_ip: psu_ip.clone(),
-                request_id: request_id.clone(),
+                psu_ip,
+                request_id: request_id.to_owned(),
                 reply,
             };
             match actor.call(message, Some(deadline)).await {

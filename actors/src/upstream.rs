@@ -1,6 +1,7 @@
 //! The ports to the outside world: what the actors need from a provider's API and from the
 //! database. `src/` implements them over HTTP and PostgreSQL; tests may implement them too.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -58,7 +59,7 @@ pub struct BalanceCall {
     pub bank: BankId,
     pub account: ProviderAccount,
     /// The user's IP when the user is present (an attended read under PSD2).
-    pub psu_ip: Option<String>,
+    pub psu_ip: Option<IpAddr>,
     pub request_id: String,
 }
 

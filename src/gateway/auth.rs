@@ -2,9 +2,10 @@
 
 use std::sync::Arc;
 
+use warp::http::HeaderValue;
 use warp::{Filter, Rejection};
 
-use crate::http::{ApiError, ErrorCode};
+use crate::http::{ApiError, ErrorCode, optional_header};
 use crate::token::{Claims, TokenVerifier};
 
 /// Tokens longer than this are refused unread.
@@ -13,8 +14,8 @@ const MAX_TOKEN_BYTES: usize = 4096;
 /// Extracts the verified claims or rejects with 401 in the envelope.
 pub fn authenticated(
     tokens: Arc<TokenVerifier>,
-) -> impl Filter<Extract = (Claims,), Error = Rejection> + Clone {
-    warp::header::optional::<String>("authorization").and_then(move |header: Option<String>| {
+) -> impl Filter<Extract = (Arc<Claims>,), Error = Rejection> + Clone {
+    optional_header("authorization").and_then(move |header: Option<HeaderValue>| {
         let tokens = tokens.clone();
         async move {
             let unauthorized = |message: &str| {
@@ -22,8 +23,13 @@ pub fn authenticated(
             };
             let header = header.ok_or_else(|| unauthorized("missing bearer token"))?;
             let token = header
-                .strip_prefix("Bearer ")
-                .or_else(|| header.strip_prefix("bearer "))
+                .to_str()
+                .ok()
+                .and_then(|header| {
+                    header
+                        .strip_prefix("Bearer ")
+                        .or_else(|| header.strip_prefix("bearer "))
+                })
                 .map(str::trim)
                 .filter(|t| !t.is_empty())
                 .ok_or_else(|| unauthorized("expected `Authorization: Bearer <token>`"))?;

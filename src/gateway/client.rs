@@ -18,7 +18,7 @@ use super::auth::authenticated;
 use super::{AppState, balances, banks, consents, payments};
 use crate::http::error::recover;
 use crate::http::request_id::{RequestId, request_id, tag};
-use crate::http::{ApiError, ClientAddr};
+use crate::http::{ApiError, ClientAddr, optional_header};
 
 /// The OpenAPI document of this API, served at `/v1/openapi.yaml`.
 pub const OPENAPI: &str = include_str!("openapi.yaml");
@@ -77,7 +77,8 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         warp::any().map(move || state.clone())
     };
     let auth = authenticated(state.tokens.clone());
-    let psu_ip = warp::header::optional::<String>("x-psu-ip-address");
+    // Passed on as sent; the handlers parse it into the envelope's 400 when it is no IP.
+    let psu_ip = optional_header("x-psu-ip-address");
     let json_body = warp::body::content_length_limit(state.body_limit).and(warp::body::json());
 
     let health = warp::path!("healthz")
@@ -90,7 +91,7 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .and(warp::get())
         .and(with_state.clone())
         .and(auth.clone())
-        .and(psu_ip)
+        .and(psu_ip.clone())
         .and(request_id())
         .then(|state, claims, ip, rid| async move {
             respond(balances::all(state, claims, ip, rid).await)

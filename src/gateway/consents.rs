@@ -5,6 +5,7 @@
 //! connections, and the browser is sent on to the app's `redirect_url`.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use bankgate_actors::upstream::UpstreamError;
 use bankgate_actors::{BankId, ProviderId};
@@ -86,7 +87,7 @@ impl AppState {
 
 pub async fn create(
     state: AppState,
-    claims: Claims,
+    claims: Arc<Claims>,
     body: NewConsent,
 ) -> Result<Response, ApiError> {
     if !valid_redirect(&body.redirect_url) {
@@ -287,7 +288,7 @@ impl AppState {
     }
 }
 
-pub async fn list(state: AppState, claims: Claims) -> Result<Response, ApiError> {
+pub async fn list(state: AppState, claims: Arc<Claims>) -> Result<Response, ApiError> {
     let connections = state
         .store
         .list_connections(&claims.sub)
@@ -296,7 +297,7 @@ pub async fn list(state: AppState, claims: Claims) -> Result<Response, ApiError>
     Ok(warp::reply::json(&serde_json::json!({ "connections": connections })).into_response())
 }
 
-pub async fn delete(state: AppState, claims: Claims, id: Uuid) -> Result<Response, ApiError> {
+pub async fn delete(state: AppState, claims: Arc<Claims>, id: Uuid) -> Result<Response, ApiError> {
     if !state
         .store
         .delete_connection(&claims.sub, id)

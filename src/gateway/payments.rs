@@ -3,6 +3,7 @@
 //! only maps HTTP to it.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use bankgate_actors::ProviderId;
 use serde::Deserialize;
@@ -28,26 +29,14 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// The end user's IP as the caller forwards it in `x-psu-ip-address`.
-fn psu_ip(headers: &HeaderMap) -> Result<Option<IpAddr>, ApiError> {
-    match header(headers, "x-psu-ip-address") {
-        None => Ok(None),
-        Some(text) => text
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| ApiError::invalid_field("x-psu-ip-address", "must be an IP address")),
-    }
-}
-
 pub async fn create(
     state: AppState,
-    claims: Claims,
+    claims: Arc<Claims>,
     headers: HeaderMap,
     peer: IpAddr,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let psu_ip = psu_ip(&headers)?;
+    let psu_ip = super::balances::psu_ip(headers.get("x-psu-ip-address"))?;
     let key = headers
         .get("idempotency-key")
         .map(|v| v.to_str().unwrap_or("\u{7f}"));
@@ -59,12 +48,16 @@ pub async fn create(
     Ok(warp::reply::with_status(warp::reply::json(&created.body), status).into_response())
 }
 
-pub async fn one(state: AppState, claims: Claims, id: Uuid) -> Result<Response, ApiError> {
+pub async fn one(state: AppState, claims: Arc<Claims>, id: Uuid) -> Result<Response, ApiError> {
     let view = state.payments.view(&claims.sub, id).await?;
     Ok(warp::reply::json(&view).into_response())
 }
 
-pub async fn list(state: AppState, claims: Claims, query: ListQuery) -> Result<Response, ApiError> {
+pub async fn list(
+    state: AppState,
+    claims: Arc<Claims>,
+    query: ListQuery,
+) -> Result<Response, ApiError> {
     let status = query
         .status
         .map(|s| s.parse::<PaymentStatus>())

@@ -4,9 +4,11 @@
 
 use warp::Filter;
 use warp::http::HeaderValue;
-use warp::http::header::HeaderMap;
+use warp::http::header::{HeaderMap, HeaderName};
 
-pub const HEADER: &str = "x-request-id";
+const NAME: &str = "x-request-id";
+/// Parsed once: it is looked up and set on every request.
+const HEADER: HeaderName = HeaderName::from_static(NAME);
 
 /// The request id of the request being handled, as the header value it travels in.
 #[derive(Debug, Clone)]
@@ -25,26 +27,24 @@ fn acceptable(value: &HeaderValue) -> bool {
 
 /// Keeps the caller's id when it is 1 to 128 visible ASCII characters, else sets a fresh one.
 pub fn assign(headers: &mut HeaderMap) {
-    if headers.get(HEADER).is_some_and(acceptable) {
+    if headers.get(&HEADER).is_some_and(acceptable) {
         return;
     }
     let fresh = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
+    let mut text = uuid::Uuid::encode_buffer();
+    let text = fresh.hyphenated().encode_lower(&mut text);
     headers.insert(
         HEADER,
-        HeaderValue::from_str(&fresh.to_string()).expect("a UUID is a valid header"),
+        HeaderValue::from_str(text).expect("a UUID is a valid header"),
     );
 }
 
 /// Extracts the request id assigned at the edge.
 pub fn request_id() -> impl Filter<Extract = (RequestId,), Error = std::convert::Infallible> + Clone
 {
-    warp::header::value(HEADER)
-        .map(Some)
-        .or(warp::any().map(|| None))
-        .unify()
-        .map(|value: Option<HeaderValue>| {
-            RequestId(value.unwrap_or_else(|| HeaderValue::from_static("")))
-        })
+    super::optional_header(NAME).map(|value: Option<HeaderValue>| {
+        RequestId(value.unwrap_or_else(|| HeaderValue::from_static("")))
+    })
 }
 
 /// Wraps `reply` so that it carries the request id header.
@@ -63,14 +63,14 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(HEADER, HeaderValue::from_static("drop-123"));
         assign(&mut headers);
-        assert_eq!(headers[HEADER], "drop-123");
+        assert_eq!(headers[&HEADER], "drop-123");
 
         headers.insert(HEADER, HeaderValue::from_str(&"x".repeat(200)).unwrap());
         assign(&mut headers);
-        assert!(uuid::Uuid::parse_str(headers[HEADER].to_str().unwrap()).is_ok());
+        assert!(uuid::Uuid::parse_str(headers[&HEADER].to_str().unwrap()).is_ok());
 
         let mut empty = HeaderMap::new();
         assign(&mut empty);
-        assert!(uuid::Uuid::parse_str(empty[HEADER].to_str().unwrap()).is_ok());
+        assert!(uuid::Uuid::parse_str(empty[&HEADER].to_str().unwrap()).is_ok());
     }
 }

@@ -231,8 +231,8 @@ impl NeonomicsClient {
             .request(Method::GET, &path, token.as_deref())
             .header("x-session-id", &call.account.consent_ref)
             .header("x-request-id", &call.request_id);
-        if let Some(ip) = &call.psu_ip {
-            request = request.header("x-psu-ip-address", ip);
+        if let Some(ip) = call.psu_ip {
+            request = request.header("x-psu-ip-address", ip.to_string());
         }
         let balances: Vec<BalanceBody> = Self::json(request).await?;
         let preferred = ["ITAV", "CLAV", "ITBD", "CLBD"];

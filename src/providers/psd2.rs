@@ -248,8 +248,8 @@ impl Psd2Client {
         let mut request = self
             .request(Method::GET, call.bank, &path)?
             .header("consent-id", &call.account.consent_ref);
-        if let Some(ip) = &call.psu_ip {
-            request = request.header("psu-ip-address", ip);
+        if let Some(ip) = call.psu_ip {
+            request = request.header("psu-ip-address", ip.to_string());
         }
         let body: BalancesBody = Self::json(request).await?;
         let preferred = ["interimAvailable", "closingBooked", "expected"];
