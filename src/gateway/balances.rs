@@ -47,8 +47,8 @@ pub struct AccountView<'a> {
 }
 
 /// RFC 3339 in UTC, as chrono's own `Serialize` writes it, but formatted before it is escaped:
-/// chrono's feeds the JSON escaper one character at a time, a fifth of a balance read's
-/// rendering.
+/// chrono's feeds the JSON escaper one character at a time, which was a third of the time
+/// spent rendering a balance read.
 fn rfc3339<S: Serializer>(at: &Option<DateTime<Utc>>, serializer: S) -> Result<S::Ok, S::Error> {
     match at {
         Some(at) => serializer.serialize_str(&at.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
