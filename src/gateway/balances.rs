@@ -151,27 +151,13 @@ fn render(body: &impl Serialize, accounts: usize) -> Result<Response, ApiError> 
     Ok(response)
 }
 
-/// Reads `x-psu-ip-address`: the user's IP when the user is present.
-pub fn psu_ip(header: Option<&HeaderValue>) -> Result<Option<IpAddr>, ApiError> {
-    let Some(value) = header else {
-        return Ok(None);
-    };
-    value
-        .to_str()
-        .ok()
-        .and_then(|text| text.trim().parse().ok())
-        .map(Some)
-        .ok_or_else(|| ApiError::invalid_field("x-psu-ip-address", "must be an IP address"))
-}
-
 async fn read(
     state: &AppState,
     claims: &Claims,
     account: Option<Uuid>,
-    ip: Option<HeaderValue>,
+    ip: Option<IpAddr>,
     request_id: &RequestId,
 ) -> Result<Vec<AccountBalance>, ApiError> {
-    let ip = psu_ip(ip.as_ref())?;
     state
         .sessions
         .get(&claims.sub, &claims.sid)
@@ -183,7 +169,7 @@ async fn read(
 pub async fn all(
     state: AppState,
     claims: Arc<Claims>,
-    ip: Option<HeaderValue>,
+    ip: Option<IpAddr>,
     request_id: RequestId,
 ) -> Result<Response, ApiError> {
     let accounts = read(&state, &claims, None, ip, &request_id).await?;
@@ -229,7 +215,7 @@ pub async fn one(
     state: AppState,
     claims: Arc<Claims>,
     account: Uuid,
-    ip: Option<HeaderValue>,
+    ip: Option<IpAddr>,
     request_id: RequestId,
 ) -> Result<Response, ApiError> {
     let accounts = read(&state, &claims, Some(account), ip, &request_id).await?;

@@ -11,7 +11,7 @@ use warp::http::StatusCode;
 use warp::http::header::{self, HeaderValue};
 use warp::path::FullPath;
 use warp::reply::Response;
-use warp::{Filter, Reply};
+use warp::{Filter, Rejection, Reply};
 
 use super::auth::authenticated;
 use super::{AppState, balances, banks, consents, payments};
@@ -66,6 +66,28 @@ fn allow(path: FullPath, mut response: Response) -> Response {
     response
 }
 
+/// `x-psu-ip-address`: the user's IP, sent when the user is present (PSD2 calls such reads
+/// and payments attended). A value that is no IP address is refused with 400 in the envelope.
+fn psu_ip() -> impl Filter<Extract = (Option<IpAddr>,), Error = Rejection> + Clone {
+    optional_header("x-psu-ip-address").and_then(|header: Option<HeaderValue>| {
+        let parsed = match header {
+            None => Ok(None),
+            Some(value) => value
+                .to_str()
+                .ok()
+                .and_then(|text| text.trim().parse().ok())
+                .map(Some)
+                .ok_or_else(|| {
+                    warp::reject::custom(ApiError::invalid_field(
+                        "x-psu-ip-address",
+                        "must be an IP address",
+                    ))
+                }),
+        };
+        std::future::ready(parsed)
+    })
+}
+
 fn respond(result: Result<Response, ApiError>) -> Response {
     result.unwrap_or_else(Reply::into_response)
 }
@@ -76,8 +98,7 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         warp::any().map(move || state.clone())
     };
     let auth = authenticated(state.tokens.clone());
-    // Passed on as sent; the handlers parse it into the envelope's 400 when it is no IP.
-    let psu_ip = optional_header("x-psu-ip-address");
+    let psu_ip = psu_ip();
     let json_body = warp::body::content_length_limit(state.body_limit).and(warp::body::json());
 
     let health = warp::path!("healthz").and(warp::get()).map(|| {
@@ -100,7 +121,7 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .and(warp::get())
         .and(with_state.clone())
         .and(auth.clone())
-        .and(psu_ip)
+        .and(psu_ip.clone())
         .and(request_id())
         .then(|id, state, claims, ip, rid| async move {
             respond(balances::one(state, claims, id, ip, rid).await)
@@ -142,9 +163,10 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .and(auth.clone())
         .and(warp::header::headers_cloned())
         .and(peer_ip)
+        .and(psu_ip.clone())
         .and(raw_body)
-        .then(|state, claims, headers, peer, body| async move {
-            respond(payments::create(state, claims, headers, peer, body).await)
+        .then(|state, claims, headers, peer, ip, body| async move {
+            respond(payments::create(state, claims, headers, peer, ip, body).await)
         });
     let list_payments =
         warp::path!("v1" / "payments")

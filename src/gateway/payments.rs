@@ -34,9 +34,9 @@ pub async fn create(
     claims: Arc<Claims>,
     headers: HeaderMap,
     peer: IpAddr,
+    psu_ip: Option<IpAddr>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let psu_ip = super::balances::psu_ip(headers.get("x-psu-ip-address"))?;
     let key = headers
         .get("idempotency-key")
         .map(|v| v.to_str().unwrap_or("\u{7f}"));

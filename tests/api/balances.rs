@@ -604,6 +604,11 @@ async fn bad_tokens_get_401_in_the_envelope() {
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
+    let envelope: Value = response.json().await.unwrap();
+    assert_eq!(
+        envelope["details"][0]["field"], "x-psu-ip-address",
+        "{envelope}"
+    );
     let response = app
         .http
         .post(app.client_url("/v1/consents"))

@@ -655,6 +655,24 @@ async fn bad_payments_keys_and_forged_webhooks_get_their_4xx() {
             );
         }
     }
+    // The user's IP is checked at the route, before the body is read.
+    let response = app
+        .http
+        .post(app.client_url("/v1/payments"))
+        .bearer_auth(&token)
+        .header("idempotency-key", "v-ip")
+        .header("x-psu-ip-address", "192.0.2")
+        .json(&good)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let envelope: Value = response.json().await.unwrap();
+    assert_eq!(envelope["error"], "bad_request", "{envelope}");
+    assert_eq!(
+        envelope["details"][0]["field"], "x-psu-ip-address",
+        "{envelope}"
+    );
     assert!(
         app.sandbox.ledger("").await.is_empty(),
         "nothing invalid was sent"
