@@ -2,8 +2,8 @@
 //!
 //! 1. Cached balance reads through the full path (token, session, fresh cache) against a bare
 //!    warp hello-world and the gateway's own `/healthz` (its middleware alone): requests/s,
-//!    p50 and p99 at 64 connections, driven by `wrk` (Debian's `wrk`); the three take turns
-//!    for three rounds and each reports its median round.
+//!    p50 and p99 at 64 connections, driven by `wrk` (Debian's `wrk`); each is warmed up,
+//!    then the three take turns for three rounds and each reports its median round.
 //! 2. A live balance read through the gateway, straight to the sandbox's PSD2 API, and through
 //!    HAProxy (Debian's `haproxy`, with health checks and retries) in front of the sandbox,
 //!    at a fixed moderate rate: the latency each adds. The three take turns for three rounds
@@ -55,6 +55,7 @@ const WRK_SECONDS: u32 = 10;
 /// each server's median round: a slow moment of the machine then cannot land on one alone.
 const ROUNDS: usize = 3;
 const ROUND_SECONDS: u32 = 5;
+const WARM_UP_SECONDS: u32 = 2;
 const LIVE_RATE_PER_S: u64 = 100;
 const LIVE_SECONDS: u64 = 10;
 const SESSIONS: usize = 100_000;
@@ -296,27 +297,38 @@ async fn main() {
         ("gateway /healthz (middleware only)", health_url, &[]),
         ("cached balances (full path)", balances_url, cached_headers),
     ];
+    let load = |case, url, headers, seconds| {
+        wrk(Wrk {
+            case,
+            url,
+            connections: CONNECTIONS,
+            seconds,
+            headers,
+            script: None,
+            timeout: Duration::from_secs(2),
+        })
+    };
+    // A first, unmeasured run of each server: the first load of a fresh server (its
+    // connections, the allocator's pages, the caches) is not what the rounds compare.
+    for (case, url, headers) in servers {
+        load(case, url, headers, WARM_UP_SECONDS).await;
+    }
     let mut rounds: [Vec<Figures>; 3] = Default::default();
-    for _ in 0..ROUNDS {
+    for round in 1..=ROUNDS {
         for ((case, url, headers), runs) in servers.iter().zip(&mut rounds) {
-            runs.push(
-                wrk(Wrk {
-                    case,
-                    url,
-                    connections: CONNECTIONS,
-                    seconds: ROUND_SECONDS,
-                    headers,
-                    script: None,
-                    timeout: Duration::from_secs(2),
-                })
-                .await,
-            );
+            let figures = load(case, url, headers, ROUND_SECONDS).await;
+            eprintln!("round {round}: {case}: {:.0} req/s", figures.requests_per_s);
+            runs.push(figures);
         }
     }
     let round_ratios: Vec<f64> = rounds[2]
         .iter()
         .zip(&rounds[0])
         .map(|(cached, hello)| cached.requests_per_s / hello.requests_per_s)
+        .collect();
+    let rounds_rps: Vec<Vec<f64>> = rounds
+        .iter()
+        .map(|runs| runs.iter().map(|f| f.requests_per_s).collect())
         .collect();
     let [hello_figures, health_figures, cached_figures] =
         rounds.map(|runs| median_round(runs, |f| f.requests_per_s));
@@ -664,6 +676,11 @@ end
         "cases": all,
         "cached_to_hello_ratio": ratio,
         "cached_to_hello_ratio_by_round": round_ratios,
+        "case_1_requests_per_s_by_round": {
+            "hello": rounds_rps[0],
+            "healthz": rounds_rps[1],
+            "cached": rounds_rps[2],
+        },
         "rounds": ROUNDS,
         "round_seconds": ROUND_SECONDS,
         "live_added_p50_ms": gateway_p50,
