@@ -385,38 +385,18 @@ async fn main() {
     }
     // The three take turns, like case 1, so that a noisy moment of the machine cannot land on
     // one of them alone; each reports its median round by p99.
+    let live_paths: [(&str, &dyn Fn() -> reqwest::RequestBuilder); 3] = [
+        ("live read, direct to the sandbox", &|| {
+            psd2_read(&direct_url)
+        }),
+        ("live read, through HAProxy", &|| psd2_read(&proxied_url)),
+        ("live read, through the gateway", &|| account_read("dnb")),
+    ];
     let mut live_rounds: [Vec<Figures>; 3] = Default::default();
     for _ in 0..ROUNDS {
-        live_rounds[0].push(
-            fixed_rate(
-                "live read, direct to the sandbox",
-                LIVE_RATE_PER_S,
-                LIVE_SECONDS,
-                || psd2_read(&direct_url),
-                success,
-            )
-            .await,
-        );
-        live_rounds[1].push(
-            fixed_rate(
-                "live read, through HAProxy",
-                LIVE_RATE_PER_S,
-                LIVE_SECONDS,
-                || psd2_read(&proxied_url),
-                success,
-            )
-            .await,
-        );
-        live_rounds[2].push(
-            fixed_rate(
-                "live read, through the gateway",
-                LIVE_RATE_PER_S,
-                LIVE_SECONDS,
-                || account_read("dnb"),
-                success,
-            )
-            .await,
-        );
+        for ((case, request), runs) in live_paths.iter().zip(&mut live_rounds) {
+            runs.push(fixed_rate(case, LIVE_RATE_PER_S, LIVE_SECONDS, request, success).await);
+        }
     }
     let added_by_round: Vec<(f64, f64)> = (0..ROUNDS)
         .map(|n| {
