@@ -149,6 +149,8 @@ pub struct BalancesSettings {
     pub cache_capacity: u64,
     #[serde(with = "humantime_serde")]
     pub read_deadline: Duration,
+    #[serde(with = "humantime_serde")]
+    pub persist_every: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]

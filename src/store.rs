@@ -348,6 +348,28 @@ impl PgStore {
     }
 }
 
+/// A batch of balances as one array per column, for one `UNNEST` insert.
+#[derive(Default)]
+struct BalanceColumns {
+    connections: Vec<Uuid>,
+    amounts: Vec<Decimal>,
+    currencies: Vec<String>,
+    types: Vec<String>,
+    providers: Vec<&'static str>,
+    fetched_at: Vec<DateTime<Utc>>,
+}
+
+impl BalanceColumns {
+    fn push(&mut self, connection: Uuid, balance: Balance) {
+        self.connections.push(connection);
+        self.amounts.push(balance.amount);
+        self.currencies.push(balance.currency);
+        self.types.push(balance.balance_type);
+        self.providers.push(balance.provider.as_str());
+        self.fetched_at.push(balance.fetched_at);
+    }
+}
+
 impl Store for PgStore {
     fn connections(&self, user: &str) -> BoxFuture<'static, Result<Vec<Connection>, StoreError>> {
         let this = self.clone();
@@ -355,28 +377,34 @@ impl Store for PgStore {
         Box::pin(async move { this.load_connections(user).await })
     }
 
-    fn save_balance(
+    fn save_balances(
         &self,
-        connection: Uuid,
-        balance: Balance,
+        balances: Vec<(Uuid, Balance)>,
     ) -> BoxFuture<'static, Result<(), StoreError>> {
         let this = self.clone();
         Box::pin(async move {
+            let mut columns = BalanceColumns::default();
+            for (connection, balance) in balances {
+                columns.push(connection, balance);
+            }
             let client = this.client().await?;
+            // The join skips connections removed meanwhile, which would fail the whole batch.
             client
                 .execute(
                     "INSERT INTO balances (connection_id, amount, currency, balance_type, provider, fetched_at)
-                     VALUES ($1, $2, $3, $4, $5, $6)
+                     SELECT b.* FROM UNNEST($1::uuid[], $2::numeric[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])
+                         AS b (connection_id, amount, currency, balance_type, provider, fetched_at)
+                     JOIN connections c ON c.id = b.connection_id
                      ON CONFLICT (connection_id) DO UPDATE SET amount = EXCLUDED.amount, currency = EXCLUDED.currency,
                         balance_type = EXCLUDED.balance_type, provider = EXCLUDED.provider, fetched_at = EXCLUDED.fetched_at
                      WHERE balances.fetched_at < EXCLUDED.fetched_at",
                     &[
-                        &connection,
-                        &balance.amount,
-                        &balance.currency,
-                        &balance.balance_type,
-                        &balance.provider.as_str(),
-                        &balance.fetched_at,
+                        &columns.connections,
+                        &columns.amounts,
+                        &columns.currencies,
+                        &columns.types,
+                        &columns.providers,
+                        &columns.fetched_at,
                     ],
                 )
                 .await

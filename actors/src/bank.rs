@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use tracing::{debug, info};
 use uuid::Uuid;
 
+use crate::balance_writer::BalanceWriter;
 use crate::breaker::{Breaker, BreakerConfig, BreakerState, Permit};
 use crate::drainer::DrainerHandle;
 use crate::freshness::{Freshness, FreshnessConfig};
@@ -36,7 +37,7 @@ use crate::provider::ProviderHandle;
 use crate::slot::Slot;
 use crate::upstream::{
     Balance, BalanceCall, Connection, FailureClass, PaymentOrder, ProviderAccount, RemotePayment,
-    Store, UpstreamError,
+    UpstreamError,
 };
 use crate::{BankId, ProviderId};
 
@@ -214,7 +215,8 @@ pub struct BankArgs {
     pub config: BankConfig,
     pub providers: Vec<ProviderHandle>,
     pub cache: BalanceCache,
-    pub store: Arc<dyn Store>,
+    /// Persists live balances, so a restarted gateway still has them.
+    pub balances: Arc<BalanceWriter>,
     pub slot: Slot<BankMsg>,
     /// Told when a breaker closes, so payments queued for the bank are sent.
     pub drainer: DrainerHandle,
@@ -656,15 +658,9 @@ impl BankState {
             Ok(balance) => {
                 let pending = self.pending.remove(&ticket).expect("pending read");
                 let connection = pending.request.connection.id;
-                let store = self.args.store.clone();
-                let saved = balance.clone();
+                self.args.balances.save(connection, balance.clone());
                 let balance = Arc::new(balance);
                 self.args.cache.insert(connection, balance.clone());
-                tokio::spawn(async move {
-                    if let Err(error) = store.save_balance(connection, saved).await {
-                        debug!(error = %error, "last balance not persisted");
-                    }
-                });
                 if pending.tried.len() > 1 {
                     ::metrics::counter!(metrics::FAILOVERS, "bank" => bank.as_str()).increment(1);
                 }

@@ -21,7 +21,8 @@
 //! calls the first provider whose breaker allows it (`ProviderHandle::balance`: quota,
 //! concurrency cap, token, timeout, retries) and gets the outcome back as a message; on failure
 //! it fails over to the next provider, and with none left it serves the cached balance as
-//! stale with the bank's Norwegian warning, or answers unavailable.
+//! stale with the bank's Norwegian warning, or answers unavailable. A live balance goes
+//! into the cache at once and to PostgreSQL in batches (`balance_writer`).
 //!
 //! One payment: the payment service (in `src/`) writes it to PostgreSQL, then asks the bank's
 //! `BankHandle::pay`; the bank actor picks the provider by breaker and order and fails over
@@ -31,6 +32,7 @@
 //! The pure pieces live apart from the actors and are tested with paused time: `breaker`,
 //! `retry` (back-off and budget), `freshness`.
 
+pub mod balance_writer;
 pub mod bank;
 pub mod breaker;
 pub mod calls;

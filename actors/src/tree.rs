@@ -15,6 +15,7 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::balance_writer::BalanceWriter;
 use crate::bank::{BalanceCache, BankActor, BankArgs, BankConfig, BankHandle};
 use crate::calls::CallLog;
 use crate::drainer::{Drainer, DrainerArgs, DrainerHandle, DrainerMsg, PaymentQueue};
@@ -42,6 +43,8 @@ pub struct TreeConfig {
     pub session: SessionConfig,
     /// Balances cached in memory at most.
     pub cache_capacity: u64,
+    /// How long a live balance may wait to be written to the store with others.
+    pub persist_balances_every: Duration,
 }
 
 /// What a child of the root is, so it can be started again.
@@ -237,6 +240,9 @@ pub struct ActorTree {
     drainer_slot: Slot<DrainerMsg>,
     pub modes: Arc<ModeBoard>,
     pub calls: Arc<CallLog>,
+    pub balances: Arc<BalanceWriter>,
+    stop_writing: tokio::sync::watch::Sender<bool>,
+    writer: tokio::task::JoinHandle<()>,
 }
 
 impl ActorTree {
@@ -270,6 +276,9 @@ impl ActorTree {
         let drainer_slot = Slot::default();
         let drainer = DrainerHandle::new(drainer_slot.clone());
         let modes = Arc::new(ModeBoard::default());
+        let (stop_writing, stopped) = tokio::sync::watch::channel(false);
+        let (balances, writer) =
+            BalanceWriter::start(store.clone(), config.persist_balances_every, stopped);
         let mut banks = HashMap::new();
         for bank in BankId::ALL {
             let slot = Slot::default();
@@ -279,7 +288,7 @@ impl ActorTree {
                 config: bank_config.clone(),
                 providers: providers.values().cloned().collect(),
                 cache: cache.clone(),
-                store: store.clone(),
+                balances: balances.clone(),
                 slot,
                 drainer: drainer.clone(),
                 modes: modes.clone(),
@@ -308,6 +317,9 @@ impl ActorTree {
             drainer_slot,
             modes,
             calls,
+            balances,
+            stop_writing,
+            writer,
         })
     }
 
@@ -324,13 +336,15 @@ impl ActorTree {
             .send_message(RootMsg::Restart { child, restarts: 0 });
     }
 
-    /// Stops every actor and waits for the root to finish.
+    /// Stops every actor, waits for the root to finish, then writes the balances still due.
     pub async fn shutdown(self) {
         self.root
             .stop_children_and_wait(None, Some(Duration::from_secs(5)))
             .await;
         self.root.stop(None);
         let _ = self.join.await;
+        let _ = self.stop_writing.send(true);
+        let _ = self.writer.await;
     }
 }
 

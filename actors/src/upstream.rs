@@ -244,11 +244,11 @@ pub struct StoreError(pub String);
 pub trait Store: Send + Sync + 'static {
     /// The user's connections with their provider accounts and last balances.
     fn connections(&self, user: &str) -> BoxFuture<'static, Result<Vec<Connection>, StoreError>>;
-    /// Persists the latest balance of a connection.
-    fn save_balance(
+    /// Persists the latest balances of connections (one per connection), skipping any
+    /// connection removed meanwhile and any balance older than the one stored.
+    fn save_balances(
         &self,
-        connection: Uuid,
-        balance: Balance,
+        balances: Vec<(Uuid, Balance)>,
     ) -> BoxFuture<'static, Result<(), StoreError>>;
     /// Marks the user's consent at `provider` for this connection as expired.
     fn consent_expired(

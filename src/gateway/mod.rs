@@ -163,6 +163,7 @@ pub fn tree_config(settings: &Settings) -> TreeConfig {
             read_deadline: settings.balances.read_deadline,
         },
         cache_capacity: settings.balances.cache_capacity,
+        persist_balances_every: settings.balances.persist_every,
     }
 }
 

@@ -15,8 +15,9 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 /// An account counts as having a cached balance this long after its first one was served:
-/// the gateway persists last-known balances behind the answer, and a SIGKILL in that moment
-/// may lose the very first one.
+/// the gateway persists last-known balances behind the answer, in batches at most
+/// `balances.persist_every` (500 ms) apart, and a SIGKILL before its batch is written may lose
+/// the very first one.
 const PERSISTED_AFTER: Duration = Duration::from_secs(2);
 /// A user connects a bank again at most this often.
 const RENEW_EVERY: Duration = Duration::from_secs(3);

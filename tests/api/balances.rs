@@ -8,8 +8,8 @@ use bankgate_actors::breaker::BreakerState;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    QUICK, TestApp, connections, eventually, metrics_text, quick_with_long_breakers, spawn_app,
-    spawn_app_with,
+    QUICK, TestApp, client, connections, eventually, fresh_database, metrics_text,
+    quick_with_long_breakers, spawn_app, spawn_app_with, spawn_sandbox, start_gateway,
 };
 
 /// A user connected to DNB and Nordea, and a first live read of both.
@@ -242,6 +242,63 @@ async fn dnb_down_everywhere_is_served_stale_while_nordea_stays_live() {
         .unwrap();
     assert_eq!(nordea["balances"], "available");
     assert!(nordea["banner"].is_null());
+}
+
+/// Live balances reach PostgreSQL in batches behind the answers, within `persist_every` and
+/// not only at shutdown: a gateway started again on the same database serves them, stale with
+/// the warning, while DNB is down, though it never read them itself.
+#[tokio::test]
+async fn a_restarted_gateway_serves_the_balances_read_before() {
+    let database = fresh_database().await;
+    let sandbox = spawn_sandbox().await;
+    let app = TestApp {
+        gateway: start_gateway(&sandbox, &database, QUICK).await,
+        sandbox,
+        http: client(),
+    };
+    let (token, live) = connected(&app, "kari").await;
+    let accounts = live["accounts"].as_array().unwrap().len();
+    let (db, connection) = tokio_postgres::connect(&database, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    eventually(Duration::from_secs(5), || async {
+        let stored: i64 = db
+            .query_one("SELECT count(*) FROM balances", &[])
+            .await
+            .unwrap()
+            .get(0);
+        (stored == accounts as i64).then_some(())
+    })
+    .await;
+
+    let TestApp {
+        gateway,
+        sandbox,
+        http,
+    } = app;
+    gateway.shutdown().await;
+    for provider in ["neonomics", "psd2"] {
+        sandbox
+            .add_fault(json!({"provider": provider, "bank": "dnb", "kind": "unavailable"}))
+            .await;
+    }
+    let app = TestApp {
+        gateway: start_gateway(&sandbox, &database, QUICK).await,
+        sandbox,
+        http,
+    };
+    let body: Value = app.balances(&token).await.json().await.unwrap();
+    let before = accounts_of(&live, "dnb");
+    let after = accounts_of(&body, "dnb");
+    assert_eq!(after.len(), before.len(), "{body}");
+    for (after, before) in after.iter().zip(&before) {
+        assert_eq!(after["source"], "cache", "{after}");
+        assert_eq!(after["stale"], true);
+        assert_eq!(after["amount"], before["amount"]);
+        assert!(after["warning"].as_str().unwrap().starts_with("DNB"));
+    }
+    app.gateway.shutdown().await;
 }
 
 #[tokio::test]
