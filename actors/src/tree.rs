@@ -240,7 +240,6 @@ pub struct ActorTree {
     drainer_slot: Slot<DrainerMsg>,
     pub modes: Arc<ModeBoard>,
     pub calls: Arc<CallLog>,
-    pub balances: Arc<BalanceWriter>,
     stop_writing: tokio::sync::watch::Sender<bool>,
     writer: tokio::task::JoinHandle<()>,
 }
@@ -317,7 +316,6 @@ impl ActorTree {
             drainer_slot,
             modes,
             calls,
-            balances,
             stop_writing,
             writer,
         })

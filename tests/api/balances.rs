@@ -8,8 +8,8 @@ use bankgate_actors::breaker::BreakerState;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    QUICK, TestApp, client, connections, eventually, fresh_database, metrics_text,
-    quick_with_long_breakers, spawn_app, spawn_app_with, spawn_sandbox, start_gateway,
+    QUICK, TestApp, connections, eventually, fresh_database, metrics_text,
+    quick_with_long_breakers, spawn_app, spawn_app_on, spawn_app_with, start_gateway,
 };
 
 /// A user connected to DNB and Nordea, and a first live read of both.
@@ -250,12 +250,7 @@ async fn dnb_down_everywhere_is_served_stale_while_nordea_stays_live() {
 #[tokio::test]
 async fn a_restarted_gateway_serves_the_balances_read_before() {
     let database = fresh_database().await;
-    let sandbox = spawn_sandbox().await;
-    let app = TestApp {
-        gateway: start_gateway(&sandbox, &database, QUICK).await,
-        sandbox,
-        http: client(),
-    };
+    let app = spawn_app_on(&database, QUICK).await;
     let (token, live) = connected(&app, "kari").await;
     let accounts = live["accounts"].as_array().unwrap().len();
     let (db, connection) = tokio_postgres::connect(&database, tokio_postgres::NoTls)

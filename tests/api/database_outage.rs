@@ -9,9 +9,7 @@ use bankgate_actors::BankId;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{
-    QUICK, TestApp, client, connection_at, eventually, spawn_sandbox, start_gateway,
-};
+use crate::helpers::{QUICK, TestApp, connection_at, eventually, spawn_app_on};
 
 async fn pay(app: &TestApp, token: &str, key: &str, account: &str) -> (StatusCode, Value) {
     let response = app
@@ -46,15 +44,9 @@ async fn ready(app: &TestApp) -> StatusCode {
 
 #[tokio::test]
 async fn a_database_restart_keeps_balances_up_pauses_payments_and_heals_by_itself() {
-    let sandbox = spawn_sandbox().await;
     let mut cluster = PrivateCluster::start_temporary().await.unwrap();
     let database = cluster.ensure_database("outage").await.unwrap();
-    let gateway = start_gateway(&sandbox, &database, QUICK).await;
-    let app = TestApp {
-        gateway,
-        sandbox,
-        http: client(),
-    };
+    let app = spawn_app_on(&database, QUICK).await;
     let token = app.token("outage-user");
     app.connect(&token, BankId::Dnb).await;
     let account = connection_at(&app.gateway.client_url(), &token, BankId::Dnb).await;

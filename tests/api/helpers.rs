@@ -344,9 +344,14 @@ pub fn quick_with_long_breakers() -> Vec<(&'static str, &'static str)> {
 }
 
 pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
+    spawn_app_on(&fresh_database().await, overrides).await
+}
+
+/// `spawn_app_with` on the database at `database_url`, for tests that start another gateway
+/// on it.
+pub async fn spawn_app_on(database_url: &str, overrides: &[(&str, &str)]) -> TestApp {
     let sandbox = spawn_sandbox().await;
-    let database_url = fresh_database().await;
-    let gateway = start_gateway(&sandbox, &database_url, overrides).await;
+    let gateway = start_gateway(&sandbox, database_url, overrides).await;
     TestApp {
         gateway,
         sandbox,

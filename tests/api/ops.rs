@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{
     OPS_TOKEN, QUICK, TestApp, client, connection_at, eventually, fresh_database, metrics_text,
-    ops_call, sandbox_options, set_mode, spawn_app_with, spawn_sandbox, spawn_sandbox_with,
+    ops_call, sandbox_options, set_mode, spawn_app_on, spawn_app_with, spawn_sandbox_with,
     start_gateway,
 };
 
@@ -103,13 +103,8 @@ async fn the_ops_api_needs_an_admin_token_and_stays_off_the_client_port() {
 
 #[tokio::test]
 async fn bank_modes_apply_at_once_persist_and_reach_every_instance() {
-    let sandbox = spawn_sandbox().await;
     let database = fresh_database().await;
-    let app = TestApp {
-        gateway: start_gateway(&sandbox, &database, QUICK).await,
-        sandbox,
-        http: client(),
-    };
+    let app = spawn_app_on(&database, QUICK).await;
     let other = start_gateway(&app.sandbox, &database, QUICK).await;
     let token = app.token("ops-user");
     app.connect(&token, BankId::Dnb).await;

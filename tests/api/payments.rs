@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{
     QUICK, TestApp, client, connection_at, connections, eventually, fresh_database, ops_call,
-    set_mode, spawn_app_with, spawn_sandbox, start_gateway,
+    set_mode, spawn_app_on, spawn_app_with, start_gateway,
 };
 
 const WEBHOOK_SECRET: &str = "sandbox-neonomics-webhook-secret";
@@ -454,14 +454,9 @@ async fn payments_modes_disable_queue_and_release() {
 
 #[tokio::test]
 async fn two_gateways_on_one_database_drain_one_queue_without_doubles() {
-    let sandbox = spawn_sandbox().await;
     let database = fresh_database().await;
     let settings = pay_settings(&[]);
-    let first = TestApp {
-        gateway: start_gateway(&sandbox, &database, &settings).await,
-        sandbox,
-        http: client(),
-    };
+    let first = spawn_app_on(&database, &settings).await;
     let second = start_gateway(&first.sandbox, &database, &settings).await;
     let (token, account) = dnb_user(&first, "payer-6").await;
     // Set on one instance, applied by the other within a second (LISTEN/NOTIFY).
