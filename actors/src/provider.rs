@@ -8,10 +8,12 @@
 //! The calls themselves do not pass through the actor's mailbox: `ProviderHandle::balance` runs
 //! in the caller's task and shares the provider's quota limiter, concurrency cap and retry
 //! budget through `Shared`. Reads are retried with jittered exponential back-off, honouring
-//! `Retry-After`, within the budget.
+//! `Retry-After`, within the budget. The actor publishes the token it holds in `Shared` too,
+//! so a call finds a valid one without a round trip through the mailbox; only a call that
+//! finds none (or a rejected one) asks the actor.
 
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -95,6 +97,29 @@ struct Shared {
     budget: Mutex<RetryBudget>,
     config: ProviderConfig,
     calls: Arc<CallLog>,
+    /// The token the actor holds; written by the actor alone.
+    token: RwLock<Option<HeldToken>>,
+}
+
+/// A token (`None` inside when the provider needs none) and when to renew it.
+#[derive(Clone)]
+struct HeldToken {
+    value: Option<String>,
+    renew_at: Instant,
+}
+
+impl Shared {
+    /// The held token while it needs no renewal.
+    fn valid_token(&self, now: Instant) -> Option<Option<String>> {
+        let held = self.token.read().expect("token");
+        held.as_ref()
+            .filter(|t| t.renew_at > now)
+            .map(|t| t.value.clone())
+    }
+
+    fn hold_token(&self, token: Option<HeldToken>) {
+        *self.token.write().expect("token") = token;
+    }
 }
 
 /// The handle every caller uses. Cheap to clone.
@@ -108,8 +133,6 @@ pub struct ProviderActor;
 
 pub struct ProviderState {
     shared: Arc<Shared>,
-    /// The current token (`None` inside when the provider needs none) and when to renew it.
-    token: Option<(Option<String>, Instant)>,
     authenticating: bool,
     waiters: Vec<TokenReply>,
     credentials_invalid_until: Option<Instant>,
@@ -131,6 +154,7 @@ impl ProviderHandle {
             budget: Mutex::new(RetryBudget::new(config.retry)),
             config,
             calls,
+            token: RwLock::new(None),
         };
         ProviderHandle {
             shared: Arc::new(shared),
@@ -150,8 +174,12 @@ impl ProviderHandle {
         UpstreamError::new(FailureClass::Server, "provider actor is restarting")
     }
 
-    /// Returns a valid access token (`None` for providers that need none).
+    /// Returns a valid access token (`None` for providers that need none): the one the actor
+    /// holds, else whatever the actor gets.
     pub async fn token(&self) -> Result<Option<String>, UpstreamError> {
+        if let Some(token) = self.shared.valid_token(Instant::now()) {
+            return Ok(token);
+        }
         let actor = self.actor.get().ok_or_else(Self::unavailable)?;
         let answer = actor
             .call(ProviderMsg::Token, Some(self.ask_timeout()))
@@ -399,10 +427,11 @@ impl Actor for ProviderActor {
         handle: ProviderHandle,
     ) -> Result<ProviderState, ActorProcessingErr> {
         handle.actor.set(myself);
+        // A restarted actor starts afresh, token included.
+        handle.shared.hold_token(None);
         export_credentials(handle.shared.id, true);
         Ok(ProviderState {
             shared: handle.shared,
-            token: None,
             authenticating: false,
             waiters: Vec::new(),
             credentials_invalid_until: None,
@@ -420,12 +449,10 @@ impl Actor for ProviderActor {
             ProviderMsg::Token(reply) => state.hand_out(myself, reply),
             ProviderMsg::Rejected { token, reply } => {
                 // Only the first caller holding the rejected token forces a refresh.
-                if state
-                    .token
-                    .as_ref()
-                    .is_some_and(|(current, _)| *current == token)
-                {
-                    state.token = None;
+                let rejected = (state.shared.token.read().expect("token").as_ref())
+                    .is_some_and(|held| held.value == token);
+                if rejected {
+                    state.shared.hold_token(None);
                 }
                 state.hand_out(myself, reply);
             }
@@ -463,10 +490,8 @@ impl ProviderState {
 
     fn hand_out(&mut self, myself: ActorRef<ProviderMsg>, reply: TokenReply) {
         let now = Instant::now();
-        if let Some((token, renew_at)) = &self.token
-            && *renew_at > now
-        {
-            let _ = reply.send(Ok(token.clone()));
+        if let Some(token) = self.shared.valid_token(now) {
+            let _ = reply.send(Ok(token));
             return;
         }
         if let Some(until) = self.credentials_invalid_until {
@@ -513,7 +538,10 @@ impl ProviderState {
                     None => now + Duration::from_secs(365 * 24 * 3600),
                 };
                 let value = token.map(|t| t.value);
-                self.token = Some((value.clone(), renew_at));
+                self.shared.hold_token(Some(HeldToken {
+                    value: value.clone(),
+                    renew_at,
+                }));
                 self.last_auth_error = None;
                 export_credentials(self.shared.id, true);
                 Ok(value)

@@ -610,7 +610,7 @@ end
         .map(|(gateway, proxy)| format!("{gateway:+.3} / {proxy:+.3} ms"))
         .collect();
     println!(
-        "2. added latency at {LIVE_RATE_PER_S} req/s, medians of {ROUNDS} rounds of {LIVE_SECONDS} s: gateway p50 +{gateway_p50:.3} ms, p99 +{gateway_p99:.3} ms (target p99 ≤ 1 ms and below HAProxy's); HAProxy p50 +{proxy_p50:.3} ms, p99 +{proxy_p99:.3} ms; added p99 round by round (gateway / HAProxy) {}",
+        "2. added latency at {LIVE_RATE_PER_S} req/s, medians of {ROUNDS} rounds of {LIVE_SECONDS} s: gateway p50 {gateway_p50:+.3} ms, p99 {gateway_p99:+.3} ms (target p99 ≤ 1 ms and below HAProxy's); HAProxy p50 {proxy_p50:+.3} ms, p99 {proxy_p99:+.3} ms; added p99 round by round (gateway / HAProxy) {}",
         added_rounds.join(", ")
     );
     println!(

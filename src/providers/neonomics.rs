@@ -16,7 +16,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::{
-    ConsentState, RemoteAccount, StartedConsent, creditor_ref, http_client, is_domestic,
+    BaseUrl, ConsentState, RemoteAccount, StartedConsent, creditor_ref, http_client, is_domestic,
     reference_query, remote_status, status_error, transport_error,
 };
 use crate::settings::NeonomicsSettings;
@@ -28,7 +28,7 @@ const DEVICE_ID: &str = "bankgate";
 #[derive(Clone)]
 pub struct NeonomicsClient {
     http: reqwest::Client,
-    base: String,
+    base: BaseUrl,
     client_id: String,
     client_secret: SecretString,
 }
@@ -72,7 +72,7 @@ impl NeonomicsClient {
     pub fn new(settings: &NeonomicsSettings) -> Arc<NeonomicsClient> {
         Arc::new(NeonomicsClient {
             http: http_client(settings.timeout),
-            base: settings.base_url.trim_end_matches('/').to_owned(),
+            base: BaseUrl::parse(&settings.base_url),
             client_id: settings.client_id.clone(),
             client_secret: settings.client_secret.clone(),
         })
@@ -81,7 +81,7 @@ impl NeonomicsClient {
     fn request(&self, method: Method, path: &str, token: Option<&str>) -> RequestBuilder {
         let mut request = self
             .http
-            .request(method, format!("{}{path}", self.base))
+            .request(method, self.base.join(path))
             .header("x-device-id", DEVICE_ID);
         if let Some(token) = token {
             request = request.bearer_auth(token);
@@ -133,10 +133,7 @@ impl NeonomicsClient {
             ("client_id", self.client_id.as_str()),
             ("client_secret", self.client_secret.expose_secret()),
         ];
-        let request = self
-            .http
-            .post(format!("{}{TOKEN_PATH}", self.base))
-            .form(&form);
+        let request = self.http.post(self.base.join(TOKEN_PATH)).form(&form);
         let body: TokenBody = Self::json(request).await?;
         Ok(AccessToken {
             value: body.access_token,

@@ -18,7 +18,7 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 
 use super::{
-    ConsentState, RemoteAccount, StartedConsent, creditor_ref, http_client, is_domestic,
+    BaseUrl, ConsentState, RemoteAccount, StartedConsent, creditor_ref, http_client, is_domestic,
     reference_query, remote_status, status_error, transport_error,
 };
 use crate::settings::Psd2Settings;
@@ -32,7 +32,7 @@ const PROBE_CONSENT: &str = "bankgate-health-probe";
 #[derive(Clone)]
 pub struct Psd2Client {
     http: reqwest::Client,
-    bank_urls: Arc<BTreeMap<BankId, String>>,
+    bank_urls: Arc<BTreeMap<BankId, BaseUrl>>,
 }
 
 #[derive(Deserialize)]
@@ -87,7 +87,7 @@ impl Psd2Client {
         let bank_urls = settings
             .bank_urls
             .iter()
-            .map(|(b, u)| (*b, u.trim_end_matches('/').to_owned()))
+            .map(|(bank, url)| (*bank, BaseUrl::parse(url)))
             .collect();
         Arc::new(Psd2Client {
             http: http_client(settings.timeout),
@@ -108,7 +108,7 @@ impl Psd2Client {
         // NextGenPSD2 wants a UUID per request.
         Ok(self
             .http
-            .request(method, format!("{base}{path}"))
+            .request(method, base.join(path))
             .header("x-request-id", uuid::Uuid::new_v4().to_string()))
     }
 

@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 
 use crate::helpers::{
     QUICK, TestApp, connections, eventually, fresh_database, metrics_text,
-    quick_with_long_breakers, spawn_app, spawn_app_on, spawn_app_with, start_gateway,
+    quick_with_long_breakers, sandbox_options, spawn_app, spawn_app_on, spawn_app_with,
+    spawn_app_with_sandbox, start_gateway,
 };
 
 /// A user connected to DNB and Nordea, and a first live read of both.
@@ -361,6 +362,51 @@ async fn a_429_storm_is_not_retried_and_extends_the_cache() {
     }
     let last = app.upstream_calls("neonomics", None).await + app.upstream_calls("psd2", None).await;
     assert_eq!(last, after, "Retry-After is honoured");
+}
+
+/// Requests to Neonomics' token endpoint (counted without bank or service).
+async fn neonomics_token_requests(app: &TestApp) -> u64 {
+    let body = app.sandbox.control_json("/sandbox/requests").await;
+    body["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["provider"] == "neonomics" && r["bank"].is_null() && r["service"].is_null())
+        .map(|r| r["count"].as_u64().unwrap())
+        .sum()
+}
+
+#[tokio::test]
+async fn one_token_serves_every_read_until_it_is_due_for_renewal() {
+    // Tokens live 32 s and are renewed 30 s before they expire: due 2 s after each is issued.
+    let mut options = sandbox_options();
+    options.access_token_ttl = Duration::from_secs(32);
+    let app = spawn_app_with_sandbox(options, QUICK).await;
+    let (token, _) = connected(&app, "kari").await;
+    let live_from_neonomics = |body: &Value| {
+        for account in body["accounts"].as_array().unwrap() {
+            assert_eq!(account["provider"], "neonomics", "{account}");
+            assert_eq!(account["source"], "live", "{account}");
+        }
+    };
+    let issued = neonomics_token_requests(&app).await;
+    assert!(issued >= 1, "connecting needed a token");
+    for _ in 0..5 {
+        live_from_neonomics(&app.balances(&token).await.json().await.unwrap());
+    }
+    assert_eq!(
+        neonomics_token_requests(&app).await,
+        issued,
+        "reads reuse the token held"
+    );
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    live_from_neonomics(&app.balances(&token).await.json().await.unwrap());
+    live_from_neonomics(&app.balances(&token).await.json().await.unwrap());
+    assert_eq!(
+        neonomics_token_requests(&app).await,
+        issued + 1,
+        "renewed once, before it expired"
+    );
 }
 
 #[tokio::test]

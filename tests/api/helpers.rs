@@ -350,7 +350,23 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
 /// `spawn_app_with` on the database at `database_url`, for tests that start another gateway
 /// on it.
 pub async fn spawn_app_on(database_url: &str, overrides: &[(&str, &str)]) -> TestApp {
-    let sandbox = spawn_sandbox().await;
+    app_beside(spawn_sandbox().await, database_url, overrides).await
+}
+
+/// `spawn_app_with` beside a sandbox started with `options`.
+pub async fn spawn_app_with_sandbox(
+    options: SandboxOptions,
+    overrides: &[(&str, &str)],
+) -> TestApp {
+    let sandbox = spawn_sandbox_with(options).await;
+    app_beside(sandbox, &fresh_database().await, overrides).await
+}
+
+async fn app_beside(
+    sandbox: TestSandbox,
+    database_url: &str,
+    overrides: &[(&str, &str)],
+) -> TestApp {
     let gateway = start_gateway(&sandbox, database_url, overrides).await;
     TestApp {
         gateway,
