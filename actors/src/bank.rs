@@ -3,7 +3,8 @@
 //!
 //! Fresh cache first; otherwise the first provider in the bank's order whose breaker lets the
 //! call through and where the user has a consented account. The call runs as a task and its
-//! outcome comes back as a message, so a hanging bank never blocks this mailbox. A failure
+//! outcome comes back as a message, so a hanging bank never blocks this mailbox; a live
+//! balance is cached and answered by the call's task itself, one hop sooner. A failure
 //! feeds that path's breaker (a consent problem does not: it is the user's) and the read fails
 //! over to the next provider; when none is left it is served stale from the cache, with the
 //! bank's Norwegian warning, or answered as unavailable. A cap on calls in flight per bank
@@ -17,7 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use chrono::{NaiveDate, Utc};
@@ -118,11 +119,12 @@ pub enum BankMsg {
         request: FetchRequest,
         reply: RpcReplyPort<BalanceAnswer>,
     },
+    /// A read's call ended; a success has been cached and answered by the call's task.
     Outcome {
         ticket: u64,
         provider: ProviderId,
         probe: bool,
-        result: Result<Balance, UpstreamError>,
+        result: Result<(), UpstreamError>,
     },
     Pay {
         request: PayRequest,
@@ -233,9 +235,14 @@ struct PendingPay {
     last_error: Option<FailureClass>,
 }
 
+/// Where a read's answer goes. The actor holds it; the task calling a provider holds it
+/// weakly, so that it answers a live balance itself, without a trip back through the mailbox,
+/// while an actor that dies drops it at once: its caller gets a 503 then, not a wait.
+type ReplySlot = Arc<Mutex<Option<RpcReplyPort<BalanceAnswer>>>>;
+
 struct Pending {
     request: FetchRequest,
-    reply: RpcReplyPort<BalanceAnswer>,
+    reply: ReplySlot,
     tried: Vec<ProviderId>,
     consent_failed: Vec<ProviderId>,
 }
@@ -460,6 +467,82 @@ impl Actor for BankActor {
     }
 }
 
+/// A reply port, or the slot of a read in flight that holds one until it is answered.
+enum Reply {
+    Port(RpcReplyPort<BalanceAnswer>),
+    Slot(ReplySlot),
+}
+
+impl From<RpcReplyPort<BalanceAnswer>> for Reply {
+    fn from(port: RpcReplyPort<BalanceAnswer>) -> Reply {
+        Reply::Port(port)
+    }
+}
+
+impl From<ReplySlot> for Reply {
+    fn from(slot: ReplySlot) -> Reply {
+        Reply::Slot(slot)
+    }
+}
+
+fn take(slot: &ReplySlot) -> Option<RpcReplyPort<BalanceAnswer>> {
+    slot.lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .take()
+}
+
+/// Counts a served read by how it was served and answers it (once: a slot answered already
+/// is empty).
+fn send_answer(bank: BankId, reply: Reply, answer: BalanceAnswer) {
+    let port = match reply {
+        Reply::Port(port) => port,
+        Reply::Slot(slot) => match take(&slot) {
+            Some(port) => port,
+            None => return,
+        },
+    };
+    let source = match &answer {
+        BalanceAnswer::Served { source, .. } => source.metric(),
+        BalanceAnswer::ConsentExpired { .. } => ReadSource::ConsentExpired,
+        BalanceAnswer::Unavailable { .. } => ReadSource::Unavailable,
+    };
+    metrics::count_balance_read(bank, source);
+    let _ = port.send(answer);
+}
+
+/// What a read's call task needs to serve a live balance itself.
+struct Served {
+    bank: BankId,
+    connection: Uuid,
+    failed_over: bool,
+    reply: Weak<Mutex<Option<RpcReplyPort<BalanceAnswer>>>>,
+    cache: BalanceCache,
+    balances: Arc<BalanceWriter>,
+}
+
+impl Served {
+    /// Caches and persists the balance and holds on to the read's reply, before the actor
+    /// hears of the outcome and forgets the read; returns the answer to send, unless the
+    /// actor has died meanwhile.
+    fn ready(self, balance: Balance) -> Option<impl FnOnce()> {
+        self.balances.save(self.connection, balance.clone());
+        let balance = Arc::new(balance);
+        self.cache.insert(self.connection, balance.clone());
+        let slot = self.reply.upgrade()?;
+        Some(move || {
+            if self.failed_over {
+                ::metrics::counter!(metrics::FAILOVERS, "bank" => self.bank.as_str()).increment(1);
+            }
+            let answer = BalanceAnswer::Served {
+                balance,
+                source: Source::Live,
+                warning: None,
+            };
+            send_answer(self.bank, Reply::Slot(slot), answer);
+        })
+    }
+}
+
 impl BankState {
     fn bank(&self) -> BankId {
         self.args.bank
@@ -547,7 +630,7 @@ impl BankState {
             ticket,
             Pending {
                 request,
-                reply,
+                reply: Arc::new(Mutex::new(Some(reply))),
                 tried: Vec::new(),
                 consent_failed: Vec::new(),
             },
@@ -622,18 +705,34 @@ impl BankState {
                 psu_ip: pending.request.psu_ip,
                 request_id: pending.request.request_id.clone(),
             };
+            let served = Served {
+                bank,
+                connection: connection.id,
+                failed_over: pending.tried.len() > 1,
+                reply: Arc::downgrade(&pending.reply),
+                cache: self.args.cache.clone(),
+                balances: self.args.balances.clone(),
+            };
             self.in_flight += 1;
             let myself = myself.clone();
             let probe = permit == Permit::Probe;
             tokio::spawn(async move {
                 // Failover is the better retry: retry in place only on the last path.
-                let result = handle.balance(call, !later_paths).await;
+                let (result, answer) = match handle.balance(call, !later_paths).await {
+                    Ok(balance) => (Ok(()), served.ready(balance)),
+                    Err(error) => (Err(error), None),
+                };
+                // The outcome goes first: the actor then waits behind the caller, whom the
+                // answer wakes next on this thread.
                 let _ = myself.send_message(BankMsg::Outcome {
                     ticket,
                     provider,
                     probe,
                     result,
                 });
+                if let Some(answer) = answer {
+                    answer();
+                }
             });
             return;
         }
@@ -646,7 +745,7 @@ impl BankState {
         ticket: u64,
         provider: ProviderId,
         probe: bool,
-        result: Result<Balance, UpstreamError>,
+        result: Result<(), UpstreamError>,
     ) {
         self.in_flight = self.in_flight.saturating_sub(1);
         let bank = self.bank();
@@ -655,23 +754,8 @@ impl BankState {
             return;
         }
         match result {
-            Ok(balance) => {
-                let pending = self.pending.remove(&ticket).expect("pending read");
-                let connection = pending.request.connection.id;
-                self.args.balances.save(connection, balance.clone());
-                let balance = Arc::new(balance);
-                self.args.cache.insert(connection, balance.clone());
-                if pending.tried.len() > 1 {
-                    ::metrics::counter!(metrics::FAILOVERS, "bank" => bank.as_str()).increment(1);
-                }
-                self.answer(
-                    pending.reply,
-                    BalanceAnswer::Served {
-                        balance,
-                        source: Source::Live,
-                        warning: None,
-                    },
-                );
+            Ok(()) => {
+                self.pending.remove(&ticket);
             }
             Err(error) => {
                 debug!(bank = %bank, provider = %provider, error = %error, "balance read failed");
@@ -937,14 +1021,8 @@ impl BankState {
         }
     }
 
-    fn answer(&self, reply: RpcReplyPort<BalanceAnswer>, answer: BalanceAnswer) {
-        let source = match &answer {
-            BalanceAnswer::Served { source, .. } => source.metric(),
-            BalanceAnswer::ConsentExpired { .. } => ReadSource::ConsentExpired,
-            BalanceAnswer::Unavailable { .. } => ReadSource::Unavailable,
-        };
-        metrics::count_balance_read(self.bank(), source);
-        let _ = reply.send(answer);
+    fn answer(&self, reply: impl Into<Reply>, answer: BalanceAnswer) {
+        send_answer(self.bank(), reply.into(), answer);
     }
 
     fn export_breaker(&self, provider: ProviderId, state: BreakerState) {

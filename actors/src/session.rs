@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -147,10 +147,6 @@ pub enum SessionMsg {
         request_id: String,
         reply: BalancesReply,
     },
-    Fetched {
-        key: Option<Uuid>,
-        result: Result<Vec<AccountBalance>, SessionError>,
-    },
     Panic,
 }
 
@@ -215,10 +211,15 @@ pub struct SessionArgs {
     deps: Arc<SessionDeps>,
 }
 
+/// The callers waiting for each read in flight, by account (`None`: all accounts). The actor
+/// adds them; the read's task answers them itself when it ends, without a trip back through
+/// the actor's mailbox.
+type Waiting = Arc<Mutex<HashMap<Option<Uuid>, Vec<BalancesReply>>>>;
+
 pub struct SessionState {
     shared: Arc<SessionShared>,
     deps: Arc<SessionDeps>,
-    waiting: HashMap<Option<Uuid>, Vec<BalancesReply>>,
+    waiting: Waiting,
 }
 
 impl Actor for SessionActor {
@@ -234,13 +235,13 @@ impl Actor for SessionActor {
         Ok(SessionState {
             shared: args.shared,
             deps: args.deps,
-            waiting: HashMap::new(),
+            waiting: Waiting::default(),
         })
     }
 
     async fn handle(
         &self,
-        myself: ActorRef<SessionMsg>,
+        _: ActorRef<SessionMsg>,
         message: SessionMsg,
         state: &mut SessionState,
     ) -> Result<(), ActorProcessingErr> {
@@ -263,20 +264,15 @@ impl Actor for SessionActor {
                     let _ = reply.send(answer);
                     return Ok(());
                 }
-                if let Some(waiters) = state.waiting.get_mut(&account) {
-                    waiters.push(reply);
-                    return Ok(());
+                {
+                    let mut waiting = lock(&state.waiting);
+                    if let Some(waiters) = waiting.get_mut(&account) {
+                        waiters.push(reply);
+                        return Ok(());
+                    }
+                    waiting.insert(account, vec![reply]);
                 }
-                state.waiting.insert(account, vec![reply]);
-                state.start_fetch(myself, account, psu_ip, request_id);
-            }
-            SessionMsg::Fetched { key, result } => {
-                if let Ok(balances) = &result {
-                    state.forget_expired_consents(balances);
-                }
-                for waiter in state.waiting.remove(&key).unwrap_or_default() {
-                    let _ = waiter.send(result.clone());
-                }
+                state.start_fetch(account, psu_ip, request_id);
             }
             SessionMsg::Panic => panic!("chaos: session actor asked to panic"),
         }
@@ -285,59 +281,71 @@ impl Actor for SessionActor {
 }
 
 impl SessionState {
-    fn start_fetch(
-        &self,
-        myself: ActorRef<SessionMsg>,
-        key: Option<Uuid>,
-        psu_ip: Option<IpAddr>,
-        request_id: String,
-    ) {
+    /// Reads in a task of its own, which answers everyone waiting for the read when it ends.
+    fn start_fetch(&self, key: Option<Uuid>, psu_ip: Option<IpAddr>, request_id: String) {
         let known = self.shared.lists().current.clone();
         let deps = self.deps.clone();
-        let user = self.shared.user.clone();
+        let shared = self.shared.clone();
+        let waiting = self.waiting.clone();
         tokio::spawn(async move {
             let connections = match known {
                 Some(connections) => Ok(connections),
-                None => load_connections(&deps, &user).await,
+                None => load_connections(&deps, &shared.user).await,
             };
             let result = match connections {
                 Ok(connections) => read_balances(&deps, connections, key, psu_ip, request_id).await,
                 Err(error) => Err(error),
             };
-            let _ = myself.send_message(SessionMsg::Fetched { key, result });
+            if let Ok(balances) = &result {
+                forget_expired_consents(&shared, &deps, balances);
+            }
+            let waiters = lock(&waiting).remove(&key).unwrap_or_default();
+            for waiter in waiters {
+                let _ = waiter.send(result.clone());
+            }
         });
     }
+}
 
-    /// Drops provider accounts whose consent a provider rejected, and records it.
-    fn forget_expired_consents(&mut self, balances: &[AccountBalance]) {
-        let mut lists = self.shared.lists_mut();
-        let Some(connections) = lists.current.as_mut() else {
-            return;
+fn lock(waiting: &Waiting) -> std::sync::MutexGuard<'_, HashMap<Option<Uuid>, Vec<BalancesReply>>> {
+    waiting
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Drops provider accounts whose consent a provider rejected, and records it.
+fn forget_expired_consents(
+    shared: &SessionShared,
+    deps: &SessionDeps,
+    balances: &[AccountBalance],
+) {
+    let mut lists = shared.lists_mut();
+    let Some(connections) = lists.current.as_mut() else {
+        return;
+    };
+    for balance in balances {
+        let BalanceAnswer::ConsentExpired { providers } = &balance.answer else {
+            continue;
         };
-        for balance in balances {
-            let BalanceAnswer::ConsentExpired { providers } = &balance.answer else {
-                continue;
-            };
-            let Some(slot) = connections
-                .iter_mut()
-                .find(|c| c.id == balance.connection.id)
-            else {
-                continue;
-            };
-            let mut updated = (**slot).clone();
-            updated
-                .accounts
-                .retain(|a| !providers.contains(&a.provider));
-            *slot = Arc::new(updated);
-            for &provider in providers {
-                let store = self.deps.store.clone();
-                let id = balance.connection.id;
-                tokio::spawn(async move {
-                    if let Err(error) = store.consent_expired(id, provider).await {
-                        warn!(error = %error, "consent expiry not recorded");
-                    }
-                });
-            }
+        let Some(slot) = connections
+            .iter_mut()
+            .find(|c| c.id == balance.connection.id)
+        else {
+            continue;
+        };
+        let mut updated = (**slot).clone();
+        updated
+            .accounts
+            .retain(|a| !providers.contains(&a.provider));
+        *slot = Arc::new(updated);
+        for &provider in providers {
+            let store = deps.store.clone();
+            let id = balance.connection.id;
+            tokio::spawn(async move {
+                if let Err(error) = store.consent_expired(id, provider).await {
+                    warn!(error = %error, "consent expiry not recorded");
+                }
+            });
         }
     }
 }

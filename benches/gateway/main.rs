@@ -21,6 +21,10 @@
 //!
 //! It starts its own PostgreSQL, sandbox, gateways and HAProxy on loopback and stops them at
 //! the end. Figures are printed as a table and written to `target/bench/gateway.json`.
+//!
+//! Each server runs on a runtime of its own, built as the `bankgate` binary builds its one:
+//! like separate processes (and like HAProxy, which is one), the gateways, the sandbox, the
+//! hello-world and the load generator never share worker threads.
 
 #![recursion_limit = "256"]
 
@@ -30,6 +34,7 @@ mod slow;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,6 +45,7 @@ use bankgate::sandbox::{Sandbox, SandboxOptions};
 use bankgate::settings::Settings;
 use bankgate_actors::BankId;
 use serde_json::{Value, json};
+use tokio::runtime::{Handle, Runtime};
 use warp::Filter;
 
 use haproxy::Haproxy;
@@ -95,7 +101,8 @@ fn settings(overrides: &[(&str, &str)]) -> Settings {
     Settings::load(None, &env).expect("bench settings are valid")
 }
 
-async fn start_gateway(settings: &Settings, sandbox: &Sandbox, database: &str) -> Gateway {
+/// A gateway's settings pointed at the sandbox.
+fn against(settings: &Settings, sandbox: &Sandbox) -> Settings {
     let mut settings = settings.clone();
     settings.providers.neonomics.base_url = sandbox.neonomics_url();
     for bank in BankId::ALL {
@@ -105,11 +112,50 @@ async fn start_gateway(settings: &Settings, sandbox: &Sandbox, database: &str) -
             .bank_urls
             .insert(bank, sandbox.psd2_url(bank));
     }
-    let pool = bankgate::postgres::pool(database, 16, Duration::from_secs(5)).expect("pool");
-    bankgate::postgres::migrate(&pool)
+    settings
+}
+
+/// The runtimes the servers run on, one each; shut down at the end.
+#[derive(Default)]
+struct Runtimes(Vec<Runtime>);
+
+impl Runtimes {
+    /// Starts a server on a runtime of its own; the handle runs its shutdown there later.
+    async fn start<T: Send + 'static>(
+        &mut self,
+        start: impl Future<Output = T> + Send + 'static,
+    ) -> (Handle, T) {
+        let runtime = Runtime::new().expect("runtime");
+        let handle = runtime.handle().clone();
+        let server = handle.spawn(start).await.expect("server starts");
+        self.0.push(runtime);
+        (handle, server)
+    }
+
+    async fn start_gateway(
+        &mut self,
+        settings: &Settings,
+        sandbox: &Sandbox,
+        database: &str,
+    ) -> (Handle, Gateway) {
+        let settings = against(settings, sandbox);
+        let database = database.to_owned();
+        self.start(async move {
+            let pool =
+                bankgate::postgres::pool(&database, 16, Duration::from_secs(5)).expect("pool");
+            bankgate::postgres::migrate(&pool)
+                .await
+                .expect("migrations");
+            Gateway::start(&settings, pool).await.expect("gateway")
+        })
         .await
-        .expect("migrations");
-    Gateway::start(&settings, pool).await.expect("gateway")
+    }
+
+    fn stop(self) {
+        for runtime in self.0 {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// Injects a fault at the sandbox and returns its id.
@@ -225,17 +271,25 @@ async fn main() {
         .ensure_database("bench_slow")
         .await
         .expect("database");
-    let sandbox = Sandbox::start(SandboxOptions::from_settings(&cached_settings.sandbox))
-        .await
-        .expect("sandbox");
-    let cached = start_gateway(&cached_settings, &sandbox, &cached_db).await;
-    let live = start_gateway(&live_settings, &sandbox, &live_db).await;
+    let mut runtimes = Runtimes::default();
+    let sandbox_options = SandboxOptions::from_settings(&cached_settings.sandbox);
+    let (sandbox_runtime, sandbox) = runtimes
+        .start(async move { Sandbox::start(sandbox_options).await.expect("sandbox") })
+        .await;
+    let (cached_runtime, cached) = runtimes
+        .start_gateway(&cached_settings, &sandbox, &cached_db)
+        .await;
+    let (live_runtime, live) = runtimes
+        .start_gateway(&live_settings, &sandbox, &live_db)
+        .await;
     // Balances fresh for a second only, so that every read of case 5 asks the slow bank.
     let slow_settings = settings(&[
         ("BANKGATE__BALANCES__FRESH_FOR", "1s"),
         ("BANKGATE__BALANCES__FRESH_FOR_WHEN_RATE_LIMITED", "1s"),
     ]);
-    let slow_gateway = start_gateway(&slow_settings, &sandbox, &slow_db).await;
+    let (slow_runtime, slow_gateway) = runtimes
+        .start_gateway(&slow_settings, &sandbox, &slow_db)
+        .await;
 
     let secret = cached_settings.auth.token_secret.clone();
     let token = bankgate::token::mint(
@@ -263,26 +317,31 @@ async fn main() {
 
     // 1. Cached reads against a bare warp hello-world, served the same way as bankgate's
     //    listeners.
-    let hello = warp::path!("hello")
-        .map(|| "hello")
-        .recover(|_| async { Ok::<_, Infallible>("") });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let hello_url = leak(format!(
-        "http://{}/hello",
-        listener.local_addr().expect("addr")
-    ));
-    let options = bankgate::http::ServeOptions {
-        header_read_timeout: Duration::from_secs(10),
-        drain: Duration::ZERO,
-    };
-    tokio::spawn(bankgate::http::serve(
-        listener,
-        hello,
-        options,
-        std::future::pending(),
-    ));
+    let (_, hello_url) = runtimes
+        .start(async {
+            let hello = warp::path!("hello")
+                .map(|| "hello")
+                .recover(|_| async { Ok::<_, Infallible>("") });
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let url = leak(format!(
+                "http://{}/hello",
+                listener.local_addr().expect("addr")
+            ));
+            let options = bankgate::http::ServeOptions {
+                header_read_timeout: Duration::from_secs(10),
+                drain: Duration::ZERO,
+            };
+            tokio::spawn(bankgate::http::serve(
+                listener,
+                hello,
+                options,
+                std::future::pending(),
+            ));
+            url
+        })
+        .await;
     let balances_url = leak(format!("{}/v1/balances", cached.client_url()));
     let warm = http
         .get(balances_url)
@@ -705,9 +764,14 @@ end
     println!("written to target/bench/gateway.json");
 
     drop(proxy);
-    cached.shutdown().await;
-    live.shutdown().await;
-    slow_gateway.shutdown().await;
-    sandbox.shutdown().await;
+    for (runtime, gateway) in [
+        (cached_runtime, cached),
+        (live_runtime, live),
+        (slow_runtime, slow_gateway),
+    ] {
+        let _ = runtime.spawn(gateway.shutdown()).await;
+    }
+    let _ = sandbox_runtime.spawn(sandbox.shutdown()).await;
+    runtimes.stop();
     cluster.stop().await;
 }

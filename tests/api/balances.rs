@@ -612,6 +612,41 @@ async fn a_panicking_bank_actor_is_restarted_and_serves_the_next_request() {
 }
 
 #[tokio::test]
+async fn a_read_in_flight_when_its_bank_actor_panics_is_answered_at_once() {
+    // Live reads, and calls that hang for the whole (default, 3 s) timeout.
+    let app = spawn_app_with(&[("BANKGATE__BALANCES__FRESH_FOR", "0s")]).await;
+    let (token, body) = connected(&app, "kari").await;
+    let dnb = accounts_of(&body, "dnb")[0]["account_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for provider in ["neonomics", "psd2"] {
+        app.sandbox
+            .add_fault(json!({"provider": provider, "bank": "dnb", "kind": "timeout"}))
+            .await;
+    }
+    let read = app
+        .http
+        .get(app.client_url(&format!("/v1/accounts/{dnb}/balances")))
+        .bearer_auth(&token)
+        .send();
+    let read = tokio::spawn(read);
+    // The call is under way when the actor that owns the read dies.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let panicked = tokio::time::Instant::now();
+    app.gateway.actors().banks[&BankId::Dnb].inject_panic();
+    let response = read.await.unwrap().unwrap();
+    let waited = panicked.elapsed();
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "bank_unavailable", "{body}");
+    assert!(
+        waited < Duration::from_secs(2),
+        "answered {waited:?} after the panic, not when the hanging call gave up"
+    );
+}
+
+#[tokio::test]
 async fn bad_tokens_get_401_in_the_envelope() {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
