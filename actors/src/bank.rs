@@ -467,47 +467,22 @@ impl Actor for BankActor {
     }
 }
 
-/// A reply port, or the slot of a read in flight that holds one until it is answered.
-enum Reply {
-    Port(RpcReplyPort<BalanceAnswer>),
-    Slot(ReplySlot),
-}
-
-impl From<RpcReplyPort<BalanceAnswer>> for Reply {
-    fn from(port: RpcReplyPort<BalanceAnswer>) -> Reply {
-        Reply::Port(port)
-    }
-}
-
-impl From<ReplySlot> for Reply {
-    fn from(slot: ReplySlot) -> Reply {
-        Reply::Slot(slot)
-    }
-}
-
+/// The reply port in a read's slot, unless the read has been answered already.
 fn take(slot: &ReplySlot) -> Option<RpcReplyPort<BalanceAnswer>> {
     slot.lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .take()
 }
 
-/// Counts a served read by how it was served and answers it (once: a slot answered already
-/// is empty).
-fn send_answer(bank: BankId, reply: Reply, answer: BalanceAnswer) {
-    let port = match reply {
-        Reply::Port(port) => port,
-        Reply::Slot(slot) => match take(&slot) {
-            Some(port) => port,
-            None => return,
-        },
-    };
+/// Counts a served read by how it was served and answers it.
+fn send_answer(bank: BankId, reply: RpcReplyPort<BalanceAnswer>, answer: BalanceAnswer) {
     let source = match &answer {
         BalanceAnswer::Served { source, .. } => source.metric(),
         BalanceAnswer::ConsentExpired { .. } => ReadSource::ConsentExpired,
         BalanceAnswer::Unavailable { .. } => ReadSource::Unavailable,
     };
     metrics::count_balance_read(bank, source);
-    let _ = port.send(answer);
+    let _ = reply.send(answer);
 }
 
 /// What a read's call task needs to serve a live balance itself.
@@ -530,6 +505,9 @@ impl Served {
         self.cache.insert(self.connection, balance.clone());
         let slot = self.reply.upgrade()?;
         Some(move || {
+            let Some(reply) = take(&slot) else {
+                return;
+            };
             if self.failed_over {
                 ::metrics::counter!(metrics::FAILOVERS, "bank" => self.bank.as_str()).increment(1);
             }
@@ -538,7 +516,7 @@ impl Served {
                 source: Source::Live,
                 warning: None,
             };
-            send_answer(self.bank, Reply::Slot(slot), answer);
+            send_answer(self.bank, reply, answer);
         })
     }
 }
@@ -987,14 +965,17 @@ impl BankState {
         let Some(pending) = self.pending.remove(&ticket) else {
             return;
         };
+        let Some(reply) = take(&pending.reply) else {
+            return;
+        };
         let now = Instant::now();
         if !pending.consent_failed.is_empty() {
             let providers = pending.consent_failed;
-            self.answer(pending.reply, BalanceAnswer::ConsentExpired { providers });
+            self.answer(reply, BalanceAnswer::ConsentExpired { providers });
             return;
         }
         let answer = self.cache_answer(self.cached(&pending.request.connection), now);
-        self.answer(pending.reply, answer);
+        self.answer(reply, answer);
     }
 
     /// Answers from the cache alone: fresh, stale with the bank's warning, or unavailable.
@@ -1021,8 +1002,8 @@ impl BankState {
         }
     }
 
-    fn answer(&self, reply: impl Into<Reply>, answer: BalanceAnswer) {
-        send_answer(self.bank(), reply.into(), answer);
+    fn answer(&self, reply: RpcReplyPort<BalanceAnswer>, answer: BalanceAnswer) {
+        send_answer(self.bank(), reply, answer);
     }
 
     fn export_breaker(&self, provider: ProviderId, state: BreakerState) {

@@ -102,7 +102,6 @@ struct Shared {
 }
 
 /// A token (`None` inside when the provider needs none) and when to renew it.
-#[derive(Clone)]
 struct HeldToken {
     value: Option<String>,
     renew_at: Instant,
