@@ -78,6 +78,8 @@ pub enum Service {
 }
 
 impl Service {
+    pub const ALL: [Service; 2] = [Service::Aisp, Service::Pisp];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Service::Aisp => "aisp",

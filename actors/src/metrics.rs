@@ -1,11 +1,13 @@
 //! Every metric bankgate exports, declared once. Labels are bounded: bank, provider, service,
 //! outcome, route, source; never a user, session, account or error text.
 
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
+use std::time::Duration;
 
-use metrics::Counter;
+use metrics::{Counter, Histogram};
 
-use crate::BankId;
+use crate::upstream::FailureClass;
+use crate::{BankId, ProviderId, Service};
 
 pub const UPSTREAM_REQUESTS: &str = "bankgate_upstream_requests_total";
 pub const UPSTREAM_DURATION: &str = "bankgate_upstream_request_duration_seconds";
@@ -96,6 +98,46 @@ pub fn count_balance_read(bank: BankId, source: ReadSource) {
     COUNTERS[bank as usize][source as usize].increment(1);
 }
 
+/// The `outcome` labels of an upstream call: success, then every failure class.
+const OUTCOMES: usize = 1 + FailureClass::ALL.len();
+/// Upstream calls are labelled by provider, bank and service (and the count by outcome).
+const CALL_LABELS: usize = ProviderId::ALL.len() * BankId::ALL.len() * Service::ALL.len();
+
+/// Counts one upstream call and records its duration. Like the balance reads, every live read
+/// makes one, so each label set's handles are registered at its first call and reused.
+pub fn record_upstream_call(
+    provider: ProviderId,
+    bank: BankId,
+    service: Service,
+    failure: Option<FailureClass>,
+    elapsed: Duration,
+) {
+    static COUNTERS: [OnceLock<Counter>; CALL_LABELS * OUTCOMES] =
+        [const { OnceLock::new() }; CALL_LABELS * OUTCOMES];
+    static DURATIONS: [OnceLock<Histogram>; CALL_LABELS] = [const { OnceLock::new() }; CALL_LABELS];
+    let (call, outcome) = (call_index(provider, bank, service), outcome_index(failure));
+    let (provider, bank, service) = (provider.as_str(), bank.as_str(), service.as_str());
+    COUNTERS[call * OUTCOMES + outcome]
+        .get_or_init(|| {
+            let outcome = failure.map_or("success", FailureClass::as_str);
+            metrics::counter!(UPSTREAM_REQUESTS, "provider" => provider, "bank" => bank, "service" => service, "outcome" => outcome)
+        })
+        .increment(1);
+    DURATIONS[call]
+        .get_or_init(|| {
+            metrics::histogram!(UPSTREAM_DURATION, "provider" => provider, "bank" => bank, "service" => service)
+        })
+        .record(elapsed.as_secs_f64());
+}
+
+fn call_index(provider: ProviderId, bank: BankId, service: Service) -> usize {
+    (provider as usize * BankId::ALL.len() + bank as usize) * Service::ALL.len() + service as usize
+}
+
+fn outcome_index(failure: Option<FailureClass>) -> usize {
+    failure.map_or(0, |class| 1 + class as usize)
+}
+
 /// Registers descriptions with the installed recorder.
 pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
@@ -173,4 +215,31 @@ pub fn describe() {
         PROBES,
         "synthetic health probes by bank, provider and outcome (success or failure class)"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn every_upstream_label_set_has_a_slot_of_its_own() {
+        let mut calls = HashSet::new();
+        for provider in ProviderId::ALL {
+            for bank in BankId::ALL {
+                for service in Service::ALL {
+                    let call = call_index(provider, bank, service);
+                    assert!(call < CALL_LABELS);
+                    assert!(calls.insert(call), "{provider:?} {bank:?} {service:?}");
+                }
+            }
+        }
+        assert_eq!(calls.len(), CALL_LABELS);
+        let outcomes: HashSet<usize> = std::iter::once(None)
+            .chain(FailureClass::ALL.map(Some))
+            .map(outcome_index)
+            .collect();
+        assert_eq!(outcomes, (0..OUTCOMES).collect());
+    }
 }

@@ -380,14 +380,9 @@ impl ProviderHandle {
         self.shared
             .calls
             .record(bank, self.id(), service, failure, elapsed);
-        let outcome = failure.map_or("success", FailureClass::as_str);
-        let (provider, bank, service) = (self.id().as_str(), bank.as_str(), service.as_str());
-        ::metrics::counter!(metrics::UPSTREAM_REQUESTS, "provider" => provider, "bank" => bank, "service" => service, "outcome" => outcome)
-            .increment(1);
-        ::metrics::histogram!(metrics::UPSTREAM_DURATION, "provider" => provider, "bank" => bank, "service" => service)
-            .record(elapsed.as_secs_f64());
+        metrics::record_upstream_call(self.id(), bank, service, failure, elapsed);
         if failure == Some(FailureClass::RateLimited) {
-            ::metrics::counter!(metrics::RATE_LIMITED, "source" => "upstream", "provider" => provider).increment(1);
+            ::metrics::counter!(metrics::RATE_LIMITED, "source" => "upstream", "provider" => self.id().as_str()).increment(1);
         }
     }
 

@@ -84,6 +84,16 @@ pub enum FailureClass {
 }
 
 impl FailureClass {
+    pub const ALL: [FailureClass; 7] = [
+        FailureClass::Timeout,
+        FailureClass::Server,
+        FailureClass::RateLimited,
+        FailureClass::Credentials,
+        FailureClass::Network,
+        FailureClass::Consent,
+        FailureClass::Client,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             FailureClass::Timeout => "timeout",

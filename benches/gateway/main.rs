@@ -3,11 +3,11 @@
 //! 1. Cached balance reads through the full path (token, session, fresh cache) against a bare
 //!    warp hello-world and the gateway's own `/healthz` (its middleware alone): requests/s,
 //!    p50 and p99 at 64 connections, driven by `wrk` (Debian's `wrk`); each is warmed up,
-//!    then the three take turns for three rounds. Each reports its median round; the cached
+//!    then the three take turns for five rounds. Each reports its median round; the cached
 //!    read's share is the median of the rounds' shares, each against its round's hello-world.
 //! 2. A live balance read through the gateway, straight to the sandbox's PSD2 API, and through
 //!    HAProxy (Debian's `haproxy`, with health checks and retries) in front of the sandbox,
-//!    at a fixed moderate rate: the latency each adds. The three take turns for three rounds;
+//!    at a fixed moderate rate: the latency each adds. The three take turns for five rounds;
 //!    each path's added p50 and p99 are the medians of the rounds' differences from the
 //!    direct call of the same round.
 //! 3. Fail-fast: DNB hanging (sandbox `timeout` fault). DNB's p99 once its breaker is open
@@ -59,9 +59,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const CONNECTIONS: u32 = 64;
 /// How long wrk drives the payments case.
 const WRK_SECONDS: u32 = 10;
-/// Case 1 runs its three servers in turn this many times, `ROUND_SECONDS` each, and reports
-/// each server's median round: a slow moment of the machine then cannot land on one alone.
-const ROUNDS: usize = 3;
+/// Cases 1 and 2 run their three servers or paths in turn this many times and report each
+/// one's median round: a slow moment of the machine then cannot land on one alone, and with
+/// five rounds not even two of them can (three rounds let the stalls of a noisy host decide
+/// the live p99 more than once).
+const ROUNDS: usize = 5;
 const ROUND_SECONDS: u32 = 5;
 const WARM_UP_SECONDS: u32 = 2;
 const LIVE_RATE_PER_S: u64 = 100;
