@@ -238,7 +238,8 @@ struct PendingPay {
 /// Where a read's answer goes. The actor holds it; the task calling a provider holds it
 /// weakly, so that it answers a live balance itself, without a trip back through the mailbox,
 /// while an actor that dies drops it at once: its caller gets a 503 then, not a wait.
-type ReplySlot = Arc<Mutex<Option<RpcReplyPort<BalanceAnswer>>>>;
+type ReplySlot = Arc<ReplyCell>;
+type ReplyCell = Mutex<Option<RpcReplyPort<BalanceAnswer>>>;
 
 struct Pending {
     request: FetchRequest,
@@ -490,7 +491,7 @@ struct Served {
     bank: BankId,
     connection: Uuid,
     failed_over: bool,
-    reply: Weak<Mutex<Option<RpcReplyPort<BalanceAnswer>>>>,
+    reply: Weak<ReplyCell>,
     cache: BalanceCache,
     balances: Arc<BalanceWriter>,
 }
@@ -564,18 +565,19 @@ impl BankState {
         match self.args.modes.balances_pin(self.bank()) {
             Some(BalancesMode::Disabled) => {
                 let warning = disabled_warning(self.bank());
-                return self.answer(reply, BalanceAnswer::Unavailable { warning });
+                return send_answer(self.bank(), reply, BalanceAnswer::Unavailable { warning });
             }
             Some(BalancesMode::Cached) => {
                 let answer = self.cache_answer(cached, now);
-                return self.answer(reply, answer);
+                return send_answer(self.bank(), reply, answer);
             }
             Some(BalancesMode::Live) | None => {}
         }
         if let Some(balance) = &cached
             && self.freshness(balance, now) == Freshness::Fresh
         {
-            self.answer(
+            send_answer(
+                self.bank(),
                 reply,
                 BalanceAnswer::Served {
                     balance: balance.clone(),
@@ -599,7 +601,7 @@ impl BankState {
                     warning: unavailable_warning(self.bank()),
                 },
             };
-            self.answer(reply, answer);
+            send_answer(self.bank(), reply, answer);
             return;
         }
         let ticket = self.next_ticket;
@@ -971,11 +973,15 @@ impl BankState {
         let now = Instant::now();
         if !pending.consent_failed.is_empty() {
             let providers = pending.consent_failed;
-            self.answer(reply, BalanceAnswer::ConsentExpired { providers });
+            send_answer(
+                self.bank(),
+                reply,
+                BalanceAnswer::ConsentExpired { providers },
+            );
             return;
         }
         let answer = self.cache_answer(self.cached(&pending.request.connection), now);
-        self.answer(reply, answer);
+        send_answer(self.bank(), reply, answer);
     }
 
     /// Answers from the cache alone: fresh, stale with the bank's warning, or unavailable.
@@ -1000,10 +1006,6 @@ impl BankState {
                 warning: unavailable_warning(self.bank()),
             },
         }
-    }
-
-    fn answer(&self, reply: RpcReplyPort<BalanceAnswer>, answer: BalanceAnswer) {
-        send_answer(self.bank(), reply, answer);
     }
 
     fn export_breaker(&self, provider: ProviderId, state: BreakerState) {

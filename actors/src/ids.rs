@@ -98,7 +98,7 @@ pub struct ParseIdError {
 }
 
 macro_rules! id_strings {
-    ($ty:ty, $kind:literal, $expected:literal, [$($variant:expr),+]) => {
+    ($ty:ty, $kind:literal, $expected:literal) => {
         impl fmt::Display for $ty {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(self.as_str())
@@ -109,33 +109,22 @@ macro_rules! id_strings {
             type Err = ParseIdError;
 
             fn from_str(s: &str) -> Result<Self, Self::Err> {
-                [$($variant),+]
+                <$ty>::ALL
                     .into_iter()
                     .find(|v| v.as_str() == s)
-                    .ok_or_else(|| ParseIdError { kind: $kind, value: s.to_owned(), expected: $expected })
+                    .ok_or_else(|| ParseIdError {
+                        kind: $kind,
+                        value: s.to_owned(),
+                        expected: $expected,
+                    })
             }
         }
     };
 }
 
-id_strings!(
-    BankId,
-    "bank",
-    "dnb, nordea, sparebank1",
-    [BankId::Dnb, BankId::Nordea, BankId::Sparebank1]
-);
-id_strings!(
-    ProviderId,
-    "provider",
-    "neonomics, psd2",
-    [ProviderId::Neonomics, ProviderId::Psd2]
-);
-id_strings!(
-    Service,
-    "service",
-    "aisp, pisp",
-    [Service::Aisp, Service::Pisp]
-);
+id_strings!(BankId, "bank", "dnb, nordea, sparebank1");
+id_strings!(ProviderId, "provider", "neonomics, psd2");
+id_strings!(Service, "service", "aisp, pisp");
 
 #[cfg(test)]
 mod tests {
