@@ -55,79 +55,167 @@ pub async fn upkeep() {
     }
 }
 
-/// Names the route of a request path with its ids replaced, so labels stay bounded.
-pub fn route_label(path: &str) -> &'static str {
-    let mut parts = path.trim_matches('/').split('/');
-    match (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) {
-        (Some("healthz"), None, ..) => "/healthz",
-        (Some("readyz"), None, ..) => "/readyz",
-        (Some("metrics"), None, ..) => "/metrics",
-        (Some("v1"), Some("balances"), None, ..) => "/v1/balances",
-        (Some("v1"), Some("accounts"), Some(_), Some("balances"), None) => {
-            "/v1/accounts/{id}/balances"
+/// The route a request is counted under: its path with the ids replaced, so labels stay
+/// bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Healthz,
+    Readyz,
+    Metrics,
+    Balances,
+    AccountBalances,
+    Banks,
+    Consents,
+    ConsentCallback,
+    Connections,
+    Connection,
+    Payments,
+    Payment,
+    PaymentCallback,
+    Webhook,
+    OpenApi,
+    Ops,
+    Other,
+}
+
+impl Route {
+    const COUNT: usize = Route::Other as usize + 1;
+
+    fn of(path: &str) -> Route {
+        let mut parts = path.trim_matches('/').split('/');
+        match (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) {
+            (Some("healthz"), None, ..) => Route::Healthz,
+            (Some("readyz"), None, ..) => Route::Readyz,
+            (Some("metrics"), None, ..) => Route::Metrics,
+            (Some("v1"), Some("balances"), None, ..) => Route::Balances,
+            (Some("v1"), Some("accounts"), Some(_), Some("balances"), None) => {
+                Route::AccountBalances
+            }
+            (Some("v1"), Some("banks"), None, ..) => Route::Banks,
+            (Some("v1"), Some("consents"), None, ..) => Route::Consents,
+            (Some("v1"), Some("consents"), Some(_), Some("callback"), None) => {
+                Route::ConsentCallback
+            }
+            (Some("v1"), Some("connections"), None, ..) => Route::Connections,
+            (Some("v1"), Some("connections"), Some(_), None, ..) => Route::Connection,
+            (Some("v1"), Some("payments"), None, ..) => Route::Payments,
+            (Some("v1"), Some("payments"), Some(_), None, ..) => Route::Payment,
+            (Some("v1"), Some("payments"), Some(_), Some("callback"), None) => {
+                Route::PaymentCallback
+            }
+            (Some("v1"), Some("webhooks"), Some(_), None, ..) => Route::Webhook,
+            (Some("v1"), Some("openapi.yaml"), None, ..) => Route::OpenApi,
+            (Some("ops"), ..) => Route::Ops,
+            _ => Route::Other,
         }
-        (Some("v1"), Some("banks"), None, ..) => "/v1/banks",
-        (Some("v1"), Some("consents"), None, ..) => "/v1/consents",
-        (Some("v1"), Some("consents"), Some(_), Some("callback"), None) => {
-            "/v1/consents/{id}/callback"
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Route::Healthz => "/healthz",
+            Route::Readyz => "/readyz",
+            Route::Metrics => "/metrics",
+            Route::Balances => "/v1/balances",
+            Route::AccountBalances => "/v1/accounts/{id}/balances",
+            Route::Banks => "/v1/banks",
+            Route::Consents => "/v1/consents",
+            Route::ConsentCallback => "/v1/consents/{id}/callback",
+            Route::Connections => "/v1/connections",
+            Route::Connection => "/v1/connections/{id}",
+            Route::Payments => "/v1/payments",
+            Route::Payment => "/v1/payments/{id}",
+            Route::PaymentCallback => "/v1/payments/{id}/callback",
+            Route::Webhook => "/v1/webhooks/{provider}",
+            Route::OpenApi => "/v1/openapi.yaml",
+            Route::Ops => "/ops",
+            Route::Other => "other",
         }
-        (Some("v1"), Some("connections"), None, ..) => "/v1/connections",
-        (Some("v1"), Some("connections"), Some(_), None, ..) => "/v1/connections/{id}",
-        (Some("v1"), Some("openapi.yaml"), None, ..) => "/v1/openapi.yaml",
-        (Some("ops"), ..) => "/ops",
-        _ => "other",
     }
 }
 
-/// The handles of one (api, route, status class), registered once and reused per request.
-struct HttpHandles {
-    requests: metrics::Counter,
-    duration: metrics::Histogram,
+/// The listener an answer came from: the `api` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    Client,
+    Ops,
 }
 
-type HandleKey = (&'static str, &'static str, &'static str);
+impl Api {
+    const COUNT: usize = 2;
 
-static HTTP_HANDLES: std::sync::LazyLock<
-    std::sync::RwLock<std::collections::HashMap<HandleKey, HttpHandles>>,
-> = std::sync::LazyLock::new(Default::default);
-
-/// Counts and times one answer.
-fn record_http(key: HandleKey, elapsed: Duration) {
-    let record = |handles: &HttpHandles| {
-        handles.requests.increment(1);
-        handles.duration.record(elapsed.as_secs_f64());
-    };
-    if let Some(handles) = HTTP_HANDLES.read().expect("metric handles").get(&key) {
-        return record(handles);
+    fn label(self) -> &'static str {
+        match self {
+            Api::Client => "client",
+            Api::Ops => "ops",
+        }
     }
-    let (api, route, class) = key;
-    let handles = HttpHandles {
-        requests: metrics::counter!(HTTP_REQUESTS, "api" => api, "route" => route, "status" => class),
-        duration: metrics::histogram!(HTTP_DURATION, "api" => api, "route" => route),
-    };
-    record(&handles);
-    HTTP_HANDLES
-        .write()
-        .expect("metric handles")
-        .insert(key, handles);
+}
+
+/// The `status` label: the status code's class.
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Counts and times one answer. Every request makes one, so each label set's handles are
+/// registered at its first answer and reused, with no look-up by label.
+fn record_http(api: Api, route: Route, status: u16, elapsed: Duration) {
+    const SLOTS: usize = Api::COUNT * Route::COUNT;
+    static COUNTERS: [OnceLock<metrics::Counter>; SLOTS * STATUS_CLASSES.len()] =
+        [const { OnceLock::new() }; SLOTS * STATUS_CLASSES.len()];
+    static DURATIONS: [OnceLock<metrics::Histogram>; SLOTS] = [const { OnceLock::new() }; SLOTS];
+    let class = usize::from(status / 100).clamp(1, STATUS_CLASSES.len()) - 1;
+    let slot = api as usize * Route::COUNT + route as usize;
+    let (api, route) = (api.label(), route.label());
+    COUNTERS[slot * STATUS_CLASSES.len() + class]
+        .get_or_init(|| {
+            metrics::counter!(HTTP_REQUESTS, "api" => api, "route" => route, "status" => STATUS_CLASSES[class])
+        })
+        .increment(1);
+    DURATIONS[slot]
+        .get_or_init(|| metrics::histogram!(HTTP_DURATION, "api" => api, "route" => route))
+        .record(elapsed.as_secs_f64());
 }
 
 /// Returns a warp log hook that counts and times each answer of `api` by route.
-pub fn http_metrics(api: &'static str) -> warp::log::Log<impl Fn(warp::log::Info<'_>) + Copy> {
+pub fn http_metrics(api: Api) -> warp::log::Log<impl Fn(warp::log::Info<'_>) + Copy> {
     warp::log::custom(move |info| {
-        let class = match info.status().as_u16() {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
-        };
-        record_http((api, route_label(info.path()), class), info.elapsed());
+        record_http(
+            api,
+            Route::of(info.path()),
+            info.status().as_u16(),
+            info.elapsed(),
+        );
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_counted_under_their_routes() {
+        for (path, route) in [
+            ("/healthz", "/healthz"),
+            ("/v1/balances", "/v1/balances"),
+            (
+                "/v1/accounts/7f6d97bd/balances",
+                "/v1/accounts/{id}/balances",
+            ),
+            ("/v1/consents/abc/callback", "/v1/consents/{id}/callback"),
+            ("/v1/connections/abc", "/v1/connections/{id}"),
+            ("/v1/payments", "/v1/payments"),
+            ("/v1/payments/abc", "/v1/payments/{id}"),
+            ("/v1/payments/abc/callback", "/v1/payments/{id}/callback"),
+            ("/v1/webhooks/neonomics", "/v1/webhooks/{provider}"),
+            ("/ops/banks/dnb/modes", "/ops"),
+            ("/v1/accounts/7f6d97bd", "other"),
+            ("/wp-admin/setup.php", "other"),
+        ] {
+            assert_eq!(Route::of(path).label(), route, "{path}");
+        }
+    }
 }

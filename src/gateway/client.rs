@@ -239,7 +239,9 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .and(warp::path::full())
         .and(api)
         .map(|id: RequestId, path: FullPath, response: Response| tag(&id, allow(path, response)))
-        .with(crate::telemetry::http_metrics("client"))
+        .with(crate::telemetry::http_metrics(
+            crate::telemetry::Api::Client,
+        ))
 }
 
 #[cfg(test)]

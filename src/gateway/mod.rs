@@ -8,6 +8,7 @@ mod client;
 mod consents;
 mod ops;
 mod payments;
+mod text;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -147,5 +147,5 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
     request_id()
         .and(api)
         .map(|id: RequestId, response: Response| tag(&id, response))
-        .with(crate::telemetry::http_metrics("ops"))
+        .with(crate::telemetry::http_metrics(crate::telemetry::Api::Ops))
 }
