@@ -11,7 +11,8 @@
 //!    each path's added p50 and p99 are the medians of the rounds' differences from the
 //!    direct call of the same round.
 //! 3. Fail-fast: DNB hanging (sandbox `timeout` fault). DNB's p99 once its breaker is open
-//!    (served stale) and Nordea's p99 beside it, against the same reads without the fault.
+//!    (served stale) and Nordea's p99 beside it, against the same reads without the fault:
+//!    five rounds of each, the healthy ones first; each reports its median round by p99.
 //! 4. Sessions: the memory and time to create 100 000 idle user sessions (measured once they
 //!    hibernate).
 //! 5. Slow upstream: 10 000 concurrent balance reads while both providers answer DNB after
@@ -59,8 +60,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const CONNECTIONS: u32 = 64;
 /// How long wrk drives the payments case.
 const WRK_SECONDS: u32 = 10;
-/// Cases 1 and 2 run their three servers or paths in turn this many times and report each
-/// one's median round: a slow moment of the machine then cannot land on one alone, and with
+/// Cases 1, 2 and 3 run each server or path this many times (cases 1 and 2 in turn) and
+/// report each one's median round: a slow moment of the machine then cannot land on one alone, and with
 /// five rounds not even two of them can (three rounds let the stalls of a noisy host decide
 /// the live p99 more than once).
 const ROUNDS: usize = 5;
@@ -483,24 +484,37 @@ async fn main() {
     let proxy_p99 = median(added_by_round.iter().map(|a| a.1).collect());
     all.extend(live_rounds.map(|runs| median_round(runs, |f| f.p99_ms)));
 
-    // 3. Fail-fast: DNB and Nordea read side by side, then again with DNB hanging.
+    // 3. Fail-fast: DNB and Nordea read side by side for five rounds, then five more with DNB
+    //    hanging. The healthy rounds cannot take turns with the hanging ones, since DNB's
+    //    breaker stays open while the fault lasts; each side reports its median round by p99.
     let half = LIVE_RATE_PER_S / 2;
-    let (dnb_before, nordea_before) = tokio::join!(
-        fixed_rate(
-            "DNB read, healthy",
-            half,
-            LIVE_SECONDS,
-            || account_read("dnb"),
-            success
-        ),
-        fixed_rate(
-            "Nordea read, DNB healthy",
-            half,
-            LIVE_SECONDS,
-            || account_read("nordea"),
-            success
-        ),
-    );
+    let side_by_side = |dnb_case: &'static str, nordea_case: &'static str| async move {
+        let mut dnb_runs = Vec::with_capacity(ROUNDS);
+        let mut nordea_runs = Vec::with_capacity(ROUNDS);
+        for _ in 0..ROUNDS {
+            let (dnb, nordea) = tokio::join!(
+                fixed_rate(
+                    dnb_case,
+                    half,
+                    LIVE_SECONDS,
+                    || account_read("dnb"),
+                    success
+                ),
+                fixed_rate(
+                    nordea_case,
+                    half,
+                    LIVE_SECONDS,
+                    || account_read("nordea"),
+                    success
+                ),
+            );
+            dnb_runs.push(dnb);
+            nordea_runs.push(nordea);
+        }
+        (dnb_runs, nordea_runs)
+    };
+    let (dnb_before, nordea_before) =
+        side_by_side("DNB read, healthy", "Nordea read, DNB healthy").await;
     let fault = add_fault(
         &http,
         &sandbox,
@@ -529,22 +543,11 @@ async fn main() {
         })
         .collect();
     futures_util::future::join_all(trips).await;
-    let (dnb_down, nordea_beside) = tokio::join!(
-        fixed_rate(
-            "DNB read, DNB hanging (breaker open)",
-            half,
-            LIVE_SECONDS,
-            || account_read("dnb"),
-            success
-        ),
-        fixed_rate(
-            "Nordea read, DNB hanging",
-            half,
-            LIVE_SECONDS,
-            || account_read("nordea"),
-            success
-        ),
-    );
+    let (dnb_down, nordea_beside) = side_by_side(
+        "DNB read, DNB hanging (breaker open)",
+        "Nordea read, DNB hanging",
+    )
+    .await;
     let stale: Value = account_read("dnb")
         .send()
         .await
@@ -561,6 +564,11 @@ async fn main() {
         ))
         .send()
         .await;
+    let p99s = |runs: &[Figures]| -> Vec<f64> { runs.iter().map(|f| f.p99_ms).collect() };
+    let fail_fast_p99s = [&dnb_before, &nordea_before, &dnb_down, &nordea_beside].map(|r| p99s(r));
+    let [dnb_before, nordea_before, dnb_down, nordea_beside] =
+        [dnb_before, nordea_before, dnb_down, nordea_beside]
+            .map(|runs| median_round(runs, |f| f.p99_ms));
     all.extend([
         dnb_before,
         nordea_before.clone(),
@@ -683,12 +691,20 @@ end
         "2. added latency at {LIVE_RATE_PER_S} req/s, medians of {ROUNDS} rounds of {LIVE_SECONDS} s, each against the direct call of its round: gateway p50 {gateway_p50:+.3} ms, p99 {gateway_p99:+.3} ms (target p99 ≤ 1 ms and below HAProxy's); HAProxy p50 {proxy_p50:+.3} ms, p99 {proxy_p99:+.3} ms; added p99 round by round (gateway / HAProxy) {}",
         added_rounds.join(", ")
     );
+    let by_round = |p99s: &[f64]| -> String {
+        let texts: Vec<String> = p99s.iter().map(|p| format!("{p:.3}")).collect();
+        texts.join(", ")
+    };
     println!(
-        "3. DNB hanging: DNB p99 {:.3} ms served stale (target ≤ 5 ms); Nordea p99 {:.3} ms vs {:.3} ms healthy ({:+.1} %, target within 10 %)",
+        "3. DNB hanging, medians of {ROUNDS} rounds of {LIVE_SECONDS} s by p99: DNB p99 {:.3} ms served stale (target ≤ 5 ms); Nordea p99 {:.3} ms vs {:.3} ms healthy ({:+.1} %, target within 10 %); p99 round by round (ms): DNB healthy {}; Nordea healthy {}; DNB hanging {}; Nordea beside it {}",
         dnb_down.p99_ms,
         nordea_beside.p99_ms,
         nordea_before.p99_ms,
-        nordea_change * 100.0
+        nordea_change * 100.0,
+        by_round(&fail_fast_p99s[0]),
+        by_round(&fail_fast_p99s[1]),
+        by_round(&fail_fast_p99s[2]),
+        by_round(&fail_fast_p99s[3]),
     );
     println!(
         "4. {created} sessions in {:.1} s ({:.0}/s, {session_errors} errors; {awake_after_creation} actors awake at the end, {awake_idle} once idle): RSS +{:.1} MiB, {:.0} bytes per session (target ≤ 2048)",
@@ -743,6 +759,12 @@ end
             .collect::<Vec<_>>(),
         "fail_fast_dnb_p99_ms": dnb_down.p99_ms,
         "fail_fast_nordea_p99_change": nordea_change,
+        "fail_fast_p99_ms_by_round": {
+            "dnb_healthy": fail_fast_p99s[0],
+            "nordea_healthy": fail_fast_p99s[1],
+            "dnb_hanging": fail_fast_p99s[2],
+            "nordea_beside_hanging": fail_fast_p99s[3],
+        },
         "sessions": {
             "created": created,
             "seconds": creation.as_secs_f64(),
