@@ -11,8 +11,10 @@
 //!    each path's added p50 and p99 are the medians of the rounds' differences from the
 //!    direct call of the same round.
 //! 3. Fail-fast: DNB hanging (sandbox `timeout` fault). DNB's p99 once its breaker is open
-//!    (served stale) and Nordea's p99 beside it, against the same reads without the fault:
-//!    five rounds of each, the healthy ones first; each reports its median round by p99.
+//!    (served stale) and Nordea's p99 beside it, against the same reads at a gateway whose
+//!    banks are healthy (the hanging DNB is at a sandbox of its own). The two take turns for
+//!    five rounds; each reports its median round by p99, and Nordea's change is the median of
+//!    the rounds' changes.
 //! 4. Sessions: the memory and time to create 100 000 idle user sessions (measured once they
 //!    hibernate).
 //! 5. Slow upstream: 10 000 concurrent balance reads while both providers answer DNB after
@@ -60,10 +62,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const CONNECTIONS: u32 = 64;
 /// How long wrk drives the payments case.
 const WRK_SECONDS: u32 = 10;
-/// Cases 1, 2 and 3 run each server or path this many times (cases 1 and 2 in turn) and
-/// report each one's median round: a slow moment of the machine then cannot land on one alone, and with
-/// five rounds not even two of them can (three rounds let the stalls of a noisy host decide
-/// the live p99 more than once).
+/// Cases 1, 2 and 3 run each server or path this many times, in turn, and report each one's
+/// median round: a slow moment of the machine then cannot land on one alone, and with five
+/// rounds not even two of them can (three rounds let the stalls of a noisy host decide the
+/// live p99 more than once).
 const ROUNDS: usize = 5;
 const ROUND_SECONDS: u32 = 5;
 const WARM_UP_SECONDS: u32 = 2;
@@ -133,6 +135,12 @@ impl Runtimes {
         let server = handle.spawn(start).await.expect("server starts");
         self.0.push(runtime);
         (handle, server)
+    }
+
+    async fn start_sandbox(&mut self, settings: &Settings) -> (Handle, Sandbox) {
+        let options = SandboxOptions::from_settings(&settings.sandbox);
+        self.start(async move { Sandbox::start(options).await.expect("sandbox") })
+            .await
     }
 
     async fn start_gateway(
@@ -251,14 +259,19 @@ async fn main() {
     }
     // Case 1 reads balances fresh in the cache for its whole run.
     let cached_settings = settings(&[("BANKGATE__BALANCES__FRESH_FOR", "1h")]);
-    // The live gateway reads every balance upstream through the banks' PSD2 APIs, and gives
+    // The live gateways read every balance upstream through the banks' PSD2 APIs, and give
     // up on a hanging bank after a second (the fail-fast case).
-    let live_settings = settings(&[
+    let live = [
         ("BANKGATE__BALANCES__FRESH_FOR", "0s"),
         ("BANKGATE__BANKS__PROVIDER_ORDER", "[\"psd2\"]"),
         ("BANKGATE__PROVIDERS__PSD2__TIMEOUT", "1s"),
         ("BANKGATE__PROVIDERS__PSD2__LIMITS__FIRST_BACKOFF", "50ms"),
-    ]);
+    ];
+    let live_settings = settings(&live);
+    // The fail-fast case measures DNB with its breaker open: it stays open for the whole case
+    // instead of letting a probe through after a minute.
+    let hanging_settings =
+        settings(&[live.as_slice(), &[("BANKGATE__BREAKER__OPEN_FOR", "10m")]].concat());
     let cluster = PrivateCluster::start_temporary()
         .await
         .expect("PostgreSQL starts");
@@ -270,20 +283,27 @@ async fn main() {
         .ensure_database("bench_live")
         .await
         .expect("database");
+    let hanging_db = cluster
+        .ensure_database("bench_hanging")
+        .await
+        .expect("database");
     let slow_db = cluster
         .ensure_database("bench_slow")
         .await
         .expect("database");
     let mut runtimes = Runtimes::default();
-    let sandbox_options = SandboxOptions::from_settings(&cached_settings.sandbox);
-    let (sandbox_runtime, sandbox) = runtimes
-        .start(async move { Sandbox::start(sandbox_options).await.expect("sandbox") })
-        .await;
+    let (sandbox_runtime, sandbox) = runtimes.start_sandbox(&cached_settings).await;
     let (cached_runtime, cached) = runtimes
         .start_gateway(&cached_settings, &sandbox, &cached_db)
         .await;
     let (live_runtime, live) = runtimes
         .start_gateway(&live_settings, &sandbox, &live_db)
+        .await;
+    // The fail-fast case's DNB hangs at a sandbox of its own, so that its rounds can take turns
+    // with the healthy ones.
+    let (hanging_sandbox_runtime, hanging_sandbox) = runtimes.start_sandbox(&cached_settings).await;
+    let (hanging_runtime, hanging) = runtimes
+        .start_gateway(&hanging_settings, &hanging_sandbox, &hanging_db)
         .await;
     // Balances fresh for a second only, so that every read of case 5 asks the slow bank.
     let slow_settings = settings(&[
@@ -302,7 +322,7 @@ async fn main() {
         Duration::from_secs(3600),
     )
     .expect("token");
-    for gateway in [&cached, &live] {
+    for gateway in [&cached, &live, &hanging] {
         for bank in [BankId::Dnb, BankId::Nordea] {
             bankgate::browser::connect(
                 &gateway.client_url(),
@@ -419,7 +439,10 @@ async fn main() {
         .await
         .expect("a DNB connection");
     let (account_id, consent_id): (String, String) = (row.get(0), row.get(1));
-    let live_ids = connection_ids(&http, &live, &token).await;
+    let live_at = (
+        live.client_url(),
+        connection_ids(&http, &live, &token).await,
+    );
     let direct_url = format!(
         "{}/accounts/{account_id}/balances",
         sandbox.psd2_url(BankId::Dnb)
@@ -432,20 +455,18 @@ async fn main() {
             .header("consent-id", &consent_id)
             .header("psu-ip-address", "192.0.2.1")
     };
-    let account_read = |bank: &str| {
-        http.get(format!(
-            "{}/v1/accounts/{}/balances",
-            live.client_url(),
-            live_ids[bank]
-        ))
-        .bearer_auth(&token)
-        .header("x-psu-ip-address", "192.0.2.1")
+    // A read of the bench user's account at `bank` through a gateway, given as its client URL
+    // and the user's connection ids there.
+    let account_read = |(url, ids): &(String, HashMap<String, String>), bank: &str| {
+        http.get(format!("{url}/v1/accounts/{}/balances", ids[bank]))
+            .bearer_auth(&token)
+            .header("x-psu-ip-address", "192.0.2.1")
     };
     // Warm every path's connections first.
     for _ in 0..20 {
         let _ = psd2_read(&direct_url).send().await;
         let _ = psd2_read(&proxied_url).send().await;
-        let _ = account_read("dnb").send().await;
+        let _ = account_read(&live_at, "dnb").send().await;
     }
     // The three take turns, like case 1, so that a noisy moment of the machine cannot land on
     // one of them alone; each reports its median round by p99.
@@ -454,7 +475,9 @@ async fn main() {
             psd2_read(&direct_url)
         }),
         ("live read, through HAProxy", &|| psd2_read(&proxied_url)),
-        ("live read, through the gateway", &|| account_read("dnb")),
+        ("live read, through the gateway", &|| {
+            account_read(&live_at, "dnb")
+        }),
     ];
     let mut live_rounds: [Vec<Figures>; 3] = Default::default();
     for _ in 0..ROUNDS {
@@ -484,40 +507,22 @@ async fn main() {
     let proxy_p99 = median(added_by_round.iter().map(|a| a.1).collect());
     all.extend(live_rounds.map(|runs| median_round(runs, |f| f.p99_ms)));
 
-    // 3. Fail-fast: DNB and Nordea read side by side for five rounds, then five more with DNB
-    //    hanging. The healthy rounds cannot take turns with the hanging ones, since DNB's
-    //    breaker stays open while the fault lasts; each side reports its median round by p99.
-    let half = LIVE_RATE_PER_S / 2;
-    let side_by_side = |dnb_case: &'static str, nordea_case: &'static str| async move {
-        let mut dnb_runs = Vec::with_capacity(ROUNDS);
-        let mut nordea_runs = Vec::with_capacity(ROUNDS);
-        for _ in 0..ROUNDS {
-            let (dnb, nordea) = tokio::join!(
-                fixed_rate(
-                    dnb_case,
-                    half,
-                    LIVE_SECONDS,
-                    || account_read("dnb"),
-                    success
-                ),
-                fixed_rate(
-                    nordea_case,
-                    half,
-                    LIVE_SECONDS,
-                    || account_read("nordea"),
-                    success
-                ),
-            );
-            dnb_runs.push(dnb);
-            nordea_runs.push(nordea);
-        }
-        (dnb_runs, nordea_runs)
-    };
-    let (dnb_before, nordea_before) =
-        side_by_side("DNB read, healthy", "Nordea read, DNB healthy").await;
-    let fault = add_fault(
+    // 3. Fail-fast: DNB and Nordea read side by side at the live gateway, whose banks are
+    //    healthy, and at the hanging gateway, whose sandbox holds every DNB read. The two take
+    //    turns for five rounds, like cases 1 and 2; Nordea's change is the median of the
+    //    rounds' changes, each against the healthy run of its round.
+    let hanging_at = (
+        hanging.client_url(),
+        connection_ids(&http, &hanging, &token).await,
+    );
+    // DNB's last-known balance, to be served stale once the bank hangs.
+    for bank in ["dnb", "nordea"] {
+        let read = account_read(&hanging_at, bank).send().await.expect("read");
+        assert!(read.status().is_success(), "{bank} reads live at first");
+    }
+    add_fault(
         &http,
-        &sandbox,
+        &hanging_sandbox,
         json!({"provider": "psd2", "bank": "dnb", "kind": "timeout"}),
     )
     .await;
@@ -534,8 +539,7 @@ async fn main() {
             .expect("token");
             http.get(format!(
                 "{}/v1/accounts/{}/balances",
-                live.client_url(),
-                live_ids["dnb"]
+                hanging_at.0, hanging_at.1["dnb"]
             ))
             .bearer_auth(token)
             .header("x-psu-ip-address", "192.0.2.1")
@@ -543,12 +547,44 @@ async fn main() {
         })
         .collect();
     futures_util::future::join_all(trips).await;
-    let (dnb_down, nordea_beside) = side_by_side(
-        "DNB read, DNB hanging (breaker open)",
-        "Nordea read, DNB hanging",
-    )
-    .await;
-    let stale: Value = account_read("dnb")
+    let half = LIVE_RATE_PER_S / 2;
+    let side_by_side = |at, dnb_case, nordea_case| async move {
+        tokio::join!(
+            fixed_rate(
+                dnb_case,
+                half,
+                LIVE_SECONDS,
+                || account_read(at, "dnb"),
+                success
+            ),
+            fixed_rate(
+                nordea_case,
+                half,
+                LIVE_SECONDS,
+                || account_read(at, "nordea"),
+                success
+            ),
+        )
+    };
+    // DNB healthy, Nordea beside it; DNB hanging, Nordea beside it.
+    let mut fail_fast: [Vec<Figures>; 4] = Default::default();
+    for _ in 0..ROUNDS {
+        let (dnb, nordea) =
+            side_by_side(&live_at, "DNB read, healthy", "Nordea read, DNB healthy").await;
+        let (dnb_down, nordea_beside) = side_by_side(
+            &hanging_at,
+            "DNB read, DNB hanging (breaker open)",
+            "Nordea read, DNB hanging",
+        )
+        .await;
+        for (runs, figures) in fail_fast
+            .iter_mut()
+            .zip([dnb, nordea, dnb_down, nordea_beside])
+        {
+            runs.push(figures);
+        }
+    }
+    let stale: Value = account_read(&hanging_at, "dnb")
         .send()
         .await
         .expect("read")
@@ -556,19 +592,16 @@ async fn main() {
         .await
         .expect("body");
     assert_eq!(stale["stale"], true, "DNB is served stale: {stale}");
-    let _ = http
-        .delete(format!(
-            "{}/sandbox/faults/{}",
-            sandbox.control_url(),
-            fault
-        ))
-        .send()
-        .await;
-    let p99s = |runs: &[Figures]| -> Vec<f64> { runs.iter().map(|f| f.p99_ms).collect() };
-    let fail_fast_p99s = [&dnb_before, &nordea_before, &dnb_down, &nordea_beside].map(|r| p99s(r));
+    let nordea_changes: Vec<f64> = fail_fast[3]
+        .iter()
+        .zip(&fail_fast[1])
+        .map(|(beside, healthy)| beside.p99_ms / healthy.p99_ms - 1.0)
+        .collect();
+    let fail_fast_p99s = fail_fast
+        .each_ref()
+        .map(|runs| runs.iter().map(|f| f.p99_ms).collect::<Vec<f64>>());
     let [dnb_before, nordea_before, dnb_down, nordea_beside] =
-        [dnb_before, nordea_before, dnb_down, nordea_beside]
-            .map(|runs| median_round(runs, |f| f.p99_ms));
+        fail_fast.map(|runs| median_round(runs, |f| f.p99_ms));
     all.extend([
         dnb_before,
         nordea_before.clone(),
@@ -672,7 +705,7 @@ end
         );
     }
     let ratio = median(round_ratios.clone());
-    let nordea_change = nordea_beside.p99_ms / nordea_before.p99_ms - 1.0;
+    let nordea_change = median(nordea_changes.clone());
     println!();
     let percents: Vec<String> = round_ratios
         .iter()
@@ -696,11 +729,16 @@ end
         texts.join(", ")
     };
     println!(
-        "3. DNB hanging, medians of {ROUNDS} rounds of {LIVE_SECONDS} s by p99: DNB p99 {:.3} ms served stale (target ≤ 5 ms); Nordea p99 {:.3} ms vs {:.3} ms healthy ({:+.1} %, target within 10 %); p99 round by round (ms): DNB healthy {}; Nordea healthy {}; DNB hanging {}; Nordea beside it {}",
+        "3. DNB hanging, medians of {ROUNDS} rounds of {LIVE_SECONDS} s by p99, taking turns with healthy ones: DNB p99 {:.3} ms served stale (target ≤ 5 ms); Nordea p99 {:.3} ms vs {:.3} ms healthy, median change {:+.1} % against the healthy run of each round (target within 10 %; round by round {}); p99 round by round (ms): DNB healthy {}; Nordea healthy {}; DNB hanging {}; Nordea beside it {}",
         dnb_down.p99_ms,
         nordea_beside.p99_ms,
         nordea_before.p99_ms,
         nordea_change * 100.0,
+        nordea_changes
+            .iter()
+            .map(|c| format!("{:+.1} %", c * 100.0))
+            .collect::<Vec<_>>()
+            .join(", "),
         by_round(&fail_fast_p99s[0]),
         by_round(&fail_fast_p99s[1]),
         by_round(&fail_fast_p99s[2]),
@@ -759,6 +797,7 @@ end
             .collect::<Vec<_>>(),
         "fail_fast_dnb_p99_ms": dnb_down.p99_ms,
         "fail_fast_nordea_p99_change": nordea_change,
+        "fail_fast_nordea_p99_change_by_round": nordea_changes,
         "fail_fast_p99_ms_by_round": {
             "dnb_healthy": fail_fast_p99s[0],
             "nordea_healthy": fail_fast_p99s[1],
@@ -791,11 +830,17 @@ end
     for (runtime, gateway) in [
         (cached_runtime, cached),
         (live_runtime, live),
+        (hanging_runtime, hanging),
         (slow_runtime, slow_gateway),
     ] {
         let _ = runtime.spawn(gateway.shutdown()).await;
     }
-    let _ = sandbox_runtime.spawn(sandbox.shutdown()).await;
+    for (runtime, sandbox) in [
+        (sandbox_runtime, sandbox),
+        (hanging_sandbox_runtime, hanging_sandbox),
+    ] {
+        let _ = runtime.spawn(sandbox.shutdown()).await;
+    }
     runtimes.stop();
     cluster.stop().await;
 }
