@@ -456,12 +456,14 @@ async fn main() {
             .header("psu-ip-address", "192.0.2.1")
     };
     // A read of the bench user's account at `bank` through a gateway, given as its client URL
-    // and the user's connection ids there.
-    let account_read = |(url, ids): &(String, HashMap<String, String>), bank: &str| {
+    // and the user's connection ids there, in the session of `token`.
+    let read_in = |token: &str, (url, ids): &(String, HashMap<String, String>), bank: &str| {
         http.get(format!("{url}/v1/accounts/{}/balances", ids[bank]))
-            .bearer_auth(&token)
+            .bearer_auth(token)
             .header("x-psu-ip-address", "192.0.2.1")
     };
+    let account_read =
+        |at: &(String, HashMap<String, String>), bank: &str| read_in(&token, at, bank);
     // Warm every path's connections first.
     for _ in 0..20 {
         let _ = psd2_read(&direct_url).send().await;
@@ -515,7 +517,8 @@ async fn main() {
         hanging.client_url(),
         connection_ids(&http, &hanging, &token).await,
     );
-    // DNB's last-known balance, to be served stale once the bank hangs.
+    // DNB's last-known balance, to be served stale once the bank hangs (and Nordea's
+    // connection warmed).
     for bank in ["dnb", "nordea"] {
         let read = account_read(&hanging_at, bank).send().await.expect("read");
         assert!(read.status().is_success(), "{bank} reads live at first");
@@ -537,13 +540,7 @@ async fn main() {
                 Duration::from_secs(600),
             )
             .expect("token");
-            http.get(format!(
-                "{}/v1/accounts/{}/balances",
-                hanging_at.0, hanging_at.1["dnb"]
-            ))
-            .bearer_auth(token)
-            .header("x-psu-ip-address", "192.0.2.1")
-            .send()
+            read_in(&token, &hanging_at, "dnb").send()
         })
         .collect();
     futures_util::future::join_all(trips).await;
