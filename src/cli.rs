@@ -12,6 +12,7 @@ use secrecy::ExposeSecret as _;
 use crate::gateway::Gateway;
 use crate::sandbox::{Sandbox, SandboxOptions};
 use crate::settings::Settings;
+use crate::shutdown::shutdown_signal;
 
 /// Exit code for bad settings or usage (EX_USAGE).
 pub const EXIT_CONFIG: u8 = 64;
@@ -198,14 +199,4 @@ async fn sandbox(settings: Settings, port: Option<u16>) -> Result<(), Failure> {
     shutdown_signal().await;
     sandbox.shutdown().await;
     Ok(())
-}
-
-/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
-pub async fn shutdown_signal() {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler can be installed");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
 }

@@ -10,6 +10,7 @@ use crate::gateway::Gateway;
 use crate::postgres::{self, PrivateCluster};
 use crate::sandbox::{Sandbox, SandboxOptions};
 use crate::settings::Settings;
+use crate::shutdown::shutdown_signal;
 
 pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     let (url, cluster) = match &settings.database.url {
@@ -46,7 +47,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     let token = connect_demo_user(&settings, &gateway).await?;
     let account = dnb_account(&gateway, &token).await?;
     print_banner(&gateway, &sandbox, &token, &account);
-    crate::cli::shutdown_signal().await;
+    shutdown_signal().await;
     println!("\nstopping: gateway, sandbox, PostgreSQL");
     gateway.shutdown().await;
     sandbox.shutdown().await;

@@ -7,6 +7,7 @@
 //! - `cli`: the `bankgate` command line (serve, sandbox, demo, migrate, token, ops).
 //! - `ops_cli`: `bankgate ops …`, the ops API from a terminal.
 //! - `settings`: layered settings (built-in defaults → file → `BANKGATE__…` env vars).
+//! - `shutdown`: the stop signal (SIGINT, SIGTERM) the long-running commands wait for.
 //! - `telemetry`: logs and the Prometheus recorder.
 //! - `http`: the connection loop, error envelope and request ids every listener shares.
 //! - `gateway`: the gateway process: client API, ops API, wiring to PostgreSQL.
@@ -42,6 +43,7 @@ pub mod postgres;
 pub mod providers;
 pub mod sandbox;
 pub mod settings;
+pub mod shutdown;
 pub mod soak;
 pub mod store;
 pub mod telemetry;
