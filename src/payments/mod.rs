@@ -13,14 +13,21 @@
 //! sent only from `initiating`, which is committed before the call; a payment whose call may
 //! have reached the provider is `unknown` until a look-up by its reference settles it.
 
+mod drain;
+mod intake;
 mod request;
+mod send;
 mod service;
 mod store;
+mod views;
 mod webhook;
 
+pub use drain::Queue;
+pub use intake::{Created, DISABLED_MESSAGE};
 pub use request::{AmountLimits, Creditor, PaymentKind, PaymentRequest, idempotency_key, parse};
-pub use service::{Created, DISABLED_MESSAGE, PaymentView, Payments, PaymentsConfig, Queue};
+pub use service::{Payments, PaymentsConfig};
 pub use store::PaymentStore;
+pub use views::PaymentView;
 pub use webhook::{Delivery, WebhookError, WebhookVerifier};
 
 pub use bankgate_actors::modes::PaymentsMode;

@@ -1,15 +1,25 @@
-//! Verifying the providers' webhooks: `x-webhook-signature: v1=<hex HMAC-SHA256>` over
+//! The providers' payment status pushes (`POST /v1/webhooks/{provider}`): verified, then
+//! applied to the payment they name.
+//!
+//! Verification: `x-webhook-signature: v1=<hex HMAC-SHA256>` over
 //! `"{x-webhook-timestamp}.{raw body}"` with the provider's secret, and a timestamp within the
 //! tolerance window so that a captured delivery cannot be replayed later. The comparison is
-//! constant-time (`aws_lc_rs::hmac::verify`).
+//! constant-time (`aws_lc_rs::hmac::verify`). A delivery seen before is
+//! recognised by its event id and changes nothing.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bankgate_actors::ProviderId;
+use bankgate_actors::metrics;
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use serde_json::json;
+
+use super::service::{count, unavailable};
+use super::{PaymentStatus, Payments};
+use crate::http::{ApiError, ErrorCode};
 
 /// Why a delivery was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -117,6 +127,70 @@ fn decode_hex(text: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
         .collect()
+}
+
+impl Payments {
+    /// `POST /v1/webhooks/{provider}`: verifies and applies one delivery.
+    pub async fn webhook(
+        &self,
+        provider: ProviderId,
+        delivery: Delivery<'_>,
+        body: &[u8],
+    ) -> Result<serde_json::Value, ApiError> {
+        let outcome = |outcome: &'static str| {
+            ::metrics::counter!(metrics::WEBHOOKS, "provider" => provider.as_str(), "outcome" => outcome)
+                .increment(1);
+        };
+        let event_id = self
+            .webhooks
+            .verify(provider, delivery, body, Utc::now())
+            .map_err(|error| {
+                outcome(error.outcome());
+                let code = match error {
+                    WebhookError::Malformed => ErrorCode::BadRequest,
+                    WebhookError::Stale | WebhookError::BadSignature => ErrorCode::Unauthorized,
+                };
+                ApiError::new(code, error.to_string())
+            })?;
+        let event: PaymentEventBody = serde_json::from_slice(body).map_err(|e| {
+            outcome("malformed");
+            ApiError::new(ErrorCode::BadRequest, format!("unexpected event body: {e}"))
+        })?;
+        let to = match event.status.as_str() {
+            "ACSC" | "ACCC" => PaymentStatus::Completed,
+            "RJCT" | "CANC" => PaymentStatus::Rejected,
+            _ => {
+                outcome("ignored");
+                return Ok(json!({"status": "ignored"}));
+            }
+        };
+        let reason = match (&to, &event.reason) {
+            (PaymentStatus::Rejected, Some(reason)) => format!("webhook: rejected ({reason})"),
+            _ => format!("webhook: {}", to.as_str()),
+        };
+        let applied = self
+            .store
+            .apply_webhook(
+                provider,
+                event_id,
+                event.end_to_end_id.as_deref(),
+                &event.payment_id,
+                to,
+                &reason,
+            )
+            .await
+            .map_err(unavailable)?;
+        let status = match applied {
+            None => "duplicate",
+            Some(None) => "ignored",
+            Some(Some((_, bank))) => {
+                count(bank, to, 1);
+                "applied"
+            }
+        };
+        outcome(status);
+        Ok(json!({ "status": status }))
+    }
 }
 
 #[cfg(test)]
