@@ -5,6 +5,7 @@
 //! - `account_number`: Norwegian account numbers (MOD11) and IBANs (mod-97).
 //! - `browser`: plays a user's browser through a consent against the sandbox (demo, tests).
 //! - `cli`: the `bankgate` command line (serve, sandbox, demo, migrate, token, ops).
+//! - `copy`: every text a user sees, in Norwegian.
 //! - `ops_cli`: `bankgate ops …`, the ops API from a terminal.
 //! - `settings`: layered settings (built-in defaults → file → `BANKGATE__…` env vars).
 //! - `shutdown`: the stop signal (SIGINT, SIGTERM) the long-running commands wait for.
@@ -33,6 +34,7 @@
 pub mod account_number;
 pub mod browser;
 pub mod cli;
+pub mod copy;
 pub mod demo;
 pub mod gateway;
 pub mod http;

@@ -31,9 +31,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 use uuid::Uuid;
 
-use crate::bank::{
-    BalanceAnswer, BalanceCache, BankHandle, FetchRequest, Source, unavailable_warning,
-};
+use crate::bank::{BalanceAnswer, BalanceCache, BankHandle, FetchRequest, Source, Warning};
 use crate::metrics::{self, ReadSource};
 use crate::modes::{BalancesMode, ModeBoard};
 use crate::slot::Slot;
@@ -476,11 +474,11 @@ async fn read_balances(
                     Some(handle) => handle
                         .fetch(request, deps.config.read_deadline)
                         .await
-                        .unwrap_or_else(|_| BalanceAnswer::Unavailable {
-                            warning: unavailable_warning(bank),
+                        .unwrap_or(BalanceAnswer::Unavailable {
+                            warning: Warning::Unavailable,
                         }),
                     None => BalanceAnswer::Unavailable {
-                        warning: unavailable_warning(bank),
+                        warning: Warning::Unavailable,
                     },
                 }
             };

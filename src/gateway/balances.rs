@@ -18,11 +18,10 @@ use warp::http::{HeaderValue, header};
 use warp::reply::Response;
 
 use super::{AppState, text};
+use crate::copy::{CONSENT_EXPIRED, balance_warning};
 use crate::http::request_id::RequestId;
 use crate::http::{ApiError, ErrorCode};
 use crate::token::Claims;
-
-pub use bankgate_actors::bank::CONSENT_EXPIRED;
 
 /// One account's balance as the client API renders it, borrowed from the session's answer.
 #[derive(Debug, Serialize)]
@@ -97,7 +96,7 @@ fn view(account: &AccountBalance) -> AccountView<'_> {
             });
             view.as_of = Some(balance.fetched_at);
             view.stale = *source == Source::CacheStale;
-            view.warning = warning.as_deref();
+            view.warning = warning.map(|w| balance_warning(c.bank, w));
         }
         BalanceAnswer::ConsentExpired { .. } => {
             view.error = Some(ErrorCode::ConsentExpired);
@@ -105,7 +104,7 @@ fn view(account: &AccountBalance) -> AccountView<'_> {
         }
         BalanceAnswer::Unavailable { warning } => {
             view.error = Some(ErrorCode::BankUnavailable);
-            view.warning = Some(warning);
+            view.warning = Some(balance_warning(c.bank, *warning));
         }
     }
     view

@@ -7,11 +7,11 @@ use serde::Serialize;
 use warp::Reply;
 use warp::reply::Response;
 
-use super::AppState;
-use bankgate_actors::bank::{disabled_warning, stale_warning};
+use bankgate_actors::bank::Warning;
 use bankgate_actors::modes::{BalancesMode, PaymentsMode, SetBy};
 
-use crate::payments::DISABLED_MESSAGE;
+use super::AppState;
+use crate::copy::{PAYMENTS_DISABLED, balance_warning, degraded_banner, queued_banner};
 
 #[derive(Debug, Serialize)]
 pub struct BankView {
@@ -24,22 +24,6 @@ pub struct BankView {
     pub payments: &'static str,
     /// Norwegian text for the app's banner; null when all is well.
     pub banner: Option<String>,
-}
-
-/// The banner shown while a bank cannot be reached through any provider.
-pub fn degraded_banner(bank: BankId) -> String {
-    format!(
-        "{} opplever tekniske problemer. Saldo vises med forsinkelse, og betalinger kan bli forsinket.",
-        bank.display_name()
-    )
-}
-
-/// The banner while an operator holds a bank's payments in the queue.
-pub fn queued_banner(bank: BankId) -> String {
-    format!(
-        "Betalinger fra {} settes i kø og behandles innen 2 timer.",
-        bank.display_name()
-    )
 }
 
 pub async fn list(state: AppState) -> Response {
@@ -63,15 +47,15 @@ pub async fn list(state: AppState) -> Response {
             PaymentsMode::Live => "queued",
         };
         let banner = if modes.balances == BalancesMode::Disabled {
-            Some(disabled_warning(bank))
+            Some(balance_warning(bank, Warning::Disabled).to_owned())
         } else if modes.payments == PaymentsMode::Disabled {
-            Some(DISABLED_MESSAGE.to_owned())
+            Some(PAYMENTS_DISABLED.to_owned())
         } else if !available || modes.degraded {
             Some(degraded_banner(bank))
         } else if payments == "queued" {
             Some(queued_banner(bank))
         } else if balances == "cached" {
-            Some(stale_warning(bank))
+            Some(balance_warning(bank, Warning::Stale).to_owned())
         } else {
             None
         };

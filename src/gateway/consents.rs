@@ -17,6 +17,7 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::AppState;
+use crate::copy;
 use crate::http::{ApiError, ErrorCode};
 use crate::providers::{ConsentState, RemoteAccount, StartedConsent};
 use crate::store::{ConsentRecord, ProviderConsent};
@@ -120,10 +121,7 @@ pub async fn create(
         }
     }
     let Some(first) = providers.first().and_then(|p| p.sca_redirect.clone()) else {
-        let message = format!(
-            "{} kan ikke kobles til akkurat nå. Prøv igjen senere.",
-            body.bank.display_name()
-        );
+        let message = copy::consent_unavailable(body.bank);
         return Err(ApiError::new(ErrorCode::BankUnavailable, message).with_retry_after(60));
     };
     let record = ConsentRecord {

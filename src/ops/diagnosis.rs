@@ -13,6 +13,8 @@ use bankgate_actors::upstream::FailureClass;
 use bankgate_actors::{BankId, ProviderId};
 use serde::{Deserialize, Serialize};
 
+use crate::copy::CONSENT_EXPIRED;
+
 /// A path is failing with at least this many failures since it last answered well (or,
 /// flapping, when they make up half its calls in the window and the latest one failed).
 const MIN_FAILURES: u64 = 2;
@@ -242,7 +244,9 @@ pub fn diagnose(observed: &Observed) -> Diagnosis {
         return diagnosis(
             Incident::ExpiredConsents,
             format!("{consents} reads hit expired user consents; the banks themselves answer"),
-            "A user matter, not an outage: the app asks each user to renew the connection (\"Banktilkobling utløpt – forny tilkoblingen\"). Nothing to switch.".to_owned(),
+            format!(
+                "A user matter, not an outage: the app asks each user to renew the connection (\"{CONSENT_EXPIRED}\"). Nothing to switch."
+            ),
             None,
             Vec::new(),
         );

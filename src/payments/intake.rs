@@ -7,7 +7,6 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use bankgate_actors::bank::CONSENT_EXPIRED;
 use bankgate_actors::metrics;
 use chrono::Utc;
 use governor::Quota;
@@ -20,14 +19,8 @@ use super::request::{PaymentRequest, idempotency_key, parse};
 use super::service::{count, unavailable};
 use super::store::PaymentRecord;
 use super::{PaymentStatus, Payments, PaymentsMode};
+use crate::copy::{CONSENT_EXPIRED, PAYMENT_PROCESSING, PAYMENT_QUEUED, PAYMENTS_DISABLED};
 use crate::http::{ApiError, ErrorCode};
-
-/// What the client is told when its payment is queued.
-pub const QUEUED_MESSAGE: &str = "Betaling satt i kø. Vil bli behandlet innen 2 timer.";
-/// What the client is told while the outcome of sending is being settled.
-pub const PROCESSING_MESSAGE: &str = "Betalingen behandles. Status oppdateres snart.";
-/// The banner when a bank's payments are switched off.
-pub const DISABLED_MESSAGE: &str = "Betalinger midlertidig utilgjengelig";
 
 /// An answer to `POST /v1/payments` that created (or replays) a payment.
 #[derive(Debug, Clone)]
@@ -67,11 +60,11 @@ pub(super) fn answer(payment: &PaymentRecord) -> Result<Created, ApiError> {
         }
         PaymentStatus::Queued => created(
             202,
-            json!({"payment_id": id, "status": payment.status, "message": QUEUED_MESSAGE}),
+            json!({"payment_id": id, "status": payment.status, "message": PAYMENT_QUEUED}),
         ),
         PaymentStatus::Received | PaymentStatus::Initiating | PaymentStatus::Unknown => created(
             202,
-            json!({"payment_id": id, "status": payment.status, "message": PROCESSING_MESSAGE}),
+            json!({"payment_id": id, "status": payment.status, "message": PAYMENT_PROCESSING}),
         ),
         PaymentStatus::Failed | PaymentStatus::Expired => {
             let consent = payment
@@ -134,7 +127,7 @@ impl Payments {
             let mode = self.modes.payments_pin(request.bank);
             if mode == Some(PaymentsMode::Disabled) {
                 return Err(
-                    ApiError::new(ErrorCode::PaymentsUnavailable, DISABLED_MESSAGE)
+                    ApiError::new(ErrorCode::PaymentsUnavailable, PAYMENTS_DISABLED)
                         .with_retry_after(60),
                 );
             }

@@ -23,7 +23,7 @@ mod views;
 mod webhook;
 
 pub use drain::Queue;
-pub use intake::{Created, DISABLED_MESSAGE};
+pub use intake::Created;
 pub use request::{AmountLimits, Creditor, PaymentKind, PaymentRequest, idempotency_key, parse};
 pub use service::{Payments, PaymentsConfig};
 pub use store::PaymentStore;

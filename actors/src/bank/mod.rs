@@ -43,10 +43,7 @@ pub use paths::{BankStatus, PathStatus};
 use pay::PendingPay;
 pub use pay::{PayAnswer, PayRequest};
 use read::Pending;
-pub use read::{
-    BalanceAnswer, BalanceCache, CONSENT_EXPIRED, FetchRequest, Source, disabled_warning,
-    stale_warning, unavailable_warning,
-};
+pub use read::{BalanceAnswer, BalanceCache, FetchRequest, Source, Warning};
 
 #[derive(Debug, Clone)]
 pub struct BankConfig {

@@ -50,18 +50,34 @@ impl Source {
     }
 }
 
+/// A notice for the user that comes with a balance, or in place of one. The actors say which
+/// applies; the gateway says how it reads (in Norwegian, naming the bank).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Warning {
+    /// The bank is failing: the balance is the last one known and may be out of date.
+    Stale,
+    /// An operator has switched the bank's balances off.
+    Disabled,
+    /// Nothing live and nothing recent enough cached: no balance can be shown.
+    Unavailable,
+}
+
+impl Warning {
+    pub const ALL: [Warning; 3] = [Warning::Stale, Warning::Disabled, Warning::Unavailable];
+}
+
 /// The answer to one balance read.
 #[derive(Debug, Clone)]
 pub enum BalanceAnswer {
     Served {
         balance: Arc<Balance>,
         source: Source,
-        warning: Option<String>,
+        warning: Option<Warning>,
     },
     /// Every provider that could answer said the user's consent is no longer valid.
     ConsentExpired { providers: Vec<ProviderId> },
     /// Nothing live and nothing recent enough cached.
-    Unavailable { warning: String },
+    Unavailable { warning: Warning },
 }
 
 /// One read to serve.
@@ -84,33 +100,6 @@ pub(super) struct Pending {
     reply: ReplySlot,
     tried: Vec<ProviderId>,
     consent_failed: Vec<ProviderId>,
-}
-
-/// The Norwegian message when the user's consent at the bank no longer holds.
-pub const CONSENT_EXPIRED: &str = "Banktilkobling utløpt – forny tilkoblingen";
-
-/// The Norwegian warning shown with a stale balance.
-pub fn stale_warning(bank: BankId) -> String {
-    format!(
-        "{} opplever tekniske problemer. Saldo kan være utdatert.",
-        bank.display_name()
-    )
-}
-
-/// The Norwegian message while an operator has switched a bank's balances off.
-pub fn disabled_warning(bank: BankId) -> String {
-    format!(
-        "Saldo fra {} er midlertidig utilgjengelig.",
-        bank.display_name()
-    )
-}
-
-/// The Norwegian message when no balance can be shown.
-pub fn unavailable_warning(bank: BankId) -> String {
-    format!(
-        "{} er utilgjengelig akkurat nå. Saldo kan ikke vises.",
-        bank.display_name()
-    )
 }
 
 /// The reply port in a read's slot, unless the read has been answered already.
@@ -201,7 +190,7 @@ impl BankState {
         let cached = self.cached(&request.connection);
         match self.args.modes.balances_pin(self.bank()) {
             Some(BalancesMode::Disabled) => {
-                let warning = disabled_warning(self.bank());
+                let warning = Warning::Disabled;
                 return send_answer(self.bank(), reply, BalanceAnswer::Unavailable { warning });
             }
             Some(BalancesMode::Cached) => {
@@ -235,7 +224,7 @@ impl BankState {
                     }
                 }
                 _ => BalanceAnswer::Unavailable {
-                    warning: unavailable_warning(self.bank()),
+                    warning: Warning::Unavailable,
                 },
             };
             send_answer(self.bank(), reply, answer);
@@ -420,14 +409,14 @@ impl BankState {
                 Freshness::Stale => BalanceAnswer::Served {
                     balance,
                     source: Source::CacheStale,
-                    warning: Some(stale_warning(self.bank())),
+                    warning: Some(Warning::Stale),
                 },
                 Freshness::Expired => BalanceAnswer::Unavailable {
-                    warning: unavailable_warning(self.bank()),
+                    warning: Warning::Unavailable,
                 },
             },
             None => BalanceAnswer::Unavailable {
-                warning: unavailable_warning(self.bank()),
+                warning: Warning::Unavailable,
             },
         }
     }
