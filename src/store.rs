@@ -12,15 +12,12 @@ use futures_util::future::BoxFuture;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
+use crate::postgres::parse_column;
 use crate::providers::RemoteAccount;
 
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
-}
-
-fn db(error: impl std::fmt::Display) -> StoreError {
-    StoreError(error.to_string())
 }
 
 /// A consent as the client API tracks it.
@@ -59,31 +56,25 @@ pub struct ConnectionView {
 /// One account as the providers listed it: its details and its id at each provider.
 type AccountAcrossProviders<'a> = (&'a RemoteAccount, Vec<(ProviderId, &'a str)>);
 
-fn parse<T: std::str::FromStr>(value: &str) -> Result<T, StoreError> {
-    value
-        .parse()
-        .map_err(|_| StoreError(format!("unexpected value `{value}` in the database")))
-}
-
 impl PgStore {
     pub fn new(pool: Pool) -> Arc<PgStore> {
         Arc::new(PgStore { pool })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.pool.get().await.map_err(db)
+        self.pool.get().await.map_err(StoreError::caused_by)
     }
 
     /// Records a new consent and the provider consents started for it.
     pub async fn create_consent(&self, consent: &ConsentRecord) -> Result<(), StoreError> {
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(db)?;
+        let tx = client.transaction().await.map_err(StoreError::caused_by)?;
         tx.execute(
             "INSERT INTO consents (id, user_id, bank, status, redirect_url) VALUES ($1, $2, $3, 'pending', $4)",
             &[&consent.id, &consent.user_id, &consent.bank.as_str(), &consent.redirect_url],
         )
         .await
-        .map_err(db)?;
+        .map_err(StoreError::caused_by)?;
         for pc in &consent.providers {
             tx.execute(
                 "INSERT INTO provider_consents (consent_id, provider, external_id, session_id, sca_redirect, status)
@@ -97,9 +88,9 @@ impl PgStore {
                 ],
             )
             .await
-            .map_err(db)?;
+            .map_err(StoreError::caused_by)?;
         }
-        tx.commit().await.map_err(db)
+        tx.commit().await.map_err(StoreError::caused_by)
     }
 
     pub async fn consent(&self, id: Uuid) -> Result<Option<ConsentRecord>, StoreError> {
@@ -110,7 +101,7 @@ impl PgStore {
                 &[&id],
             )
             .await
-            .map_err(db)?
+            .map_err(StoreError::caused_by)?
         else {
             return Ok(None);
         };
@@ -120,11 +111,11 @@ impl PgStore {
                 &[&id],
             )
             .await
-            .map_err(db)?;
+            .map_err(StoreError::caused_by)?;
         let mut providers = Vec::new();
         for r in rows {
             providers.push(ProviderConsent {
-                provider: parse(r.get::<_, &str>(0))?,
+                provider: parse_column(r.get::<_, &str>(0))?,
                 external_id: r.get(1),
                 sca_redirect: r.get(2),
                 status: r.get(3),
@@ -133,7 +124,7 @@ impl PgStore {
         Ok(Some(ConsentRecord {
             id,
             user_id: row.get(0),
-            bank: parse(row.get::<_, &str>(1))?,
+            bank: parse_column(row.get::<_, &str>(1))?,
             status: row.get(2),
             redirect_url: row.get(3),
             providers,
@@ -155,7 +146,7 @@ impl PgStore {
                 &[&consent, &provider.as_str(), &status, &valid_until],
             )
             .await
-            .map_err(db)?;
+            .map_err(StoreError::caused_by)?;
         Ok(())
     }
 
@@ -169,7 +160,7 @@ impl PgStore {
         expires_at: Option<DateTime<Utc>>,
     ) -> Result<String, StoreError> {
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(db)?;
+        let tx = client.transaction().await.map_err(StoreError::caused_by)?;
         let mut by_iban: HashMap<&str, AccountAcrossProviders> = HashMap::new();
         for (provider, list) in accounts {
             for account in list {
@@ -200,21 +191,21 @@ impl PgStore {
                     ],
                 )
                 .await
-                .map_err(db)?;
+                .map_err(StoreError::caused_by)?;
             let connection: Uuid = row.get(0);
             tx.execute(
                 "DELETE FROM connection_accounts WHERE connection_id = $1",
                 &[&connection],
             )
             .await
-            .map_err(db)?;
+            .map_err(StoreError::caused_by)?;
             for (provider, id) in ids {
                 tx.execute(
                     "INSERT INTO connection_accounts (connection_id, provider, account_id) VALUES ($1, $2, $3)",
                     &[&connection, &provider.as_str(), id],
                 )
                 .await
-                .map_err(db)?;
+                .map_err(StoreError::caused_by)?;
             }
         }
         let status = if by_iban.is_empty() {
@@ -227,8 +218,8 @@ impl PgStore {
             &[&consent.id, &status, &expires_at],
         )
         .await
-        .map_err(db)?;
-        tx.commit().await.map_err(db)?;
+        .map_err(StoreError::caused_by)?;
+        tx.commit().await.map_err(StoreError::caused_by)?;
         Ok(status.to_owned())
     }
 
@@ -250,13 +241,13 @@ impl PgStore {
                 &[&user],
             )
             .await
-            .map_err(db)?;
+            .map_err(StoreError::caused_by)?;
         rows.iter()
             .map(|r| {
                 let providers: Vec<String> = r.get(7);
                 Ok(ConnectionView {
                     id: r.get(0),
-                    bank: parse(r.get::<_, &str>(1))?,
+                    bank: parse_column(r.get::<_, &str>(1))?,
                     iban: r.get(2),
                     name: r.get(3),
                     currency: r.get(4),
@@ -264,7 +255,7 @@ impl PgStore {
                     created_at: r.get(6),
                     providers: providers
                         .iter()
-                        .map(|p| parse(p))
+                        .map(|p| parse_column(p))
                         .collect::<Result<_, _>>()?,
                 })
             })
@@ -282,7 +273,7 @@ impl PgStore {
                 &[&id, &user],
             )
             .await
-            .map_err(db)?;
+            .map_err(StoreError::caused_by)?;
         Ok(deleted == 1)
     }
 
@@ -304,7 +295,7 @@ impl PgStore {
                 &[&user],
             )
             .await
-            .map_err(db)?;
+            .map_err(StoreError::caused_by)?;
         let mut connections: Vec<Connection> = Vec::new();
         for row in rows {
             let id: Uuid = row.get(0);
@@ -314,14 +305,14 @@ impl PgStore {
                         amount,
                         currency: row.get(10),
                         balance_type: row.get(11),
-                        provider: parse(row.get::<_, &str>(12))?,
+                        provider: parse_column(row.get::<_, &str>(12))?,
                         fetched_at: row.get(13),
                     }),
                     None => None,
                 };
                 connections.push(Connection {
                     id,
-                    bank: parse(row.get::<_, &str>(1))?,
+                    bank: parse_column(row.get::<_, &str>(1))?,
                     iban: row.get(2),
                     name: row.get(3),
                     currency: row.get(4),
@@ -339,7 +330,7 @@ impl PgStore {
             };
             let connection = connections.last_mut().expect("pushed above");
             connection.accounts.push(ProviderAccount {
-                provider: parse(provider)?,
+                provider: parse_column(provider)?,
                 account_id,
                 consent_ref,
             });
@@ -408,7 +399,7 @@ impl Store for PgStore {
                     ],
                 )
                 .await
-                .map_err(db)?;
+                .map_err(StoreError::caused_by)?;
             Ok(())
         })
     }
@@ -428,7 +419,7 @@ impl Store for PgStore {
                     &[&connection, &provider.as_str()],
                 )
                 .await
-                .map_err(db)?;
+                .map_err(StoreError::caused_by)?;
             Ok(())
         })
     }

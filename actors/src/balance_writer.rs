@@ -122,7 +122,7 @@ mod tests {
             balances: Vec<(Uuid, Balance)>,
         ) -> BoxFuture<'static, Result<(), StoreError>> {
             let result = if self.down.load(Ordering::SeqCst) {
-                Err(StoreError("the database is away".to_owned()))
+                Err(StoreError::new("the database is away"))
             } else {
                 self.batches.lock().unwrap().push(balances);
                 Ok(())

@@ -2,6 +2,7 @@
 //! database. `src/` implements them over HTTP and PostgreSQL; tests may implement them too.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -246,9 +247,33 @@ pub trait Upstream: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<(), UpstreamError>>;
 }
 
+/// PostgreSQL failed or answered something unexpected. It keeps what went wrong beneath, so
+/// a log line can show the whole chain (`std::error::Error::source`).
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("database: {0}")]
-pub struct StoreError(pub String);
+#[error("database: {what}")]
+pub struct StoreError {
+    what: String,
+    #[source]
+    cause: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl StoreError {
+    /// An error the store found itself (an unexpected value, a missing row).
+    pub fn new(what: impl Into<String>) -> StoreError {
+        StoreError {
+            what: what.into(),
+            cause: None,
+        }
+    }
+
+    /// An error of the database client or the pool.
+    pub fn caused_by(cause: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+        StoreError {
+            what: cause.to_string(),
+            cause: Some(Arc::new(cause)),
+        }
+    }
+}
 
 /// What the actors keep in PostgreSQL.
 pub trait Store: Send + Sync + 'static {

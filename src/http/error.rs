@@ -7,8 +7,9 @@
 
 use std::convert::Infallible;
 
+use bankgate_actors::upstream::StoreError;
 use serde::Serialize;
-use tracing::error;
+use tracing::{error, warn};
 use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Response;
 use warp::{Rejection, Reply};
@@ -66,6 +67,18 @@ impl ErrorCode {
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
+    }
+}
+
+/// The database failed: the client may try again shortly. The cause is logged, never sent.
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> ApiError {
+        warn!(error = %error, cause = ?std::error::Error::source(&error), "database error");
+        ApiError::new(
+            ErrorCode::Unavailable,
+            "temporarily unavailable, try again shortly",
+        )
+        .with_retry_after(1)
     }
 }
 

@@ -32,7 +32,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use crate::http::{ApiError, ErrorCode};
+use crate::http::ApiError;
 use crate::payments::Payments;
 use crate::postgres::Database;
 use store::{mode_text, parse_mode};
@@ -71,15 +71,6 @@ pub struct Ops {
     calls: Arc<CallLog>,
     drainer: DrainerHandle,
     pub tokens: AdminTokens,
-}
-
-fn unavailable(error: StoreError) -> ApiError {
-    warn!(error = %error, "database error");
-    ApiError::new(
-        ErrorCode::Unavailable,
-        "temporarily unavailable, try again shortly",
-    )
-    .with_retry_after(1)
 }
 
 fn check_reason(reason: &str) -> Result<&str, ApiError> {
@@ -282,9 +273,8 @@ impl Ops {
         };
         self.store
             .set_bank_mode(bank, balances, payments, actor, reason, expires_at)
-            .await
-            .map_err(unavailable)?;
-        self.load().await.map_err(unavailable)?;
+            .await?;
+        self.load().await?;
         info!(bank = %bank, actor, reason, "bank mode set by an operator");
         Ok(json!({
             "bank": bank,
@@ -303,11 +293,8 @@ impl Ops {
     ) -> Result<Value, ApiError> {
         let reason = check_reason(&request.reason)?;
         let pin: Option<BreakerPin> = setting("state", &request.state, "open, closed, auto")?;
-        self.store
-            .set_breaker(provider, pin, actor, reason)
-            .await
-            .map_err(unavailable)?;
-        self.load().await.map_err(unavailable)?;
+        self.store.set_breaker(provider, pin, actor, reason).await?;
+        self.load().await?;
         info!(provider = %provider, actor, reason, "breaker override set by an operator");
         Ok(json!({"provider": provider, "state": mode_text(pin), "set_by": actor}))
     }
@@ -337,8 +324,7 @@ impl Ops {
         let pins: HashMap<BankId, store::BankPins> = self
             .store
             .bank_pins()
-            .await
-            .map_err(unavailable)?
+            .await?
             .into_iter()
             .map(|p| (p.bank, p))
             .collect();
@@ -350,7 +336,7 @@ impl Ops {
                 Some(handle) => handle.status().await.ok(),
                 None => None,
             };
-            let (depth, oldest) = self.payments.queue(bank).await.map_err(unavailable)?;
+            let (depth, oldest) = self.payments.queue(bank).await?;
             let providers: Vec<Value> = status
                 .as_ref()
                 .map(|s| s.paths.clone())
@@ -426,7 +412,7 @@ impl Ops {
         } else {
             troubled.join("; ")
         };
-        let audit = self.store.recent_audit(10).await.map_err(unavailable)?;
+        let audit = self.store.recent_audit(10).await?;
         Ok(json!({
             "summary": summary,
             "banks": banks,

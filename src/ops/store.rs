@@ -11,12 +11,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use crate::postgres::parse_column;
+
 /// The channel every change is announced on.
 pub const CHANNEL: &str = "bankgate_ops";
-
-fn db(error: impl std::fmt::Display) -> StoreError {
-    StoreError(error.to_string())
-}
 
 /// `auto` for no pin, else the mode's name.
 pub fn mode_text<T: Serialize>(mode: Option<T>) -> String {
@@ -62,7 +60,7 @@ impl OpsStore {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.pool.get().await.map_err(db)
+        self.pool.get().await.map_err(StoreError::caused_by)
     }
 
     pub async fn set_bank_mode(
@@ -75,14 +73,14 @@ impl OpsStore {
         expires_at: Option<DateTime<Utc>>,
     ) -> Result<(), StoreError> {
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(db)?;
+        let tx = client.transaction().await.map_err(StoreError::caused_by)?;
         let before = tx
             .query_opt(
                 "SELECT balances_mode, payments_mode FROM bank_modes WHERE bank = $1 FOR UPDATE",
                 &[&bank.as_str()],
             )
             .await
-            .map_err(db)?
+            .map_err(StoreError::caused_by)?
             .map(|r| json!({"balances": r.get::<_, String>(0), "payments": r.get::<_, String>(1)}))
             .unwrap_or_else(|| json!({"balances": "auto", "payments": "auto"}));
         let (balances, payments) = (mode_text(balances), mode_text(payments));
@@ -95,7 +93,7 @@ impl OpsStore {
             &[&bank.as_str(), &balances, &payments, &actor, &reason, &expires_at],
         )
         .await
-        .map_err(db)?;
+        .map_err(StoreError::caused_by)?;
         let after = json!({"balances": balances, "payments": payments, "expires_at": expires_at});
         audit(
             &tx,
@@ -109,8 +107,8 @@ impl OpsStore {
         .await?;
         tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &"bank_mode"])
             .await
-            .map_err(db)?;
-        tx.commit().await.map_err(db)
+            .map_err(StoreError::caused_by)?;
+        tx.commit().await.map_err(StoreError::caused_by)
     }
 
     pub async fn set_breaker(
@@ -121,14 +119,14 @@ impl OpsStore {
         reason: &str,
     ) -> Result<(), StoreError> {
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(db)?;
+        let tx = client.transaction().await.map_err(StoreError::caused_by)?;
         let before = tx
             .query_opt(
                 "SELECT state FROM provider_breakers WHERE provider = $1 FOR UPDATE",
                 &[&provider.as_str()],
             )
             .await
-            .map_err(db)?
+            .map_err(StoreError::caused_by)?
             .map(|r| json!({"state": r.get::<_, String>(0)}))
             .unwrap_or_else(|| json!({"state": "auto"}));
         let state = mode_text(pin);
@@ -140,7 +138,7 @@ impl OpsStore {
             &[&provider.as_str(), &state, &actor, &reason],
         )
         .await
-        .map_err(db)?;
+        .map_err(StoreError::caused_by)?;
         let after = json!({ "state": state });
         audit(
             &tx,
@@ -154,8 +152,8 @@ impl OpsStore {
         .await?;
         tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &"breaker"])
             .await
-            .map_err(db)?;
-        tx.commit().await.map_err(db)
+            .map_err(StoreError::caused_by)?;
+        tx.commit().await.map_err(StoreError::caused_by)
     }
 
     pub async fn bank_pins(&self) -> Result<Vec<BankPins>, StoreError> {
@@ -166,11 +164,11 @@ impl OpsStore {
                 &[],
             )
             .await
-            .map_err(db)?;
+            .map_err(StoreError::caused_by)?;
         rows.iter()
             .map(|r| {
                 Ok(BankPins {
-                    bank: r.get::<_, &str>(0).parse().map_err(db)?,
+                    bank: parse_column(r.get::<_, &str>(0))?,
                     balances: parse_mode(r.get(1)),
                     payments: parse_mode(r.get(2)),
                     set_by: r.get(3),
@@ -190,11 +188,11 @@ impl OpsStore {
                 &[],
             )
             .await
-            .map_err(db)?;
+            .map_err(StoreError::caused_by)?;
         rows.iter()
             .map(|r| {
                 Ok(BreakerOverride {
-                    provider: r.get::<_, &str>(0).parse().map_err(db)?,
+                    provider: parse_column(r.get::<_, &str>(0))?,
                     pin: parse_mode(r.get(1)),
                     set_by: r.get(2),
                     reason: r.get(3),
@@ -226,7 +224,7 @@ impl OpsStore {
                 &[&limit],
             )
             .await
-            .map_err(db)?;
+            .map_err(StoreError::caused_by)?;
         Ok(rows
             .iter()
             .map(|r| {
@@ -259,6 +257,6 @@ async fn audit(
             &[&actor, &action, &target, &before, &after, &reason],
         )
         .await
-        .map_err(db)?;
+        .map_err(StoreError::caused_by)?;
     Ok(())
 }

@@ -16,7 +16,7 @@ use tracing::warn;
 use uuid::Uuid;
 
 use super::request::{PaymentRequest, idempotency_key, parse};
-use super::service::{count, unavailable};
+use super::service::count;
 use super::store::PaymentRecord;
 use super::{PaymentStatus, Payments, PaymentsMode};
 use crate::copy::{CONSENT_EXPIRED, PAYMENT_PROCESSING, PAYMENT_QUEUED, PAYMENTS_DISABLED};
@@ -119,7 +119,7 @@ impl Payments {
         // A second try when another request with the same key commits between our look-up
         // and our insert: the look-up then sees it.
         for _ in 0..2 {
-            if let Some(known) = self.store.key(user, &key).await.map_err(unavailable)? {
+            if let Some(known) = self.store.key(user, &key).await? {
                 return self.replay(user, &key, known, &hash).await;
             }
             self.check_debtor(user, &request).await?;
@@ -153,26 +153,20 @@ impl Payments {
             let inserted = self
                 .store
                 .insert(id, user, &key, &hash, &request, &ip, status, reason)
-                .await
-                .map_err(unavailable)?;
+                .await?;
             if !inserted {
                 continue;
             }
             count(request.bank, status, 1);
             let payment = if status == PaymentStatus::Received {
-                self.send_new(id, request.bank).await.map_err(unavailable)?
+                self.send_new(id, request.bank).await?
             } else {
-                self.store
-                    .payment(id)
-                    .await
-                    .map_err(unavailable)?
-                    .expect("just written")
+                self.store.payment(id).await?.expect("just written")
             };
             let created = answer(&payment).unwrap_or_else(|e| error_answer(&e));
             self.store
                 .save_response(user, &key, created.status, &created.body)
-                .await
-                .map_err(unavailable)?;
+                .await?;
             return Ok(created);
         }
         Err(in_progress())
@@ -205,14 +199,12 @@ impl Payments {
                 let payment = self
                     .store
                     .payment(id)
-                    .await
-                    .map_err(unavailable)?
+                    .await?
                     .ok_or_else(|| ApiError::not_found("no such payment"))?;
                 let created = answer(&payment).unwrap_or_else(|e| error_answer(&e));
                 self.store
                     .save_response(user, key, created.status, &created.body)
-                    .await
-                    .map_err(unavailable)?;
+                    .await?;
                 Ok(created)
             }
             _ => Err(in_progress()),
@@ -243,8 +235,7 @@ impl Payments {
         let bank = self
             .store
             .connection_bank(user, request.debtor_account_id)
-            .await
-            .map_err(unavailable)?;
+            .await?;
         match bank {
             Some(bank) if bank == request.bank => Ok(()),
             Some(_) => Err(

@@ -12,7 +12,7 @@ use bankgate_actors::upstream::{PaymentOrder, RemotePayment, StoreError};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::service::{count, remote_status, unavailable};
+use super::service::{count, remote_status};
 use super::store::{Change, PaymentRecord, Sendable};
 use super::{PaymentStatus, Payments};
 use crate::http::ApiError;
@@ -272,17 +272,15 @@ impl Payments {
         let payment = self
             .store
             .payment(id)
-            .await
-            .map_err(unavailable)?
+            .await?
             .ok_or_else(|| ApiError::not_found("no such payment"))?;
         if payment.status == PaymentStatus::PendingSca {
-            self.poll(id).await.map_err(unavailable)?;
+            self.poll(id).await?;
         }
         let payment = self
             .store
             .payment(id)
-            .await
-            .map_err(unavailable)?
+            .await?
             .ok_or_else(|| ApiError::not_found("no such payment"))?;
         Ok(json!({"payment_id": id, "status": payment.status}))
     }

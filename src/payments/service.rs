@@ -20,17 +20,15 @@ use bankgate_actors::drainer::DrainerHandle;
 use bankgate_actors::metrics;
 use bankgate_actors::modes::ModeBoard;
 use bankgate_actors::provider::ProviderHandle;
-use bankgate_actors::upstream::{RemoteStatus, StoreError};
+use bankgate_actors::upstream::RemoteStatus;
 use bankgate_actors::{BankId, ProviderId};
 use governor::{DefaultKeyedRateLimiter, RateLimiter};
-use tracing::warn;
 
 use super::intake::quota;
 use super::request::AmountLimits;
 use super::store::PaymentStore;
 use super::webhook::WebhookVerifier;
 use super::{PaymentStatus, PaymentsMode};
-use crate::http::{ApiError, ErrorCode};
 
 #[derive(Debug, Clone)]
 pub struct PaymentsConfig {
@@ -56,15 +54,6 @@ pub struct Payments {
     pub(super) per_user: DefaultKeyedRateLimiter<String>,
     pub(super) per_ip: DefaultKeyedRateLimiter<IpAddr>,
     pub(super) webhooks: WebhookVerifier,
-}
-
-pub(super) fn unavailable(error: StoreError) -> ApiError {
-    warn!(error = %error, "database error");
-    ApiError::new(
-        ErrorCode::Unavailable,
-        "temporarily unavailable, try again shortly",
-    )
-    .with_retry_after(1)
 }
 
 pub(super) fn remote_status(status: RemoteStatus) -> PaymentStatus {

@@ -18,16 +18,7 @@ use uuid::Uuid;
 
 use super::PaymentStatus;
 use super::request::{Creditor, PaymentRequest};
-
-fn db(error: impl std::fmt::Display) -> StoreError {
-    StoreError(error.to_string())
-}
-
-fn parse<T: std::str::FromStr>(value: &str) -> Result<T, StoreError> {
-    value
-        .parse()
-        .map_err(|_| StoreError(format!("unexpected value `{value}` in the database")))
-}
+use crate::postgres::parse_column;
 
 /// A payment row.
 #[derive(Debug, Clone)]
@@ -64,16 +55,19 @@ impl PaymentRecord {
         Ok(PaymentRecord {
             id: row.get(0),
             user_id: row.get(1),
-            bank: parse(row.get::<_, &str>(2))?,
+            bank: parse_column(row.get::<_, &str>(2))?,
             debtor_connection: row.get(3),
             amount: row.get(4),
             currency: row.get(5),
-            creditor: serde_json::from_value(creditor).map_err(db)?,
+            creditor: serde_json::from_value(creditor).map_err(StoreError::caused_by)?,
             remittance_info: row.get(7),
             kind: row.get(8),
-            status: parse(row.get::<_, &str>(9))?,
+            status: parse_column(row.get::<_, &str>(9))?,
             reference: row.get(10),
-            provider: row.get::<_, Option<&str>>(11).map(parse).transpose()?,
+            provider: row
+                .get::<_, Option<&str>>(11)
+                .map(parse_column)
+                .transpose()?,
             provider_payment_id: row.get(12),
             sca_redirect: row.get(13),
             attempts: row.get(14),
@@ -135,7 +129,7 @@ impl PaymentStore {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.pool.get().await.map_err(db)
+        self.pool.get().await.map_err(StoreError::caused_by)
     }
 
     pub async fn key(&self, user: &str, key: &str) -> Result<Option<KeyRecord>, StoreError> {
@@ -147,7 +141,7 @@ impl PaymentStore {
                 &[&user, &key],
             )
             .await
-            .map_err(db)?;
+            .map_err(StoreError::caused_by)?;
         Ok(row.map(|row| KeyRecord {
             request_hash: row.get(0),
             payment_id: row.get(1),
@@ -174,7 +168,7 @@ impl PaymentStore {
         reason: &str,
     ) -> Result<bool, StoreError> {
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(db)?;
+        let tx = client.transaction().await.map_err(StoreError::caused_by)?;
         let keyed = tx
             .execute(
                 "INSERT INTO idempotency_keys (user_id, key, request_hash) VALUES ($1, $2, $3)
@@ -182,11 +176,11 @@ impl PaymentStore {
                 &[&user, &key, &request_hash],
             )
             .await
-            .map_err(db)?;
+            .map_err(StoreError::caused_by)?;
         if keyed == 0 {
             return Ok(false);
         }
-        let creditor = serde_json::to_value(&request.creditor).map_err(db)?;
+        let creditor = serde_json::to_value(&request.creditor).map_err(StoreError::caused_by)?;
         // The reference goes out as endToEndIdentification: at most 35 characters.
         let reference = id.simple().to_string();
         tx.execute(
@@ -210,25 +204,25 @@ impl PaymentStore {
             ],
         )
         .await
-        .map_err(db)?;
+        .map_err(StoreError::caused_by)?;
         tx.execute(
             "INSERT INTO payment_events (payment_id, from_status, to_status, reason)
              VALUES ($1, NULL, $2, $3)",
             &[&id, &status.as_str(), &reason],
         )
         .await
-        .map_err(db)?;
+        .map_err(StoreError::caused_by)?;
         tx.execute(
             "UPDATE idempotency_keys SET payment_id = $3 WHERE user_id = $1 AND key = $2",
             &[&user, &key, &id],
         )
         .await
-        .map_err(db)?;
+        .map_err(StoreError::caused_by)?;
         match tx.commit().await {
             Ok(()) => Ok(true),
             // Another request with the same key committed first.
             Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => Ok(false),
-            Err(e) => Err(db(e)),
+            Err(e) => Err(StoreError::caused_by(e)),
         }
     }
 
@@ -245,8 +239,8 @@ impl PaymentStore {
                 &[&id, &user],
             )
             .await
-            .map_err(db)?;
-        row.map(|r| parse(r.get::<_, &str>(0))).transpose()
+            .map_err(StoreError::caused_by)?;
+        row.map(|r| parse_column(r.get::<_, &str>(0))).transpose()
     }
 
     /// Stores the answer given for a key, to be replayed.
@@ -265,7 +259,7 @@ impl PaymentStore {
                 &[&user, &key, &i32::from(status), body],
             )
             .await
-            .map_err(db)?;
+            .map_err(StoreError::caused_by)?;
         Ok(())
     }
 
@@ -290,7 +284,7 @@ impl PaymentStore {
                 &[&id],
             )
             .await
-            .map_err(db)?;
+            .map_err(StoreError::caused_by)?;
         row.as_ref().map(PaymentRecord::from_row).transpose()
     }
 
@@ -312,7 +306,7 @@ impl PaymentStore {
                 &[&user, &status.map(PaymentStatus::as_str), &limit],
             )
             .await
-            .map_err(db)?;
+            .map_err(StoreError::caused_by)?;
         rows.iter().map(PaymentRecord::from_row).collect()
     }
 
@@ -329,7 +323,7 @@ impl PaymentStore {
                 &[&ids],
             )
             .await
-            .map_err(db)?;
+            .map_err(StoreError::caused_by)?;
         let mut events: HashMap<Uuid, Vec<PaymentEvent>> = HashMap::new();
         for row in rows {
             events.entry(row.get(0)).or_default().push(PaymentEvent {
@@ -361,7 +355,7 @@ impl PaymentStore {
                 &[&payment.debtor_connection],
             )
             .await
-            .map_err(db)?;
+            .map_err(StoreError::caused_by)?;
         let Some(first) = rows.first() else {
             return Ok(None);
         };
@@ -374,7 +368,7 @@ impl PaymentStore {
                 row.get::<_, Option<String>>(3),
             ) {
                 accounts.push(ProviderAccount {
-                    provider: parse(provider)?,
+                    provider: parse_column(provider)?,
                     account_id,
                     consent_ref,
                 });
@@ -426,7 +420,7 @@ impl PaymentStore {
                 ],
             )
             .await
-            .map_err(db)?;
+            .map_err(StoreError::caused_by)?;
         Ok(rows.len() as u64)
     }
 
@@ -454,7 +448,7 @@ impl PaymentStore {
                 &[&bank.as_str(), &max_age.as_secs_f64()],
             )
             .await
-            .map_err(db)?;
+            .map_err(StoreError::caused_by)?;
         Ok(row.map(|r| r.get(0)))
     }
 
@@ -480,7 +474,7 @@ impl PaymentStore {
                 &[&bank.as_str(), &status.as_str(), &older_than.as_secs_f64()],
             )
             .await
-            .map_err(db)?;
+            .map_err(StoreError::caused_by)?;
         Ok(row.map(|r| r.get(0)))
     }
 
@@ -494,7 +488,7 @@ impl PaymentStore {
                 &[&bank.as_str()],
             )
             .await
-            .map_err(db)?;
+            .map_err(StoreError::caused_by)?;
         Ok((row.get(0), row.get(1)))
     }
 
@@ -511,14 +505,14 @@ impl PaymentStore {
         reason: &str,
     ) -> Result<Option<Option<(Uuid, BankId)>>, StoreError> {
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(db)?;
+        let tx = client.transaction().await.map_err(StoreError::caused_by)?;
         let fresh = tx
             .execute(
                 "INSERT INTO webhook_events (provider, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
                 &[&provider.as_str(), &event_id],
             )
             .await
-            .map_err(db)?;
+            .map_err(StoreError::caused_by)?;
         if fresh == 0 {
             return Ok(None);
         }
@@ -534,7 +528,7 @@ impl PaymentStore {
                 ],
             )
             .await
-            .map_err(db)?;
+            .map_err(StoreError::caused_by)?;
         let mut moved = None;
         if let Some(row) = row {
             let id: Uuid = row.get(0);
@@ -550,10 +544,10 @@ impl PaymentStore {
                 PaymentStatus::PendingSca,
             ];
             if transition(&tx, id, &from, to, change).await?.is_some() {
-                moved = Some((id, parse(row.get::<_, &str>(1))?));
+                moved = Some((id, parse_column(row.get::<_, &str>(1))?));
             }
         }
-        tx.commit().await.map_err(db)?;
+        tx.commit().await.map_err(StoreError::caused_by)?;
         Ok(Some(moved))
     }
 
@@ -567,7 +561,7 @@ impl PaymentStore {
                 &[&ttl.as_secs_f64()],
             )
             .await
-            .map_err(db)
+            .map_err(StoreError::caused_by)
     }
 }
 
@@ -616,6 +610,6 @@ async fn transition(
             ],
         )
         .await
-        .map_err(db)?;
+        .map_err(StoreError::caused_by)?;
     moved.as_ref().map(PaymentRecord::from_row).transpose()
 }

@@ -7,7 +7,6 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::request::Creditor;
-use super::service::unavailable;
 use super::store::{PaymentEvent, PaymentRecord};
 use super::{PaymentStatus, Payments};
 use crate::http::ApiError;
@@ -38,11 +37,10 @@ impl Payments {
         let payment = self
             .store
             .payment(id)
-            .await
-            .map_err(unavailable)?
+            .await?
             .filter(|p| p.user_id == user)
             .ok_or_else(|| ApiError::not_found("no such payment"))?;
-        let mut events = self.store.events(&[id]).await.map_err(unavailable)?;
+        let mut events = self.store.events(&[id]).await?;
         Ok(Self::render(
             payment,
             events.remove(&id).unwrap_or_default(),
@@ -55,13 +53,9 @@ impl Payments {
         user: &str,
         status: Option<PaymentStatus>,
     ) -> Result<Vec<PaymentView>, ApiError> {
-        let payments = self
-            .store
-            .list(user, status, 100)
-            .await
-            .map_err(unavailable)?;
+        let payments = self.store.list(user, status, 100).await?;
         let ids: Vec<Uuid> = payments.iter().map(|p| p.id).collect();
-        let mut events = self.store.events(&ids).await.map_err(unavailable)?;
+        let mut events = self.store.events(&ids).await?;
         Ok(payments
             .into_iter()
             .map(|p| {

@@ -17,7 +17,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::service::{count, unavailable};
+use super::service::count;
 use super::{PaymentStatus, Payments};
 use crate::http::{ApiError, ErrorCode};
 
@@ -178,8 +178,7 @@ impl Payments {
                 to,
                 &reason,
             )
-            .await
-            .map_err(unavailable)?;
+            .await?;
         let status = match applied {
             None => "duplicate",
             Some(None) => "ignored",

@@ -7,6 +7,7 @@ pub use cluster::{ClusterError, PrivateCluster};
 
 use std::time::Duration;
 
+use bankgate_actors::upstream::StoreError;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
@@ -119,4 +120,11 @@ pub async fn ping(pool: &Pool) -> bool {
         Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
         Err(_) => false,
     }
+}
+
+/// Reads a text column that holds one of our own enums' names.
+pub fn parse_column<T: std::str::FromStr>(value: &str) -> Result<T, StoreError> {
+    value
+        .parse()
+        .map_err(|_| StoreError::new(format!("unexpected value `{value}` in the database")))
 }
