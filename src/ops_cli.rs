@@ -5,6 +5,8 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
+use crate::ops::OpsStatus;
+
 #[derive(Debug, Args)]
 pub struct OpsArgs {
     /// The ops API; defaults to the configured `http.ops_addr`.
@@ -128,7 +130,9 @@ pub async fn run(args: OpsArgs, default_url: String) -> anyhow::Result<()> {
         return Ok(());
     }
     match args.command {
-        OpsCommand::Status => print_status(&body),
+        OpsCommand::Status => {
+            print_status(&serde_json::from_value(body).context("unexpected status answer")?)
+        }
         OpsCommand::Diagnosis => print_diagnosis(&body),
         _ => println!("{}", render_object(&body)),
     }
@@ -141,6 +145,11 @@ fn text(value: &Value) -> String {
         Value::Null => "-".to_owned(),
         other => other.to_string(),
     }
+}
+
+/// A mode's, state's or pin's name as the ops API writes it.
+fn name(value: impl serde::Serialize) -> String {
+    text(&serde_json::to_value(value).unwrap_or_default())
 }
 
 fn render_object(value: &Value) -> String {
@@ -177,40 +186,22 @@ fn table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-fn print_status(body: &Value) {
-    println!("{}\n", text(&body["summary"]));
+fn print_status(status: &OpsStatus) {
+    let or_dash = |value: Option<String>| value.unwrap_or_else(|| "-".to_owned());
+    println!("{}\n", status.summary);
     let mut rows = Vec::new();
-    for bank in body["banks"].as_array().into_iter().flatten() {
-        for path in bank["providers"].as_array().into_iter().flatten() {
+    for bank in &status.banks {
+        for path in &bank.providers {
             rows.push(vec![
-                text(&bank["bank"]),
-                format!(
-                    "{} ({})",
-                    text(&bank["balances"]),
-                    text(&bank["balances_set_by"])
-                ),
-                format!(
-                    "{} ({})",
-                    text(&bank["payments"]),
-                    text(&bank["payments_set_by"])
-                ),
-                text(&path["provider"]),
-                format!(
-                    "{} {}s",
-                    text(&path["breaker"]),
-                    text(&path["breaker_since_s"])
-                ),
-                format!(
-                    "{:.0}%",
-                    path["failure_rate_5m"].as_f64().unwrap_or(0.0) * 100.0
-                ),
-                text(&path["p95_ms"]),
-                text(&path["last_error"]),
-                format!(
-                    "{} / {}s",
-                    text(&bank["queue"]["depth"]),
-                    text(&bank["queue"]["oldest_s"])
-                ),
+                bank.bank.to_string(),
+                format!("{} ({})", name(bank.balances), name(bank.balances_set_by)),
+                format!("{} ({})", name(bank.payments), name(bank.payments_set_by)),
+                path.provider.to_string(),
+                format!("{} {}s", path.breaker.as_str(), path.breaker_since_s),
+                format!("{:.0}%", path.failure_rate_5m * 100.0),
+                or_dash(path.p95_ms.map(|ms| ms.to_string())),
+                or_dash(path.last_error.map(|e| e.as_str().to_owned())),
+                format!("{} / {}s", bank.queue.depth, bank.queue.oldest_s),
             ]);
         }
     }
@@ -229,16 +220,15 @@ fn print_status(body: &Value) {
         &rows,
     );
     println!();
-    let providers: Vec<Vec<String>> = body["providers"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let providers: Vec<Vec<String>> = status
+        .providers
+        .iter()
         .map(|p| {
             vec![
-                text(&p["provider"]),
-                text(&p["credentials_valid"]),
-                text(&p["rate_limit_headroom"]),
-                text(&p["breaker_pinned"]),
+                p.provider.to_string(),
+                or_dash(p.credentials_valid.map(|v| v.to_string())),
+                or_dash(p.rate_limit_headroom.map(|h| h.to_string())),
+                or_dash(p.breaker_pinned.map(name)),
             ]
         })
         .collect();

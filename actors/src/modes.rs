@@ -45,7 +45,7 @@ pub enum BreakerPin {
 }
 
 /// Who decided a bank's current mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SetBy {
     Operator,

@@ -16,7 +16,7 @@ use crate::http::request_id::{RequestId, request_id, tag};
 use crate::http::{ApiError, ErrorCode};
 use crate::ops::{BreakerRequest, ModeRequest};
 
-fn respond(result: Result<serde_json::Value, ApiError>) -> Response {
+fn respond<T: serde::Serialize>(result: Result<T, ApiError>) -> Response {
     match result {
         Ok(body) => warp::reply::json(&body).into_response(),
         Err(error) => error.into_response(),

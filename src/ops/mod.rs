@@ -9,10 +9,12 @@
 
 mod auth;
 pub mod diagnosis;
+pub mod status;
 mod store;
 
 pub use auth::AdminTokens;
 pub use diagnosis::{Diagnosis, Incident};
+pub use status::OpsStatus;
 pub use store::OpsStore;
 
 use std::collections::HashMap;
@@ -35,6 +37,7 @@ use tracing::{info, warn};
 use crate::http::ApiError;
 use crate::payments::Payments;
 use crate::postgres::Database;
+use status::{BankReport, OperatorPin, PathReport, ProviderReport, QueueReport};
 use store::{mode_text, parse_mode};
 
 /// How often every instance reloads the stored pins even without a notification.
@@ -319,7 +322,7 @@ impl Ops {
         })
     }
 
-    pub async fn status(&self) -> Result<Value, ApiError> {
+    pub async fn status(&self) -> Result<OpsStatus, ApiError> {
         let paths = self.calls.summary();
         let pins: HashMap<BankId, store::BankPins> = self
             .store
@@ -337,7 +340,7 @@ impl Ops {
                 None => None,
             };
             let (depth, oldest) = self.payments.queue(bank).await?;
-            let providers: Vec<Value> = status
+            let providers = status
                 .as_ref()
                 .map(|s| s.paths.clone())
                 .unwrap_or_default()
@@ -347,19 +350,18 @@ impl Ops {
                         .get(&(bank, path.provider))
                         .cloned()
                         .unwrap_or_default();
-                    json!({
-                        "provider": path.provider,
-                        "breaker": path.breaker.as_str(),
-                        "breaker_since_s": path.since_s,
-                        "breaker_pinned": path.pinned.map(|p| mode_text(Some(p))),
-                        "calls_5m": stats.calls,
-                        "failure_rate_5m": (stats.failure_rate() * 1000.0).round() / 1000.0,
-                        "p95_ms": stats.p95_ms,
-                        "last_error": path.last_error.or(stats.last_error),
-                    })
+                    PathReport {
+                        provider: path.provider,
+                        breaker: path.breaker,
+                        breaker_since_s: path.since_s,
+                        breaker_pinned: path.pinned,
+                        calls_5m: stats.calls,
+                        failure_rate_5m: (stats.failure_rate() * 1000.0).round() / 1000.0,
+                        p95_ms: stats.p95_ms,
+                        last_error: path.last_error.or(stats.last_error),
+                    }
                 })
                 .collect();
-            let pin = pins.get(&bank);
             if modes.degraded
                 || modes.balances != BalancesMode::Live
                 || modes.payments != PaymentsMode::Live
@@ -375,23 +377,26 @@ impl Ops {
                     }
                 ));
             }
-            banks.push(json!({
-                "bank": bank,
-                "available": status.as_ref().is_some_and(|s| s.available()),
-                "balances": modes.balances,
-                "balances_set_by": modes.balances_set_by,
-                "payments": modes.payments,
-                "payments_set_by": modes.payments_set_by,
-                "degraded": modes.degraded,
-                "operator": pin.map(|p| json!({
-                    "set_by": p.set_by,
-                    "reason": p.reason,
-                    "expires_at": p.expires_at,
-                    "updated_at": p.updated_at,
-                })),
-                "queue": {"depth": depth, "oldest_s": oldest.round()},
-                "providers": providers,
-            }));
+            banks.push(BankReport {
+                bank,
+                available: status.as_ref().is_some_and(|s| s.available()),
+                balances: modes.balances,
+                balances_set_by: modes.balances_set_by,
+                payments: modes.payments,
+                payments_set_by: modes.payments_set_by,
+                degraded: modes.degraded,
+                operator: pins.get(&bank).map(|p| OperatorPin {
+                    set_by: p.set_by.clone(),
+                    reason: p.reason.clone(),
+                    expires_at: p.expires_at,
+                    updated_at: p.updated_at,
+                }),
+                queue: QueueReport {
+                    depth,
+                    oldest_s: oldest.round(),
+                },
+                providers,
+            });
         }
         let mut providers = Vec::new();
         for provider in ProviderId::ALL {
@@ -399,25 +404,24 @@ impl Ops {
                 Some(handle) => handle.status().await,
                 None => None,
             };
-            providers.push(json!({
-                "provider": provider,
-                "credentials_valid": status.as_ref().map(|s| s.credentials_valid),
-                "rate_limit_headroom": status.as_ref().map(|s| s.rate_limit_headroom),
-                "last_auth_error": status.as_ref().and_then(|s| s.last_auth_error),
-                "breaker_pinned": self.modes.breaker_pin(provider).map(|p| mode_text(Some(p))),
-            }));
+            providers.push(ProviderReport {
+                provider,
+                credentials_valid: status.as_ref().map(|s| s.credentials_valid),
+                rate_limit_headroom: status.as_ref().map(|s| s.rate_limit_headroom),
+                last_auth_error: status.as_ref().and_then(|s| s.last_auth_error),
+                breaker_pinned: self.modes.breaker_pin(provider),
+            });
         }
         let summary = if troubled.is_empty() {
             "all banks live".to_owned()
         } else {
             troubled.join("; ")
         };
-        let audit = self.store.recent_audit(10).await?;
-        Ok(json!({
-            "summary": summary,
-            "banks": banks,
-            "providers": providers,
-            "recent_changes": audit,
-        }))
+        Ok(OpsStatus {
+            summary,
+            banks,
+            providers,
+            recent_changes: self.store.recent_audit(10).await?,
+        })
     }
 }

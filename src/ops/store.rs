@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use super::status::AuditEntry;
 use crate::postgres::parse_column;
 
 /// The channel every change is announced on.
@@ -216,7 +217,7 @@ impl OpsStore {
     }
 
     /// The newest audit entries, newest first.
-    pub async fn recent_audit(&self, limit: i64) -> Result<Vec<Value>, StoreError> {
+    pub async fn recent_audit(&self, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
         let client = self.client().await?;
         let rows = client
             .query(
@@ -227,16 +228,14 @@ impl OpsStore {
             .map_err(StoreError::caused_by)?;
         Ok(rows
             .iter()
-            .map(|r| {
-                json!({
-                    "at": r.get::<_, DateTime<Utc>>(0),
-                    "actor": r.get::<_, String>(1),
-                    "action": r.get::<_, String>(2),
-                    "target": r.get::<_, String>(3),
-                    "before": r.get::<_, Option<Value>>(4),
-                    "after": r.get::<_, Option<Value>>(5),
-                    "reason": r.get::<_, String>(6),
-                })
+            .map(|r| AuditEntry {
+                at: r.get(0),
+                actor: r.get(1),
+                action: r.get(2),
+                target: r.get(3),
+                before: r.get(4),
+                after: r.get(5),
+                reason: r.get(6),
             })
             .collect())
     }

@@ -430,6 +430,14 @@ async fn the_ops_cli_prints_status_and_sets_modes() {
         "{table}"
     );
     assert!(table.contains("queue (operator)"), "{table}");
+    // Every column is read from the typed status: a healthy provider's row shows its
+    // credentials as valid, not "-".
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("neonomics") && l.contains("true")),
+        "{table}"
+    );
     let json = tokio::task::block_in_place(|| ops(&["diagnosis", "--json"]));
     let diagnosis: Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(diagnosis["incident"], "healthy");
