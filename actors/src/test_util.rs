@@ -12,11 +12,14 @@
 //! - `TestTree` starts the real `ActorTree` over one scripted upstream per provider, a memory
 //!   store and the recording queue, with `test_config`.
 //!
-//! Scenarios run on paused tokio time (`#[tokio::test(start_paused = true)]`): a timer fires
-//! as soon as nothing else can run, so waiting out a breaker's open period or a provider's
-//! timeout costs nothing. Eventual conditions are polled with `eventually`.
+//! The runbook's scenarios over `TestTree` are in `scenarios.rs`. Scenarios run on paused
+//! tokio time (`#[tokio::test(start_paused = true)]`): a timer fires as soon as nothing else
+//! can run, so waiting out a breaker's open period or a provider's timeout costs nothing.
+//! Eventual conditions are polled with `eventually`.
 
 mod queue;
+#[cfg(test)]
+mod scenarios;
 mod store;
 mod upstream;
 

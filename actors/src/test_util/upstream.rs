@@ -77,7 +77,8 @@ struct Inner {
     changed: watch::Sender<u64>,
 }
 
-/// What a call finds when it arrives; absent entries behave as `Scripts::default_*`.
+/// What a call finds when it arrives; a bank without an entry is answered well (see
+/// `ScriptedUpstream::new`).
 #[derive(Default)]
 struct Scripts {
     balance: HashMap<BankId, Behaviour<Decimal>>,

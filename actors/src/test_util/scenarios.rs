@@ -5,23 +5,24 @@
 //! one is left waiting. They run on paused tokio time, so breaker periods and timeouts cost
 //! nothing, and poll eventual conditions with a deadline.
 //!
-//! They live here, an integration test behind the `test-util` feature, rather than in
-//! `src/test_util/`: a scenario then sees the crate only as the gateway does, through its
-//! public handles and `test_util`, never through an actor's private state; and it builds
-//! `test_util` the way another crate's tests would, which keeps the feature honest.
+//! They are unit tests of this crate rather than an integration test in `tests/` behind the
+//! `test-util` feature, because a test target that needs a feature is skipped, silently, by a
+//! plain `cargo test --workspace`, which is what the README and CI run. They still use only
+//! what the gateway sees, the public handles, plus `test_util`: never an actor's state.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bankgate_actors::bank::{ActorUnavailable, BalanceAnswer, FetchRequest, Source, Warning};
-use bankgate_actors::breaker::BreakerState;
-use bankgate_actors::session::{AccountBalance, SessionHandle};
-use bankgate_actors::test_util::{Behaviour, Call, PSU_IP, TestTree, eventually, test_config};
-use bankgate_actors::upstream::FailureClass;
-use bankgate_actors::{BankId, ProviderId};
 use futures_util::future::join_all;
 use rust_decimal::Decimal;
-use tokio::time::{Instant, timeout};
+use tokio::time::timeout;
+
+use super::{Behaviour, Call, DEFAULT_BALANCE, PSU_IP, TestTree, eventually, test_config};
+use crate::bank::{ActorUnavailable, BalanceAnswer, FetchRequest, Source, Warning};
+use crate::breaker::BreakerState;
+use crate::session::{AccountBalance, SessionHandle};
+use crate::upstream::FailureClass;
+use crate::{BankId, ProviderId};
 
 const DNB: BankId = BankId::Dnb;
 
@@ -76,9 +77,10 @@ fn assert_stale(answer: &BalanceAnswer, amount: Decimal) {
 /// wakes the queue drainer → live again.
 #[tokio::test(start_paused = true)]
 async fn dnb_failing_everywhere_is_served_stale_until_a_probe_finds_it_back() {
+    // The runbook says three failures; a changed threshold must fail this test.
+    let failures = 3;
     let mut config = test_config();
     config.bank.probe_interval = Duration::from_secs(1);
-    let threshold = config.bank.breaker.failure_threshold as usize;
     let t = TestTree::start_with(config).await;
     t.store
         .connect("kari", DNB, &[ProviderId::Neonomics, ProviderId::Psd2]);
@@ -97,17 +99,17 @@ async fn dnb_failing_everywhere_is_served_stale_until_a_probe_finds_it_back() {
         upstream.set_balance(DNB, Behaviour::fail(FailureClass::Server, 503));
         upstream.set_probe(DNB, Behaviour::fail(FailureClass::Server, 503));
     }
-    for _ in 0..threshold {
+    for _ in 0..failures {
         assert_stale(&read_one(&kari).await, nok(1200));
     }
-    assert_eq!(t.neonomics.calls(DNB, Call::Balance), 1 + threshold);
-    assert_eq!(t.psd2.calls(DNB, Call::Balance), threshold);
+    assert_eq!(t.neonomics.calls(DNB, Call::Balance), 1 + failures);
+    assert_eq!(t.psd2.calls(DNB, Call::Balance), failures);
     assert!(t.tree.modes.degraded(DNB), "every path to DNB is open");
 
     // The breakers are open: the next read is the stale balance, and DNB sees no call.
     assert_stale(&read_one(&kari).await, nok(1200));
-    assert_eq!(t.neonomics.calls(DNB, Call::Balance), 1 + threshold);
-    assert_eq!(t.psd2.calls(DNB, Call::Balance), threshold);
+    assert_eq!(t.neonomics.calls(DNB, Call::Balance), 1 + failures);
+    assert_eq!(t.psd2.calls(DNB, Call::Balance), failures);
 
     // DNB recovers. Once the open period is over, the probe is the half-open trial: it
     // passes, the breakers close and the drainer is told to send DNB's queued payments.
@@ -128,7 +130,7 @@ async fn dnb_failing_everywhere_is_served_stale_until_a_probe_finds_it_back() {
     assert!(t.neonomics.calls(DNB, Call::Probe) >= 1);
     assert_eq!(
         t.neonomics.calls(DNB, Call::Balance),
-        1 + threshold,
+        1 + failures,
         "the probe closed the breaker, not a user's read"
     );
     assert!(!t.tree.modes.degraded(DNB));
@@ -234,11 +236,19 @@ async fn a_refused_token_is_renewed_once_and_the_read_succeeds() {
     t.store
         .connect("kari", DNB, &[ProviderId::Neonomics, ProviderId::Psd2]);
     let kari = t.session("kari");
-    assert_live(&read_one(&kari).await, ProviderId::Neonomics, nok(1000));
+    assert_live(
+        &read_one(&kari).await,
+        ProviderId::Neonomics,
+        DEFAULT_BALANCE,
+    );
     assert_eq!(t.neonomics.authentications(), 1);
 
     t.neonomics.revoke_tokens();
-    assert_live(&read_one(&kari).await, ProviderId::Neonomics, nok(1000));
+    assert_live(
+        &read_one(&kari).await,
+        ProviderId::Neonomics,
+        DEFAULT_BALANCE,
+    );
     assert_eq!(t.neonomics.authentications(), 2, "one re-authentication");
     assert_eq!(
         t.neonomics.calls(DNB, Call::Balance),
@@ -248,7 +258,11 @@ async fn a_refused_token_is_renewed_once_and_the_read_succeeds() {
     assert_eq!(t.psd2.calls(DNB, Call::Balance), 0, "no failover");
 
     // The new token is held: the next read needs no authentication.
-    assert_live(&read_one(&kari).await, ProviderId::Neonomics, nok(1000));
+    assert_live(
+        &read_one(&kari).await,
+        ProviderId::Neonomics,
+        DEFAULT_BALANCE,
+    );
     assert_eq!(t.neonomics.authentications(), 2);
 }
 
@@ -264,7 +278,11 @@ async fn a_panicking_bank_actor_is_restarted_and_its_callers_never_hang() {
         .store
         .connect("kari", DNB, &[ProviderId::Neonomics, ProviderId::Psd2]);
     let kari = t.session("kari");
-    assert_live(&read_one(&kari).await, ProviderId::Neonomics, nok(1000));
+    assert_live(
+        &read_one(&kari).await,
+        ProviderId::Neonomics,
+        DEFAULT_BALANCE,
+    );
 
     // DNB hangs; a read goes out and waits.
     t.neonomics.set_balance(DNB, Behaviour::Hang);
@@ -279,7 +297,6 @@ async fn a_panicking_bank_actor_is_restarted_and_its_callers_never_hang() {
     })
     .await;
 
-    let panicked = Instant::now();
     t.bank(DNB).inject_panic();
     let answer = timeout(provider_timeout / 2, waiting)
         .await
@@ -294,7 +311,6 @@ async fn a_panicking_bank_actor_is_restarted_and_its_callers_never_hang() {
         ),
         "{answer:?}"
     );
-    assert!(panicked.elapsed() < provider_timeout);
 
     // While the actor is down, its handle says so at once.
     let request = FetchRequest {
