@@ -45,6 +45,8 @@ pub mod provider;
 pub mod retry;
 pub mod session;
 mod slot;
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_util;
 pub mod tree;
 pub mod upstream;
 
