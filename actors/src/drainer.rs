@@ -29,7 +29,8 @@ pub enum DrainerMsg {
     Wake(BankId),
     Tick,
     Done(BankId),
-    /// Chaos hook: panics inside the handler, to exercise supervision.
+    /// Chaos hook for tests: panics inside the handler, to exercise supervision.
+    #[cfg(any(test, feature = "test-util"))]
     Panic,
 }
 
@@ -66,6 +67,7 @@ impl DrainerHandle {
     }
 
     /// Chaos hook: makes the drainer panic.
+    #[cfg(any(test, feature = "test-util"))]
     pub fn inject_panic(&self) {
         if let Some(actor) = self.slot.get() {
             let _ = actor.send_message(DrainerMsg::Panic);
@@ -137,6 +139,7 @@ impl Actor for Drainer {
                     state.start(&myself, bank);
                 }
             }
+            #[cfg(any(test, feature = "test-util"))]
             DrainerMsg::Panic => panic!("chaos: drainer asked to panic"),
         }
         Ok(())

@@ -75,7 +75,8 @@ pub enum ProviderMsg {
     /// The outcome of an authentication started by the actor.
     Authenticated(Result<Option<AccessToken>, UpstreamError>),
     Status(RpcReplyPort<ProviderStatus>),
-    /// Chaos hook: panics inside the handler, to exercise supervision.
+    /// Chaos hook for tests: panics inside the handler, to exercise supervision.
+    #[cfg(any(test, feature = "test-util"))]
     Panic,
 }
 
@@ -215,6 +216,7 @@ impl ProviderHandle {
     }
 
     /// Chaos hook: makes the provider actor panic.
+    #[cfg(any(test, feature = "test-util"))]
     pub fn inject_panic(&self) {
         if let Some(actor) = self.actor.get() {
             let _ = actor.send_message(ProviderMsg::Panic);
@@ -462,6 +464,7 @@ impl Actor for ProviderActor {
                     rate_limit_headroom: state.headroom(),
                 });
             }
+            #[cfg(any(test, feature = "test-util"))]
             ProviderMsg::Panic => panic!("chaos: provider actor asked to panic"),
         }
         Ok(())

@@ -145,6 +145,7 @@ pub enum SessionMsg {
         request_id: String,
         reply: BalancesReply,
     },
+    #[cfg(any(test, feature = "test-util"))]
     Panic,
 }
 
@@ -272,6 +273,7 @@ impl Actor for SessionActor {
                 }
                 state.start_fetch(account, psu_ip, request_id);
             }
+            #[cfg(any(test, feature = "test-util"))]
             SessionMsg::Panic => panic!("chaos: session actor asked to panic"),
         }
         Ok(())
@@ -550,6 +552,7 @@ impl SessionHandle {
     }
 
     /// Chaos hook: makes the session actor panic (waking it first).
+    #[cfg(any(test, feature = "test-util"))]
     pub async fn inject_panic(&self) {
         if let Ok(actor) = self.sessions.wake(&self.sid, &self.shared).await {
             let _ = actor.send_message(SessionMsg::Panic);

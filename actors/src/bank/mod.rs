@@ -102,7 +102,8 @@ pub enum BankMsg {
         probe: bool,
         result: Result<(), UpstreamError>,
     },
-    /// Chaos hook: panics inside the handler, to exercise supervision.
+    /// Chaos hook for tests: panics inside the handler, to exercise supervision.
+    #[cfg(any(test, feature = "test-util"))]
     Panic,
 }
 
@@ -200,6 +201,7 @@ impl BankHandle {
     }
 
     /// Chaos hook: makes the bank actor panic.
+    #[cfg(any(test, feature = "test-util"))]
     pub fn inject_panic(&self) {
         if let Some(actor) = self.slot.get() {
             let _ = actor.send_message(BankMsg::Panic);
@@ -298,6 +300,7 @@ impl Actor for BankActor {
                 probe,
                 result,
             } => state.probe_outcome(provider, probe, result.as_ref().err()),
+            #[cfg(any(test, feature = "test-util"))]
             BankMsg::Panic => panic!("chaos: bank actor asked to panic"),
         }
         Ok(())
