@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::request::{PaymentRequest, idempotency_key, parse};
 use super::service::count;
 use super::store::PaymentRecord;
-use super::{PaymentStatus, Payments, PaymentsMode};
+use super::{FailureReason, PaymentStatus, Payments, PaymentsMode};
 use crate::copy::{CONSENT_EXPIRED, PAYMENT_PROCESSING, PAYMENT_QUEUED, PAYMENTS_DISABLED};
 use crate::http::{ApiError, ErrorCode};
 
@@ -67,11 +67,7 @@ pub(super) fn answer(payment: &PaymentRecord) -> Result<Created, ApiError> {
             json!({"payment_id": id, "status": payment.status, "message": PAYMENT_PROCESSING}),
         ),
         PaymentStatus::Failed | PaymentStatus::Expired => {
-            let consent = payment
-                .last_error
-                .as_deref()
-                .is_some_and(|e| e.starts_with("consent"));
-            let error = if consent {
+            let error = if payment.failure == Some(FailureReason::ConsentExpired) {
                 ApiError::new(ErrorCode::ConsentExpired, CONSENT_EXPIRED)
             } else {
                 ApiError::new(
@@ -259,5 +255,73 @@ impl Payments {
         if let Err(error) = self.store.purge_keys(self.config.idempotency_ttl).await {
             warn!(error = %error, "old idempotency keys not purged");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bankgate_actors::{BankId, ProviderId};
+    use chrono::Utc;
+    use rust_decimal::Decimal;
+    use uuid::Uuid;
+
+    use super::answer;
+    use crate::http::ErrorCode;
+    use crate::payments::request::Creditor;
+    use crate::payments::store::PaymentRecord;
+    use crate::payments::{FailureReason, PaymentStatus};
+
+    fn failed(failure: FailureReason, last_error: &str) -> PaymentRecord {
+        PaymentRecord {
+            id: Uuid::new_v4(),
+            user_id: "u-1".to_owned(),
+            bank: BankId::Dnb,
+            debtor_connection: Uuid::new_v4(),
+            amount: Decimal::from(250),
+            currency: "NOK".to_owned(),
+            creditor: Creditor {
+                name: "Kari Nordmann".to_owned(),
+                iban: None,
+                account_number: Some("12345678903".to_owned()),
+                country: "NO".to_owned(),
+            },
+            remittance_info: None,
+            kind: "domestic".to_owned(),
+            status: PaymentStatus::Failed,
+            reference: "ref-1".to_owned(),
+            provider: Some(ProviderId::Neonomics),
+            provider_payment_id: None,
+            sca_redirect: None,
+            attempts: 1,
+            last_error: Some(last_error.to_owned()),
+            failure: Some(failure),
+            psu_ip: "192.0.2.1".to_owned(),
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+            queued_at: None,
+        }
+    }
+
+    #[test]
+    fn a_failed_payment_is_answered_by_its_reason_not_by_the_banks_words() {
+        // The bank's own words may well begin with "consent"; only the recorded reason says
+        // whether the user must renew the connection.
+        let refused = failed(
+            FailureReason::Refused,
+            "consent of the creditor bank missing",
+        );
+        let error = answer(&refused).unwrap_err();
+        assert_eq!(error.code, ErrorCode::PaymentRejected);
+        assert!(
+            error
+                .message
+                .contains("consent of the creditor bank missing")
+        );
+
+        let expired = failed(FailureReason::ConsentExpired, "consent expired");
+        assert_eq!(
+            answer(&expired).unwrap_err().code,
+            ErrorCode::ConsentExpired
+        );
     }
 }

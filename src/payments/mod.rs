@@ -86,3 +86,34 @@ impl std::str::FromStr for PaymentStatus {
             .ok_or_else(|| format!("unknown payment status `{text}`"))
     }
 }
+
+/// Why a payment ended `failed`: the client's answer depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureReason {
+    /// The bank refused the payment itself; sending it again would fail the same way.
+    Refused,
+    /// The user's consent at the bank is no longer valid: the user must renew the connection.
+    ConsentExpired,
+}
+
+impl FailureReason {
+    pub const ALL: [FailureReason; 2] = [FailureReason::Refused, FailureReason::ConsentExpired];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::Refused => "refused",
+            FailureReason::ConsentExpired => "consent_expired",
+        }
+    }
+}
+
+impl std::str::FromStr for FailureReason {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<FailureReason, String> {
+        FailureReason::ALL
+            .into_iter()
+            .find(|r| r.as_str() == text)
+            .ok_or_else(|| format!("unknown failure reason `{text}`"))
+    }
+}

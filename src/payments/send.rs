@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::service::{count, remote_status};
 use super::store::{Change, PaymentRecord, Sendable};
-use super::{PaymentStatus, Payments};
+use super::{FailureReason, PaymentStatus, Payments};
 use crate::http::ApiError;
 
 /// What a look-up at the providers proved.
@@ -93,7 +93,7 @@ impl Payments {
                     provider: Some(remote.provider),
                     provider_payment_id: Some(&remote.payment_id),
                     sca_redirect: remote.sca_redirect.as_deref(),
-                    error: None,
+                    ..Change::default()
                 },
             ),
             Ok(PayAnswer::NotSent { .. }) => (
@@ -118,6 +118,7 @@ impl Payments {
                     reason: "refused by the bank",
                     provider: Some(*provider),
                     error: Some(&error.detail),
+                    failure: Some(FailureReason::Refused),
                     ..Change::default()
                 },
             ),
@@ -127,6 +128,7 @@ impl Payments {
                     reason: "the user's consent at the bank expired",
                     provider: *provider,
                     error: Some("consent expired"),
+                    failure: Some(FailureReason::ConsentExpired),
                     ..Change::default()
                 },
             ),
@@ -217,7 +219,7 @@ impl Payments {
                     provider: Some(remote.provider),
                     provider_payment_id: Some(&remote.payment_id),
                     sca_redirect: remote.sca_redirect.as_deref(),
-                    error: None,
+                    ..Change::default()
                 },
             ),
             Found::Nowhere if requeue => (

@@ -16,8 +16,8 @@ use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
-use super::PaymentStatus;
 use super::request::{Creditor, PaymentRequest};
+use super::{FailureReason, PaymentStatus};
 use crate::postgres::parse_column;
 
 /// A payment row.
@@ -39,6 +39,8 @@ pub struct PaymentRecord {
     pub sca_redirect: Option<String>,
     pub attempts: i32,
     pub last_error: Option<String>,
+    /// Why a `failed` payment failed.
+    pub failure: Option<FailureReason>,
     pub psu_ip: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -47,7 +49,7 @@ pub struct PaymentRecord {
 
 const PAYMENT_COLUMNS: &str = "id, user_id, bank, debtor_connection, amount, currency, creditor,
     remittance_info, kind, status, request_reference, provider, provider_payment_id, sca_redirect,
-    attempts, last_error, psu_ip, created_at, updated_at, queued_at";
+    attempts, last_error, psu_ip, created_at, updated_at, queued_at, failure";
 
 impl PaymentRecord {
     fn from_row(row: &Row) -> Result<PaymentRecord, StoreError> {
@@ -76,6 +78,10 @@ impl PaymentRecord {
             created_at: row.get(17),
             updated_at: row.get(18),
             queued_at: row.get(19),
+            failure: row
+                .get::<_, Option<&str>>(20)
+                .map(parse_column)
+                .transpose()?,
         })
     }
 }
@@ -108,6 +114,8 @@ pub struct Change<'a> {
     pub provider_payment_id: Option<&'a str>,
     pub sca_redirect: Option<&'a str>,
     pub error: Option<&'a str>,
+    /// Set with a move to `failed`.
+    pub failure: Option<FailureReason>,
 }
 
 /// A payment ready to send: the row, the debtor's IBAN and its accounts at the providers.
@@ -589,6 +597,7 @@ async fn transition(
                          provider_payment_id = COALESCE($6, p.provider_payment_id),
                          sca_redirect = COALESCE($7, p.sca_redirect),
                          last_error = COALESCE($8, p.last_error),
+                         failure = COALESCE($9, p.failure),
                          attempts = p.attempts + CASE WHEN $3 = 'initiating' THEN 1 ELSE 0 END,
                          queued_at = CASE WHEN $3 = 'queued' THEN COALESCE(p.queued_at, now()) ELSE p.queued_at END
                      FROM old WHERE p.id = old.old_id RETURNING {PAYMENT_COLUMNS}
@@ -607,6 +616,7 @@ async fn transition(
                 &change.provider_payment_id,
                 &change.sca_redirect,
                 &change.error,
+                &change.failure.map(FailureReason::as_str),
             ],
         )
         .await
