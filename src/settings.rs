@@ -10,6 +10,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use bankgate_actors::breaker::BreakerConfig;
+use bankgate_actors::config::ConfigError;
+use bankgate_actors::provider::ProviderLimits;
 use bankgate_actors::{BankId, ProviderId};
 use figment::providers::{Format, Toml};
 use figment::value::{Dict, Map, Value};
@@ -32,7 +35,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub providers: ProvidersSettings,
     pub banks: BanksSettings,
-    pub breaker: BreakerSettings,
+    pub breaker: BreakerConfig,
     pub balances: BalancesSettings,
     pub sessions: SessionsSettings,
     pub payments: PaymentsSettings,
@@ -101,20 +104,6 @@ pub struct Psd2Settings {
     pub limits: ProviderLimits,
 }
 
-/// How bankgate treats one provider: quota, concurrency, retries.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProviderLimits {
-    pub rate_limit_per_s: u32,
-    pub concurrency: usize,
-    pub max_retries: u32,
-    #[serde(with = "humantime_serde")]
-    pub first_backoff: Duration,
-    pub retry_budget_ratio: f64,
-    #[serde(with = "humantime_serde")]
-    pub credentials_backoff: Duration,
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BanksSettings {
@@ -122,18 +111,6 @@ pub struct BanksSettings {
     pub max_in_flight: usize,
     #[serde(with = "humantime_serde")]
     pub probe_interval: Duration,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BreakerSettings {
-    pub failure_threshold: u32,
-    #[serde(with = "humantime_serde")]
-    pub window: Duration,
-    #[serde(with = "humantime_serde")]
-    pub open_for: Duration,
-    #[serde(with = "humantime_serde")]
-    pub max_open: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -245,7 +222,17 @@ pub enum SettingsError {
     #[error("{0}")]
     Parse(String),
     #[error("invalid `{key}`: {reason}")]
-    Invalid { key: &'static str, reason: String },
+    Invalid { key: String, reason: String },
+}
+
+impl SettingsError {
+    /// A section's own complaint, named by its full key.
+    fn within(section: &str, error: ConfigError) -> SettingsError {
+        SettingsError::Invalid {
+            key: format!("{section}.{}", error.key),
+            reason: error.reason,
+        }
+    }
 }
 
 impl Settings {
@@ -271,9 +258,9 @@ impl Settings {
 
     /// Rejects settings that parse but cannot work.
     pub fn validate(&self) -> Result<(), SettingsError> {
-        let invalid = |key, reason: &str| {
+        let invalid = |key: &str, reason: &str| {
             Err(SettingsError::Invalid {
-                key,
+                key: key.to_owned(),
                 reason: reason.to_owned(),
             })
         };
@@ -316,22 +303,16 @@ impl Settings {
         if self.providers.neonomics.timeout.is_zero() || self.providers.psd2.timeout.is_zero() {
             return invalid("providers.*.timeout", "must be greater than zero");
         }
-        for limits in [
-            &self.providers.neonomics.limits,
-            &self.providers.psd2.limits,
+        for (section, limits) in [
+            (
+                "providers.neonomics.limits",
+                &self.providers.neonomics.limits,
+            ),
+            ("providers.psd2.limits", &self.providers.psd2.limits),
         ] {
-            if limits.rate_limit_per_s == 0 || limits.concurrency == 0 {
-                return invalid(
-                    "providers.*.limits",
-                    "rate_limit_per_s and concurrency must be at least 1",
-                );
-            }
-            if !(0.0..=1.0).contains(&limits.retry_budget_ratio) {
-                return invalid(
-                    "providers.*.limits.retry_budget_ratio",
-                    "must be between 0 and 1",
-                );
-            }
+            limits
+                .validate()
+                .map_err(|e| SettingsError::within(section, e))?;
         }
         let order = &self.banks.provider_order;
         if order.is_empty() || (1..order.len()).any(|i| order[..i].contains(&order[i])) {
@@ -343,15 +324,9 @@ impl Settings {
         if self.banks.max_in_flight == 0 {
             return invalid("banks.max_in_flight", "must be at least 1");
         }
-        if self.breaker.failure_threshold == 0
-            || self.breaker.open_for.is_zero()
-            || self.breaker.max_open < self.breaker.open_for
-        {
-            return invalid(
-                "breaker",
-                "needs failure_threshold ≥ 1 and 0 < open_for ≤ max_open",
-            );
-        }
+        self.breaker
+            .validate()
+            .map_err(|e| SettingsError::within("breaker", e))?;
         let balances = &self.balances;
         if balances.fresh_for > balances.max_stale
             || balances.fresh_for_when_rate_limited > balances.max_stale
@@ -461,7 +436,7 @@ fn check_url(key: &'static str, url: &str) -> Result<(), SettingsError> {
     match reqwest::Url::parse(url) {
         Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => Ok(()),
         _ => Err(SettingsError::Invalid {
-            key,
+            key: key.to_owned(),
             reason: format!("`{url}` is not an http(s) URL"),
         }),
     }

@@ -13,12 +13,38 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+use crate::config::ConfigError;
+
+/// The `[breaker]` settings: the same for every path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BreakerConfig {
+    /// Failures within `window` that trip the breaker.
     pub failure_threshold: u32,
+    #[serde(with = "humantime_serde")]
     pub window: Duration,
+    /// The first open period; each consecutive trip doubles it.
+    #[serde(with = "humantime_serde")]
     pub open_for: Duration,
+    /// The longest open period, and the longest a provider's `Retry-After` is believed.
+    #[serde(with = "humantime_serde")]
     pub max_open: Duration,
+}
+
+impl BreakerConfig {
+    /// Rejects a breaker that could never trip, or never let a call through again.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.failure_threshold == 0 {
+            return Err(ConfigError::new("failure_threshold", "must be at least 1"));
+        }
+        if self.open_for.is_zero() || self.max_open < self.open_for {
+            return Err(ConfigError::new(
+                "open_for",
+                "needs 0 < open_for ≤ max_open",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for BreakerConfig {

@@ -36,6 +36,7 @@ pub mod balance_writer;
 pub mod bank;
 pub mod breaker;
 pub mod calls;
+pub mod config;
 pub mod drainer;
 pub mod freshness;
 mod ids;

@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::calls::CallLog;
+use crate::config::ConfigError;
 use crate::metrics;
 use crate::retry::{RetryBudget, RetryConfig};
 use crate::slot::Slot;
@@ -33,6 +34,43 @@ use crate::upstream::{
 };
 use crate::{BankId, ProviderId, Service};
 use futures_util::future::BoxFuture;
+
+/// The `[providers.*.limits]` settings: how bankgate treats one provider.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderLimits {
+    /// The provider's quota, requests per second.
+    pub rate_limit_per_s: u32,
+    /// Calls in flight at once.
+    pub concurrency: usize,
+    pub max_retries: u32,
+    #[serde(with = "humantime_serde")]
+    pub first_backoff: Duration,
+    /// Retries allowed as a share of first attempts.
+    pub retry_budget_ratio: f64,
+    /// How long invalid credentials stop all calls before one new attempt.
+    #[serde(with = "humantime_serde")]
+    pub credentials_backoff: Duration,
+}
+
+impl ProviderLimits {
+    /// Rejects limits under which no call could ever be made.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.rate_limit_per_s == 0 || self.concurrency == 0 {
+            return Err(ConfigError::new(
+                "rate_limit_per_s",
+                "rate_limit_per_s and concurrency must be at least 1",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.retry_budget_ratio) {
+            return Err(ConfigError::new(
+                "retry_budget_ratio",
+                "must be between 0 and 1",
+            ));
+        }
+        Ok(())
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct ProviderConfig {
@@ -47,6 +85,25 @@ pub struct ProviderConfig {
     pub credentials_backoff: Duration,
     /// A token is renewed this long before it expires.
     pub token_refresh_margin: Duration,
+}
+
+impl ProviderConfig {
+    /// A provider called with `limits` and a per-attempt `timeout`; the rest as by default.
+    pub fn from_limits(limits: &ProviderLimits, timeout: Duration) -> ProviderConfig {
+        ProviderConfig {
+            rate_per_s: limits.rate_limit_per_s,
+            concurrency: limits.concurrency,
+            timeout,
+            retry: RetryConfig {
+                max_retries: limits.max_retries,
+                first_backoff: limits.first_backoff,
+                budget_ratio: limits.retry_budget_ratio,
+                ..RetryConfig::default()
+            },
+            credentials_backoff: limits.credentials_backoff,
+            ..ProviderConfig::default()
+        }
+    }
 }
 
 impl Default for ProviderConfig {

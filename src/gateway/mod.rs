@@ -15,11 +15,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bankgate_actors::bank::{BankConfig, BankHandle};
-use bankgate_actors::breaker::BreakerConfig;
 use bankgate_actors::freshness::FreshnessConfig;
 use bankgate_actors::modes::ModeBoard;
 use bankgate_actors::provider::{ProviderConfig, ProviderHandle};
-use bankgate_actors::retry::RetryConfig;
 use bankgate_actors::session::{SessionConfig, Sessions};
 use bankgate_actors::tree::{ActorTree, TreeConfig};
 use bankgate_actors::upstream::Upstream;
@@ -36,7 +34,7 @@ use crate::payments::{
 use crate::postgres::Database;
 use crate::providers::neonomics::NeonomicsClient;
 use crate::providers::psd2::Psd2Client;
-use crate::settings::{ProviderLimits, Settings};
+use crate::settings::Settings;
 use crate::store::PgStore;
 use crate::token::TokenVerifier;
 
@@ -88,22 +86,6 @@ pub enum GatewayError {
     Actors(#[from] bankgate_actors::tree::SpawnErr),
 }
 
-fn provider_config(limits: &ProviderLimits, timeout: std::time::Duration) -> ProviderConfig {
-    ProviderConfig {
-        rate_per_s: limits.rate_limit_per_s,
-        concurrency: limits.concurrency,
-        timeout,
-        retry: RetryConfig {
-            max_retries: limits.max_retries,
-            first_backoff: limits.first_backoff,
-            budget_ratio: limits.retry_budget_ratio,
-            ..RetryConfig::default()
-        },
-        credentials_backoff: limits.credentials_backoff,
-        ..ProviderConfig::default()
-    }
-}
-
 /// How often old idempotency keys and idle rate-limiter entries are dropped.
 const HOUSEKEEPING_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
@@ -132,21 +114,19 @@ pub fn tree_config(settings: &Settings) -> TreeConfig {
         providers: HashMap::from([
             (
                 ProviderId::Neonomics,
-                provider_config(&providers.neonomics.limits, providers.neonomics.timeout),
+                ProviderConfig::from_limits(
+                    &providers.neonomics.limits,
+                    providers.neonomics.timeout,
+                ),
             ),
             (
                 ProviderId::Psd2,
-                provider_config(&providers.psd2.limits, providers.psd2.timeout),
+                ProviderConfig::from_limits(&providers.psd2.limits, providers.psd2.timeout),
             ),
         ]),
         bank: BankConfig {
             providers: settings.banks.provider_order.clone(),
-            breaker: BreakerConfig {
-                failure_threshold: settings.breaker.failure_threshold,
-                window: settings.breaker.window,
-                open_for: settings.breaker.open_for,
-                max_open: settings.breaker.max_open,
-            },
+            breaker: settings.breaker,
             freshness: FreshnessConfig {
                 fresh_for: settings.balances.fresh_for,
                 fresh_for_when_limited: settings.balances.fresh_for_when_rate_limited,

@@ -85,6 +85,8 @@ fn invalid_values_are_rejected_with_the_key() {
         ("BANKGATE__DATABASE__URL", "mysql:/nope"),
         ("BANKGATE__PROVIDERS__NEONOMICS__BASE_URL", "ftp://example"),
         ("BANKGATE__SANDBOX__RATE_LIMIT_PER_S", "0"),
+        ("BANKGATE__BREAKER__FAILURE_THRESHOLD", "0"),
+        ("BANKGATE__PROVIDERS__PSD2__LIMITS__RETRY_BUDGET_RATIO", "2"),
         ("BANKGATE__TELEMETRY__LOG_FORMAT", "xml"),
     ];
     for (key, value) in cases {
