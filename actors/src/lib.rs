@@ -31,6 +31,26 @@
 //!
 //! The pure pieces live apart from the actors and are tested with paused time: `breaker`,
 //! `retry` (back-off and budget), `freshness`.
+//!
+//! # Layout
+//!
+//! - `tree.rs` — the root supervisor: starts every child, restarts a failed one with back-off.
+//! - `bank/` — the bank actor: `mod.rs` (messages, handle, the actor), `read.rs` (balance
+//!   reads: cache, PSD2 allowance, failover, stale answers), `pay.rs` (which provider gets a
+//!   payment), `paths.rs` (per-provider breakers: the permit and the **trip policy**, the
+//!   health probe, automatic degradation, waking the drainer).
+//! - `provider.rs` — the provider actor and handle: token, quota, concurrency cap, retries.
+//! - `session.rs` — sessions: the user's connections, rate limit, coalescing, hibernation.
+//! - `drainer.rs` — the queue drainer actor: when each bank's **queue drain** runs (the pass
+//!   itself is the gateway's, behind the `PaymentQueue` port: `src/payments/drain.rs`).
+//! - `breaker.rs`, `retry.rs`, `freshness.rs` — the pure state machines.
+//! - `balance_writer.rs` — live balances to the store in batches.
+//! - `calls.rs` — the per-path call log the diagnosis reads; `metrics.rs` — metric names.
+//! - `modes.rs` — operators' pins and the automatic degradation flags every actor reads.
+//! - `upstream.rs` — the ports: `Upstream` (a provider's API) and `Store` (PostgreSQL).
+//! - `config.rs` — what a configuration section says when it cannot work.
+//! - `test_util/` — scripted fakes of the ports and the runbook's scenarios on paused time
+//!   (tests and the `test-util` feature only).
 
 pub mod balance_writer;
 pub mod bank;
