@@ -15,28 +15,19 @@ use serde_json::json;
 use tracing::warn;
 use uuid::Uuid;
 
+use super::error::PaymentError;
 use super::request::{PaymentRequest, idempotency_key, parse};
 use super::service::count;
 use super::store::PaymentRecord;
 use super::{FailureReason, PaymentStatus, Payments, PaymentsMode};
-use crate::copy::{CONSENT_EXPIRED, PAYMENT_PROCESSING, PAYMENT_QUEUED, PAYMENTS_DISABLED};
-use crate::http::{ApiError, ErrorCode};
+use crate::copy::{PAYMENT_PROCESSING, PAYMENT_QUEUED};
+use crate::http::ApiError;
 
 /// An answer to `POST /v1/payments` that created (or replays) a payment.
 #[derive(Debug, Clone)]
 pub struct Created {
     pub status: u16,
     pub body: serde_json::Value,
-}
-
-/// A second request with a key whose first is still being handled (or died handling it, until
-/// `in_flight_timeout` settles it): the client retries with the same key and gets the answer.
-fn in_progress() -> ApiError {
-    ApiError::new(
-        ErrorCode::RequestInProgress,
-        "a request with this Idempotency-Key is in progress; retry shortly",
-    )
-    .with_retry_after(1)
 }
 
 pub(super) fn quota(limit: u32, window: Duration) -> Quota {
@@ -47,7 +38,7 @@ pub(super) fn quota(limit: u32, window: Duration) -> Quota {
 }
 
 /// The answer a client gets for a payment in its current state.
-pub(super) fn answer(payment: &PaymentRecord) -> Result<Created, ApiError> {
+pub(super) fn answer(payment: &PaymentRecord) -> Result<Created, PaymentError> {
     let id = payment.id;
     let created = |status: u16, body: serde_json::Value| Ok(Created { status, body });
     match payment.status {
@@ -67,26 +58,26 @@ pub(super) fn answer(payment: &PaymentRecord) -> Result<Created, ApiError> {
             json!({"payment_id": id, "status": payment.status, "message": PAYMENT_PROCESSING}),
         ),
         PaymentStatus::Failed | PaymentStatus::Expired => {
-            let error = if payment.failure == Some(FailureReason::ConsentExpired) {
-                ApiError::new(ErrorCode::ConsentExpired, CONSENT_EXPIRED)
+            Err(if payment.failure == Some(FailureReason::ConsentExpired) {
+                PaymentError::ConsentExpired { payment_id: id }
             } else {
-                ApiError::new(
-                    ErrorCode::PaymentRejected,
-                    format!(
-                        "the payment was not carried out: {}",
-                        payment.last_error.as_deref().unwrap_or("expired")
-                    ),
-                )
-            };
-            Err(error.with_detail("payment_id", id.to_string()))
+                PaymentError::NotCarriedOut {
+                    payment_id: id,
+                    reason: payment
+                        .last_error
+                        .clone()
+                        .unwrap_or_else(|| "expired".to_owned()),
+                }
+            })
         }
     }
 }
 
-pub(super) fn error_answer(error: &ApiError) -> Created {
+pub(super) fn error_answer(error: PaymentError) -> Created {
+    let error = ApiError::from(error);
     Created {
         status: error.code.http_status().as_u16(),
-        body: serde_json::to_value(error).expect("errors serialize"),
+        body: serde_json::to_value(&error).expect("errors serialize"),
     }
 }
 
@@ -100,15 +91,11 @@ impl Payments {
         body: &[u8],
         peer: IpAddr,
         psu_ip: Option<IpAddr>,
-    ) -> Result<Created, ApiError> {
-        let key = idempotency_key(key)?;
-        let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
-            ApiError::new(
-                ErrorCode::InvalidJson,
-                format!("request body is not valid JSON: {e}"),
-            )
-        })?;
-        let request = parse(&value, self.config.limits)?;
+    ) -> Result<Created, PaymentError> {
+        let key = idempotency_key(key).map_err(PaymentError::Invalid)?;
+        let value: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| PaymentError::InvalidJson(e.to_string()))?;
+        let request = parse(&value, self.config.limits).map_err(PaymentError::Invalid)?;
         let hash = request.fingerprint();
         let user_ip = psu_ip.unwrap_or(peer);
 
@@ -122,10 +109,7 @@ impl Payments {
             self.check_limits(user, user_ip)?;
             let mode = self.modes.payments_pin(request.bank);
             if mode == Some(PaymentsMode::Disabled) {
-                return Err(
-                    ApiError::new(ErrorCode::PaymentsUnavailable, PAYMENTS_DISABLED)
-                        .with_retry_after(60),
-                );
+                return Err(PaymentError::Disabled);
             }
             let path_down = match self.bank(request.bank).status().await {
                 Ok(status) => !status.available(),
@@ -159,13 +143,13 @@ impl Payments {
             } else {
                 self.store.payment(id).await?.expect("just written")
             };
-            let created = answer(&payment).unwrap_or_else(|e| error_answer(&e));
+            let created = answer(&payment).unwrap_or_else(error_answer);
             self.store
                 .save_response(user, &key, created.status, &created.body)
                 .await?;
             return Ok(created);
         }
-        Err(in_progress())
+        Err(PaymentError::InProgress)
     }
 
     /// Answers a request whose key was seen before.
@@ -175,13 +159,9 @@ impl Payments {
         key: &str,
         known: super::store::KeyRecord,
         hash: &[u8],
-    ) -> Result<Created, ApiError> {
+    ) -> Result<Created, PaymentError> {
         if known.request_hash != hash {
-            return Err(ApiError::new(
-                ErrorCode::IdempotencyKeyReused,
-                "this Idempotency-Key was used for a different payment",
-            )
-            .with_detail("Idempotency-Key", "reused with a different body"));
+            return Err(PaymentError::KeyReused);
         }
         if let Some((status, body)) = known.response {
             return Ok(Created { status, body });
@@ -196,27 +176,23 @@ impl Payments {
                     .store
                     .payment(id)
                     .await?
-                    .ok_or_else(|| ApiError::not_found("no such payment"))?;
-                let created = answer(&payment).unwrap_or_else(|e| error_answer(&e));
+                    .ok_or(PaymentError::NotFound)?;
+                let created = answer(&payment).unwrap_or_else(error_answer);
                 self.store
                     .save_response(user, key, created.status, &created.body)
                     .await?;
                 Ok(created)
             }
-            _ => Err(in_progress()),
+            _ => Err(PaymentError::InProgress),
         }
     }
 
-    fn check_limits(&self, user: &str, ip: IpAddr) -> Result<(), ApiError> {
+    fn check_limits(&self, user: &str, ip: IpAddr) -> Result<(), PaymentError> {
         let now = DefaultClock::default().now();
-        let limited = |wait: Duration, what: &str| {
+        let limited = |retry_after: Duration, what: &'static str| {
             ::metrics::counter!(metrics::RATE_LIMITED, "source" => "payments", "provider" => "none")
                 .increment(1);
-            ApiError::new(
-                ErrorCode::RateLimited,
-                format!("too many payments {what}; try again later"),
-            )
-            .with_retry_after(wait.as_secs() + 1)
+            PaymentError::RateLimited { what, retry_after }
         };
         self.per_user
             .check_key(&user.to_owned())
@@ -227,24 +203,17 @@ impl Payments {
         Ok(())
     }
 
-    async fn check_debtor(&self, user: &str, request: &PaymentRequest) -> Result<(), ApiError> {
+    async fn check_debtor(&self, user: &str, request: &PaymentRequest) -> Result<(), PaymentError> {
         let bank = self
             .store
             .connection_bank(user, request.debtor_account_id)
             .await?;
         match bank {
             Some(bank) if bank == request.bank => Ok(()),
-            Some(_) => Err(
-                ApiError::new(ErrorCode::Unprocessable, "the payment was not accepted")
-                    .with_detail(
-                        "debtor_account_id",
-                        format!("is not one of your accounts at {}", request.bank),
-                    ),
-            ),
-            None => Err(
-                ApiError::new(ErrorCode::Unprocessable, "the payment was not accepted")
-                    .with_detail("debtor_account_id", "is not one of your connected accounts"),
-            ),
+            Some(_) => Err(PaymentError::NotYourAccount {
+                at_bank: Some(request.bank),
+            }),
+            None => Err(PaymentError::NotYourAccount { at_bank: None }),
         }
     }
 
@@ -266,7 +235,7 @@ mod tests {
     use uuid::Uuid;
 
     use super::answer;
-    use crate::http::ErrorCode;
+    use crate::http::{ApiError, ErrorCode};
     use crate::payments::request::Creditor;
     use crate::payments::store::PaymentRecord;
     use crate::payments::{FailureReason, PaymentStatus};
@@ -310,7 +279,7 @@ mod tests {
             FailureReason::Refused,
             "consent of the creditor bank missing",
         );
-        let error = answer(&refused).unwrap_err();
+        let error = ApiError::from(answer(&refused).unwrap_err());
         assert_eq!(error.code, ErrorCode::PaymentRejected);
         assert!(
             error
@@ -320,7 +289,7 @@ mod tests {
 
         let expired = failed(FailureReason::ConsentExpired, "consent expired");
         assert_eq!(
-            answer(&expired).unwrap_err().code,
+            ApiError::from(answer(&expired).unwrap_err()).code,
             ErrorCode::ConsentExpired
         );
     }

@@ -14,6 +14,7 @@
 //! have reached the provider is `unknown` until a look-up by its reference settles it.
 
 mod drain;
+mod error;
 mod intake;
 mod request;
 mod send;
@@ -23,6 +24,7 @@ mod views;
 mod webhook;
 
 pub use drain::Queue;
+pub use error::PaymentError;
 pub use intake::Created;
 pub use request::{AmountLimits, Creditor, PaymentKind, PaymentRequest, idempotency_key, parse};
 pub use service::{Payments, PaymentsConfig};

@@ -12,10 +12,10 @@ use bankgate_actors::upstream::{PaymentOrder, RemotePayment, StoreError};
 use serde_json::json;
 use uuid::Uuid;
 
+use super::error::PaymentError;
 use super::service::{count, remote_status};
 use super::store::{Change, PaymentRecord, Sendable};
 use super::{FailureReason, PaymentStatus, Payments};
-use crate::http::ApiError;
 
 /// What a look-up at the providers proved.
 enum Found {
@@ -270,12 +270,12 @@ impl Payments {
     }
 
     /// The user's browser is back from SCA: ask the provider at once.
-    pub async fn sca_returned(&self, id: Uuid) -> Result<serde_json::Value, ApiError> {
+    pub async fn sca_returned(&self, id: Uuid) -> Result<serde_json::Value, PaymentError> {
         let payment = self
             .store
             .payment(id)
             .await?
-            .ok_or_else(|| ApiError::not_found("no such payment"))?;
+            .ok_or(PaymentError::NotFound)?;
         if payment.status == PaymentStatus::PendingSca {
             self.poll(id).await?;
         }
@@ -283,7 +283,7 @@ impl Payments {
             .store
             .payment(id)
             .await?
-            .ok_or_else(|| ApiError::not_found("no such payment"))?;
+            .ok_or(PaymentError::NotFound)?;
         Ok(json!({"payment_id": id, "status": payment.status}))
     }
 }

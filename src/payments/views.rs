@@ -6,10 +6,10 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::error::PaymentError;
 use super::request::Creditor;
 use super::store::{PaymentEvent, PaymentRecord};
 use super::{PaymentStatus, Payments};
-use crate::http::ApiError;
 
 /// A payment as `GET /v1/payments` shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -33,13 +33,13 @@ pub struct PaymentView {
 
 impl Payments {
     /// `GET /v1/payments/{id}`: the user's own payment only.
-    pub async fn view(&self, user: &str, id: Uuid) -> Result<PaymentView, ApiError> {
+    pub async fn view(&self, user: &str, id: Uuid) -> Result<PaymentView, PaymentError> {
         let payment = self
             .store
             .payment(id)
             .await?
             .filter(|p| p.user_id == user)
-            .ok_or_else(|| ApiError::not_found("no such payment"))?;
+            .ok_or(PaymentError::NotFound)?;
         let mut events = self.store.events(&[id]).await?;
         Ok(Self::render(
             payment,
@@ -52,7 +52,7 @@ impl Payments {
         &self,
         user: &str,
         status: Option<PaymentStatus>,
-    ) -> Result<Vec<PaymentView>, ApiError> {
+    ) -> Result<Vec<PaymentView>, PaymentError> {
         let payments = self.store.list(user, status, 100).await?;
         let ids: Vec<Uuid> = payments.iter().map(|p| p.id).collect();
         let mut events = self.store.events(&ids).await?;

@@ -17,9 +17,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::error::PaymentError;
 use super::service::count;
 use super::{PaymentStatus, Payments};
-use crate::http::{ApiError, ErrorCode};
 
 /// Why a delivery was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -136,7 +136,7 @@ impl Payments {
         provider: ProviderId,
         delivery: Delivery<'_>,
         body: &[u8],
-    ) -> Result<serde_json::Value, ApiError> {
+    ) -> Result<serde_json::Value, PaymentError> {
         let outcome = |outcome: &'static str| {
             ::metrics::counter!(metrics::WEBHOOKS, "provider" => provider.as_str(), "outcome" => outcome)
                 .increment(1);
@@ -144,17 +144,10 @@ impl Payments {
         let event_id = self
             .webhooks
             .verify(provider, delivery, body, Utc::now())
-            .map_err(|error| {
-                outcome(error.outcome());
-                let code = match error {
-                    WebhookError::Malformed => ErrorCode::BadRequest,
-                    WebhookError::Stale | WebhookError::BadSignature => ErrorCode::Unauthorized,
-                };
-                ApiError::new(code, error.to_string())
-            })?;
+            .inspect_err(|error| outcome(error.outcome()))?;
         let event: PaymentEventBody = serde_json::from_slice(body).map_err(|e| {
             outcome("malformed");
-            ApiError::new(ErrorCode::BadRequest, format!("unexpected event body: {e}"))
+            PaymentError::UnexpectedEvent(e.to_string())
         })?;
         let to = match event.status.as_str() {
             "ACSC" | "ACCC" => PaymentStatus::Completed,
