@@ -8,9 +8,9 @@ use secrecy::ExposeSecret as _;
 
 use crate::gateway::Gateway;
 use crate::postgres::{self, PrivateCluster};
-use crate::sandbox::{Sandbox, SandboxOptions};
 use crate::settings::Settings;
 use crate::shutdown::shutdown_signal;
+use bankgate_sandbox::{Sandbox, SandboxOptions};
 
 pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     let (url, cluster) = match &settings.database.url {

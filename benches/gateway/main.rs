@@ -44,9 +44,9 @@ use std::time::{Duration, Instant};
 
 use bankgate::gateway::Gateway;
 use bankgate::postgres::PrivateCluster;
-use bankgate::sandbox::{Sandbox, SandboxOptions};
 use bankgate::settings::Settings;
 use bankgate_actors::BankId;
+use bankgate_sandbox::{Sandbox, SandboxOptions};
 use serde_json::{Value, json};
 use tokio::runtime::{Handle, Runtime};
 use warp::Filter;
@@ -352,11 +352,11 @@ async fn main() {
                 "http://{}/hello",
                 listener.local_addr().expect("addr")
             ));
-            let options = bankgate::http::ServeOptions {
+            let options = bankgate_sandbox::http::ServeOptions {
                 header_read_timeout: Duration::from_secs(10),
                 drain: Duration::ZERO,
             };
-            tokio::spawn(bankgate::http::serve(
+            tokio::spawn(bankgate_sandbox::http::serve(
                 listener,
                 hello,
                 options,

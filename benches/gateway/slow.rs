@@ -11,8 +11,8 @@
 use std::time::{Duration, Instant};
 
 use bankgate::gateway::Gateway;
-use bankgate::sandbox::Sandbox;
 use bankgate_actors::BankId;
+use bankgate_sandbox::Sandbox;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 

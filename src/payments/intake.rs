@@ -20,7 +20,7 @@ use super::service::count;
 use super::store::PaymentRecord;
 use super::{PaymentStatus, Payments, PaymentsMode};
 use crate::copy::{CONSENT_EXPIRED, PAYMENT_PROCESSING, PAYMENT_QUEUED, PAYMENTS_DISABLED};
-use crate::http::{ApiError, ErrorCode};
+use bankgate_sandbox::http::{ApiError, ErrorCode};
 
 /// An answer to `POST /v1/payments` that created (or replays) a payment.
 #[derive(Debug, Clone)]

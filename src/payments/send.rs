@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::service::{count, remote_status};
 use super::store::{Change, PaymentRecord, Sendable};
 use super::{PaymentStatus, Payments};
-use crate::http::ApiError;
+use bankgate_sandbox::http::ApiError;
 
 /// What a look-up at the providers proved.
 enum Found {

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::request::Creditor;
 use super::store::{PaymentEvent, PaymentRecord};
 use super::{PaymentStatus, Payments};
-use crate::http::ApiError;
+use bankgate_sandbox::http::ApiError;
 
 /// A payment as `GET /v1/payments` shows it.
 #[derive(Debug, Clone, Serialize)]

@@ -19,7 +19,7 @@ use serde_json::json;
 
 use super::service::count;
 use super::{PaymentStatus, Payments};
-use crate::http::{ApiError, ErrorCode};
+use bankgate_sandbox::http::{ApiError, ErrorCode};
 
 /// Why a delivery was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -195,7 +195,7 @@ impl Payments {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::webhooks::sign;
+    use bankgate_sandbox::webhooks::sign;
 
     fn verifier() -> WebhookVerifier {
         let secrets = BTreeMap::from([(

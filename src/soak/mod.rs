@@ -30,8 +30,8 @@ use tokio::time::Instant;
 
 use crate::ops::diagnosis::Incident;
 use crate::postgres::PrivateCluster;
-use crate::sandbox::{Sandbox, SandboxOptions};
 use crate::settings::Settings;
+use bankgate_sandbox::{Sandbox, SandboxOptions};
 use chaos::Injection;
 use gateway::{GatewayProcess, Launch};
 pub use report::Report;

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use bankgate::gateway::Gateway;
 use bankgate::postgres::PrivateCluster;
-use bankgate::sandbox::{Sandbox, SandboxOptions};
 use bankgate::settings::Settings;
 use bankgate_actors::BankId;
+use bankgate_sandbox::{Sandbox, SandboxOptions};
 use serde_json::Value;
 use tokio::sync::OnceCell;
 use tokio_postgres::NoTls;
