@@ -17,6 +17,8 @@
 //!   injection, payments and consents, seeded accounts, per-provider quotas, status pushes).
 //! - `neonomics`, `psd2`, `control`, `listener`: the three listeners and the `refuse`-able
 //!   accept loop.
+//! - `client`: `SandboxClient`, the typed client of the control API that tests, benches, the
+//!   demo and the soak share.
 //! - `settings`: the `[sandbox]` settings section, which the gateway's loader embeds.
 //! - `http`: the connection loop, error envelope and request ids that every bankgate listener
 //!   shares, the gateway's included: it lives here because the gateway depends on the sandbox
@@ -26,6 +28,7 @@
 
 pub mod account_number;
 mod accounts;
+pub mod client;
 mod control;
 pub mod faults;
 pub mod http;
@@ -38,6 +41,8 @@ pub mod webhooks;
 pub mod world;
 
 pub use crate::account_number::{iban_from_bban, is_valid_bban, is_valid_iban};
+pub use crate::client::{ControlError, SandboxClient};
+pub use crate::control::{LedgerFilter, RequestCount};
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
