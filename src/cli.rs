@@ -10,9 +10,9 @@ use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret as _;
 
 use crate::gateway::Gateway;
-use crate::sandbox::{Sandbox, SandboxOptions};
 use crate::settings::Settings;
 use crate::shutdown::shutdown_signal;
+use bankgate_sandbox::{Sandbox, SandboxOptions};
 
 /// Exit code for bad settings or usage (EX_USAGE).
 pub const EXIT_CONFIG: u8 = 64;

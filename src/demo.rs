@@ -7,10 +7,11 @@ use bankgate_actors::BankId;
 use secrecy::ExposeSecret as _;
 
 use crate::gateway::Gateway;
+use crate::payments::webhook_targets;
 use crate::postgres::{self, PrivateCluster};
-use crate::sandbox::{Sandbox, SandboxOptions};
 use crate::settings::Settings;
 use crate::shutdown::shutdown_signal;
+use bankgate_sandbox::{Sandbox, SandboxClient, SandboxOptions};
 
 pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     let (url, cluster) = match &settings.database.url {
@@ -43,7 +44,10 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         .context("failed to migrate the database")?;
     let gateway = Gateway::start(&settings, pool).await?;
 
-    register_webhooks(&settings, &gateway.client_url(), &sandbox).await?;
+    SandboxClient::new(sandbox.control_url())
+        .register_webhooks(webhook_targets(&settings.webhooks, &gateway.client_url()))
+        .await
+        .context("failed to register the webhooks")?;
     let token = connect_demo_user(&settings, &gateway).await?;
     let account = dnb_account(&gateway, &token).await?;
     print_banner(&gateway, &sandbox, &token, &account);
@@ -75,32 +79,6 @@ async fn connect_demo_user(settings: &Settings, gateway: &Gateway) -> anyhow::Re
         .with_context(|| format!("failed to connect the demo user to {bank}"))?;
     }
     Ok(token)
-}
-
-/// Points the simulated providers' payment webhooks at the gateway at `client_url`, as an
-/// operator does in each provider's portal.
-pub async fn register_webhooks(
-    settings: &Settings,
-    client_url: &str,
-    sandbox: &Sandbox,
-) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
-    for (provider, secret) in &settings.webhooks.secrets {
-        let target = serde_json::json!({
-            "url": format!("{client_url}/v1/webhooks/{provider}"),
-            "secret": secret.expose_secret(),
-        });
-        http.put(format!(
-            "{}/sandbox/webhooks/{provider}",
-            sandbox.control_url()
-        ))
-        .json(&target)
-        .send()
-        .await?
-        .error_for_status()
-        .with_context(|| format!("failed to register the {provider} webhook"))?;
-    }
-    Ok(())
 }
 
 /// The demo user's first DNB account, to pay from.

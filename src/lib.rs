@@ -2,7 +2,6 @@
 //!
 //! # Layout
 //!
-//! - `account_number`: Norwegian account numbers (MOD11) and IBANs (mod-97).
 //! - `browser`: plays a user's browser through a consent against the sandbox (demo, tests).
 //! - `cli`: the `bankgate` command line (serve, sandbox, demo, migrate, token, ops).
 //! - `copy`: every text a user sees, in Norwegian.
@@ -10,11 +9,8 @@
 //! - `settings`: layered settings (built-in defaults → file → `BANKGATE__…` env vars).
 //! - `shutdown`: the stop signal (SIGINT, SIGTERM) the long-running commands wait for.
 //! - `telemetry`: logs and the Prometheus recorder.
-//! - `http`: the connection loop, error envelope and request ids every listener shares.
 //! - `gateway`: the gateway process: client API, ops API, wiring to PostgreSQL.
 //! - `postgres`: connection pool, migrations, and the private cluster for demo and tests.
-//! - `sandbox`: the simulated upstream (Neonomics and the banks' NextGenPSD2 APIs) with fault
-//!   injection; tests, the demo and the benchmarks run against it over real HTTP.
 //! - `ops`: the ops API's service: bank modes and breaker overrides (stored, audited, spread
 //!   by LISTEN/NOTIFY), status and the runbook diagnosis.
 //! - `payments`: payment initiation with idempotency keys, the durable state machine, the
@@ -26,24 +22,27 @@
 //! - `soak`: the chaos soak: traffic, random faults, SIGKILLs and a database restart against a
 //!   gateway process, then checks that nothing accepted was lost or done twice.
 //!
-//! The resilience logic (actors, breakers, caches) lives in the `bankgate-actors` crate.
+//! The resilience logic (actors, breakers, caches) lives in the `bankgate-actors` crate. The
+//! simulated upstream (Neonomics and the banks' NextGenPSD2 APIs, with fault injection) that
+//! tests, the demo and the benchmarks run against lives in the `bankgate-sandbox` crate, with
+//! two pieces the gateway shares with it: the HTTP plumbing every listener uses
+//! (`bankgate_sandbox::http`: connection loop, error envelope, request ids) and account
+//! numbers (`bankgate_sandbox::account_number`). The dependency points one way, from here to
+//! the sandbox.
 
 // warp's route trees are deeply nested types; release builds need more than the default 128.
 #![recursion_limit = "256"]
 
-pub mod account_number;
 pub mod browser;
 pub mod cli;
 pub mod copy;
 pub mod demo;
 pub mod gateway;
-pub mod http;
 pub mod ops;
 pub mod ops_cli;
 pub mod payments;
 pub mod postgres;
 pub mod providers;
-pub mod sandbox;
 pub mod settings;
 pub mod shutdown;
 pub mod soak;

@@ -14,6 +14,7 @@ use bankgate_actors::breaker::BreakerConfig;
 use bankgate_actors::config::ConfigError;
 use bankgate_actors::provider::ProviderLimits;
 use bankgate_actors::{BankId, ProviderId};
+pub use bankgate_sandbox::settings::SandboxSettings;
 use figment::providers::{Format, Toml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
@@ -182,22 +183,6 @@ pub struct OpsSettings {
 pub struct AdminToken {
     pub name: String,
     pub token: SecretString,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SandboxSettings {
-    pub port: u16,
-    pub rate_limit_per_s: u32,
-    #[serde(with = "humantime_serde")]
-    pub consent_ttl: Duration,
-    #[serde(with = "humantime_serde")]
-    pub access_token_ttl: Duration,
-    #[serde(with = "humantime_serde")]
-    pub max_hang: Duration,
-    pub seed: u64,
-    pub neonomics_client_id: String,
-    pub neonomics_client_secret: SecretString,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -416,14 +401,8 @@ impl Settings {
         if let Some(url) = &self.http.public_url {
             check_url("http.public_url", url)?;
         }
-        if self.sandbox.port > u16::MAX - 2 {
-            return invalid("sandbox.port", "must leave room for port + 2");
-        }
-        if self.sandbox.rate_limit_per_s == 0 {
-            return invalid("sandbox.rate_limit_per_s", "must be at least 1");
-        }
-        if self.sandbox.consent_ttl.is_zero() || self.sandbox.access_token_ttl.is_zero() {
-            return invalid("sandbox.*_ttl", "must be greater than zero");
+        if let Err(e) = self.sandbox.validate() {
+            return invalid(e.key, e.reason);
         }
         if tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_filter).is_err() {
             return invalid("telemetry.log_filter", "is not a valid tracing filter");

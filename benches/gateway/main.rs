@@ -44,9 +44,10 @@ use std::time::{Duration, Instant};
 
 use bankgate::gateway::Gateway;
 use bankgate::postgres::PrivateCluster;
-use bankgate::sandbox::{Sandbox, SandboxOptions};
 use bankgate::settings::Settings;
-use bankgate_actors::BankId;
+use bankgate_actors::{BankId, ProviderId};
+use bankgate_sandbox::faults::{FaultKind, FaultSpec};
+use bankgate_sandbox::{Sandbox, SandboxClient, SandboxOptions};
 use serde_json::{Value, json};
 use tokio::runtime::{Handle, Runtime};
 use warp::Filter;
@@ -170,17 +171,9 @@ impl Runtimes {
 }
 
 /// Injects a fault at the sandbox and returns its id.
-async fn add_fault(http: &reqwest::Client, sandbox: &Sandbox, fault: Value) -> Value {
-    let added: Value = http
-        .post(format!("{}/sandbox/faults", sandbox.control_url()))
-        .json(&fault)
-        .send()
-        .await
-        .expect("fault")
-        .json()
-        .await
-        .expect("fault body");
-    added["id"].clone()
+async fn add_fault(sandbox: &Sandbox, fault: FaultSpec) -> u64 {
+    let control = SandboxClient::new(sandbox.control_url());
+    control.add_fault(&fault).await.expect("fault").id
 }
 
 /// The median of an odd number of figures.
@@ -352,11 +345,11 @@ async fn main() {
                 "http://{}/hello",
                 listener.local_addr().expect("addr")
             ));
-            let options = bankgate::http::ServeOptions {
+            let options = bankgate_sandbox::http::ServeOptions {
                 header_read_timeout: Duration::from_secs(10),
                 drain: Duration::ZERO,
             };
-            tokio::spawn(bankgate::http::serve(
+            tokio::spawn(bankgate_sandbox::http::serve(
                 listener,
                 hello,
                 options,
@@ -524,9 +517,8 @@ async fn main() {
         assert!(read.status().is_success(), "{bank} reads live at first");
     }
     add_fault(
-        &http,
         &hanging_sandbox,
-        json!({"provider": "psd2", "bank": "dnb", "kind": "timeout"}),
+        FaultSpec::new(ProviderId::Psd2, FaultKind::Timeout).with_bank(BankId::Dnb),
     )
     .await;
     // Three failed reads open DNB's breaker; from then on DNB is served stale at once. They

@@ -11,10 +11,10 @@
 use std::time::{Duration, Instant};
 
 use bankgate::gateway::Gateway;
-use bankgate::sandbox::Sandbox;
-use bankgate_actors::BankId;
+use bankgate_actors::{BankId, ProviderId, Service};
+use bankgate_sandbox::faults::{FaultKind, FaultSpec};
+use bankgate_sandbox::{Sandbox, SandboxClient};
 use secrecy::SecretString;
-use serde_json::{Value, json};
 
 use crate::load::{Figures, Wrk, rss_bytes};
 
@@ -68,21 +68,12 @@ async fn reads_by_source(http: &reqwest::Client, gateway: &Gateway) -> [u64; 4] 
 }
 
 /// Calls the sandbox received for DNB's account information, at both providers.
-async fn dnb_reads_upstream(http: &reqwest::Client, sandbox: &Sandbox) -> u64 {
-    let body: Value = http
-        .get(format!("{}/sandbox/requests", sandbox.control_url()))
-        .send()
-        .await
-        .expect("requests")
-        .json()
-        .await
-        .expect("requests body");
-    body["requests"]
-        .as_array()
-        .expect("a list")
+async fn dnb_reads_upstream(control: &SandboxClient) -> u64 {
+    let requests = control.requests().await.expect("requests");
+    requests
         .iter()
-        .filter(|r| r["bank"] == "dnb" && r["service"] == "aisp")
-        .filter_map(|r| r["count"].as_u64())
+        .filter(|r| r.bank == Some(BankId::Dnb) && r.service == Some(Service::Aisp))
+        .map(|r| r.count)
         .sum()
 }
 
@@ -151,22 +142,19 @@ end
         half = CONNECTIONS / 2,
     );
 
-    let control = format!("{}/sandbox/faults", sandbox.control_url());
+    let control = SandboxClient::new(sandbox.control_url());
     let mut faults = Vec::new();
-    for provider in ["neonomics", "psd2"] {
-        let fault = json!({
-            "provider": provider,
-            "bank": "dnb",
-            "kind": "latency",
-            "latency_ms": PROVIDER_LATENCY_MS,
-        });
-        faults.push(crate::add_fault(&http, sandbox, fault).await);
+    for provider in ProviderId::ALL {
+        let fault = FaultSpec::new(provider, FaultKind::Latency)
+            .with_bank(BankId::Dnb)
+            .with_latency_ms(PROVIDER_LATENCY_MS);
+        faults.push(crate::add_fault(sandbox, fault).await);
     }
     // Let every cached balance age past its freshness.
     tokio::time::sleep(Duration::from_millis(1_100)).await;
 
     let reads_before = reads_by_source(&http, gateway).await;
-    let upstream_before = dnb_reads_upstream(&http, sandbox).await;
+    let upstream_before = dnb_reads_upstream(&control).await;
     let rss_before = rss_bytes();
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let sampler = tokio::spawn(async move {
@@ -198,12 +186,12 @@ end
     let elapsed = started.elapsed();
     let _ = stop.send(true);
     let rss_peak = sampler.await.expect("sampler");
-    let upstream = dnb_reads_upstream(&http, sandbox).await - upstream_before;
+    let upstream = dnb_reads_upstream(&control).await - upstream_before;
     let reads_after = reads_by_source(&http, gateway).await;
     let served = |i: usize| reads_after[i] - reads_before[i];
 
     for id in faults {
-        let _ = http.delete(format!("{control}/{id}")).send().await;
+        let _ = control.remove_fault(id).await;
     }
     SlowFigures {
         figures,

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use warp::http::HeaderValue;
 use warp::{Filter, Rejection};
 
-use crate::http::{ApiError, ErrorCode, optional_header};
 use crate::token::{Claims, TokenVerifier};
+use bankgate_sandbox::http::{ApiError, ErrorCode, optional_header};
 
 /// Tokens longer than this are refused unread.
 const MAX_TOKEN_BYTES: usize = 4096;

@@ -19,9 +19,9 @@ use warp::reply::Response;
 
 use super::{AppState, text};
 use crate::copy::{CONSENT_EXPIRED, balance_warning};
-use crate::http::request_id::RequestId;
-use crate::http::{ApiError, ErrorCode};
 use crate::token::Claims;
+use bankgate_sandbox::http::request_id::RequestId;
+use bankgate_sandbox::http::{ApiError, ErrorCode};
 
 /// One account's balance as the client API renders it, borrowed from the session's answer.
 #[derive(Debug, Serialize)]

@@ -15,9 +15,9 @@ use warp::{Filter, Rejection, Reply};
 
 use super::auth::authenticated;
 use super::{AppState, balances, banks, consents, payments};
-use crate::http::error::recover;
-use crate::http::request_id::{RequestId, request_id, tag};
-use crate::http::{ApiError, ClientAddr, optional_header};
+use bankgate_sandbox::http::error::recover;
+use bankgate_sandbox::http::request_id::{RequestId, request_id, tag};
+use bankgate_sandbox::http::{ApiError, ClientAddr, optional_header};
 
 /// The OpenAPI document of this API, served at `/v1/openapi.yaml`.
 pub const OPENAPI: &str = include_str!("openapi.yaml");

@@ -18,10 +18,10 @@ use warp::reply::Response;
 
 use super::AppState;
 use crate::copy;
-use crate::http::{ApiError, ErrorCode};
 use crate::providers::{ConsentState, RemoteAccount, StartedConsent};
 use crate::store::{ConsentRecord, ProviderConsent};
 use crate::token::Claims;
+use bankgate_sandbox::http::{ApiError, ErrorCode};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -26,7 +26,6 @@ use deadpool_postgres::Pool;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::http::{ServeOptions, bind, serve};
 use crate::ops::{AdminTokens, Ops, OpsStore};
 use crate::payments::{
     AmountLimits, PaymentStore, Payments, PaymentsConfig, Queue, WebhookVerifier,
@@ -37,6 +36,7 @@ use crate::providers::psd2::Psd2Client;
 use crate::settings::Settings;
 use crate::store::PgStore;
 use crate::token::TokenVerifier;
+use bankgate_sandbox::http::{ServeOptions, bind, serve};
 
 /// What the gateway's handlers share; a clone is one reference count.
 #[derive(Clone)]

@@ -11,10 +11,10 @@ use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
 use super::AppState;
-use crate::http::error::recover;
-use crate::http::request_id::{RequestId, request_id, tag};
-use crate::http::{ApiError, ErrorCode};
 use crate::ops::{BreakerRequest, ModeRequest};
+use bankgate_sandbox::http::error::recover;
+use bankgate_sandbox::http::request_id::{RequestId, request_id, tag};
+use bankgate_sandbox::http::{ApiError, ErrorCode};
 
 fn respond<T: serde::Serialize>(result: Result<T, ApiError>) -> Response {
     match result {

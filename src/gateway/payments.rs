@@ -14,9 +14,9 @@ use warp::hyper::body::Bytes;
 use warp::reply::Response;
 
 use super::AppState;
-use crate::http::{ApiError, ErrorCode};
 use crate::payments::{Delivery, PaymentStatus};
 use crate::token::Claims;
+use bankgate_sandbox::http::{ApiError, ErrorCode};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

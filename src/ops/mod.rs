@@ -34,9 +34,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use crate::http::ApiError;
 use crate::payments::Payments;
 use crate::postgres::Database;
+use bankgate_sandbox::http::ApiError;
 use status::{BankReport, OperatorPin, PathReport, ProviderReport, QueueReport};
 use store::{mode_text, parse_mode};
 

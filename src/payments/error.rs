@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::webhook::WebhookError;
 use crate::copy::{CONSENT_EXPIRED, PAYMENTS_DISABLED};
-use crate::http::{ApiError, ErrorCode};
+use bankgate_sandbox::http::{ApiError, ErrorCode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PaymentError {

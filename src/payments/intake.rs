@@ -21,7 +21,7 @@ use super::service::count;
 use super::store::PaymentRecord;
 use super::{FailureReason, PaymentStatus, Payments, PaymentsMode};
 use crate::copy::{PAYMENT_PROCESSING, PAYMENT_QUEUED};
-use crate::http::ApiError;
+use bankgate_sandbox::http::ApiError;
 
 /// An answer to `POST /v1/payments` that created (or replays) a payment.
 #[derive(Debug, Clone)]
@@ -235,10 +235,10 @@ mod tests {
     use uuid::Uuid;
 
     use super::answer;
-    use crate::http::{ApiError, ErrorCode};
     use crate::payments::request::Creditor;
     use crate::payments::store::PaymentRecord;
     use crate::payments::{FailureReason, PaymentStatus};
+    use bankgate_sandbox::http::{ApiError, ErrorCode};
 
     fn failed(failure: FailureReason, last_error: &str) -> PaymentRecord {
         PaymentRecord {

@@ -30,7 +30,7 @@ pub use request::{AmountLimits, Creditor, PaymentKind, PaymentRequest, idempoten
 pub use service::{Payments, PaymentsConfig};
 pub use store::PaymentStore;
 pub use views::PaymentView;
-pub use webhook::{Delivery, WebhookError, WebhookVerifier};
+pub use webhook::{Delivery, WebhookError, WebhookVerifier, webhook_targets};
 
 pub use bankgate_actors::modes::PaymentsMode;
 use serde::{Deserialize, Serialize};

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::account_number::{is_valid_bban, is_valid_iban};
-use crate::http::{ApiError, ErrorCode};
+use bankgate_sandbox::account_number::{is_valid_bban, is_valid_iban};
+use bankgate_sandbox::http::{ApiError, ErrorCode};
 
 /// The longest creditor name the banks' payment schemes carry.
 const MAX_NAME_CHARS: usize = 70;

@@ -20,8 +20,31 @@ use serde_json::json;
 use super::error::PaymentError;
 use super::service::count;
 use super::{PaymentStatus, Payments};
+use bankgate_sandbox::webhooks::WebhookTarget;
+
+use crate::settings::WebhooksSettings;
 
 /// Why a delivery was refused.
+/// Where each provider with a secret in `settings` is to push its status changes: this
+/// gateway's webhook route at `client_url`, as an operator enters it in the provider's portal
+/// (the demo and the soak register them at the sandbox).
+pub fn webhook_targets(
+    settings: &WebhooksSettings,
+    client_url: &str,
+) -> Vec<(ProviderId, WebhookTarget)> {
+    settings
+        .secrets
+        .iter()
+        .map(|(&provider, secret)| {
+            let target = WebhookTarget {
+                url: format!("{client_url}/v1/webhooks/{provider}"),
+                secret: secret.expose_secret().to_owned(),
+            };
+            (provider, target)
+        })
+        .collect()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum WebhookError {
     #[error("missing or malformed webhook headers")]
@@ -188,7 +211,7 @@ impl Payments {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::webhooks::sign;
+    use bankgate_sandbox::webhooks::sign;
 
     fn verifier() -> WebhookVerifier {
         let secrets = BTreeMap::from([(

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use bankgate_actors::{BankId, ProviderId};
+use bankgate_sandbox::faults::{FaultKind, FaultSpec};
 use serde::Serialize;
-use serde_json::{Value, json};
 
 use crate::ops::diagnosis::Incident;
 
@@ -30,7 +30,7 @@ pub struct Injection {
     /// Seconds into the soak.
     pub at_s: f64,
     #[serde(skip)]
-    pub faults: Vec<Value>,
+    pub faults: Vec<FaultSpec>,
     /// Whether the diagnosis named the cause while it was injected (or just after).
     pub named: bool,
     /// Everything the diagnosis said meanwhile, in order, without repeats.
@@ -56,23 +56,35 @@ pub fn schedule(rng: &mut fastrand::Rng, periods: usize) -> Vec<Injection> {
 fn injection(rng: &mut fastrand::Rng, cause: Incident) -> Injection {
     let bank = BankId::ALL[rng.usize(..BankId::ALL.len())];
     let provider = ProviderId::ALL[rng.usize(..ProviderId::ALL.len())];
-    let at = |provider: ProviderId, kind: &str| json!({"provider": provider, "kind": kind});
+    let at = FaultSpec::new;
     let (bank, provider, faults) = match cause {
         Incident::ProviderOutage => {
-            let kind = if rng.bool() { "unavailable" } else { "timeout" };
+            let kind = if rng.bool() {
+                FaultKind::Unavailable
+            } else {
+                FaultKind::Timeout
+            };
             (None, Some(provider), vec![at(provider, kind)])
         }
-        Incident::BankDown => (Some(bank), None, at_every_provider(bank, "error")),
+        Incident::BankDown => (Some(bank), None, at_every_provider(bank, FaultKind::Error)),
         Incident::ProviderRateLimiting => {
-            let fault = json!({"provider": provider, "kind": "rate_limit", "retry_after_s": 2});
+            let fault = at(provider, FaultKind::RateLimit).with_retry_after_s(2);
             (None, Some(provider), vec![fault])
         }
-        Incident::ProviderCredentials => (None, Some(provider), vec![at(provider, "unauthorized")]),
-        Incident::NetworkFailure => (None, Some(provider), vec![at(provider, "refuse")]),
+        Incident::ProviderCredentials => (
+            None,
+            Some(provider),
+            vec![at(provider, FaultKind::Unauthorized)],
+        ),
+        Incident::NetworkFailure => (None, Some(provider), vec![at(provider, FaultKind::Refuse)]),
         // Consents expire for users, not paths: at both providers, so no failover hides it.
-        Incident::ExpiredConsents => (Some(bank), None, at_every_provider(bank, "consent_expired")),
+        Incident::ExpiredConsents => (
+            Some(bank),
+            None,
+            at_every_provider(bank, FaultKind::ConsentExpired),
+        ),
         Incident::SlowResponses => {
-            let fault = json!({"provider": provider, "kind": "latency", "latency_ms": 2300});
+            let fault = at(provider, FaultKind::Latency).with_latency_ms(2300);
             (None, Some(provider), vec![fault])
         }
         Incident::Healthy => (None, None, Vec::new()),
@@ -89,10 +101,10 @@ fn injection(rng: &mut fastrand::Rng, cause: Incident) -> Injection {
 }
 
 /// `kind` at `bank` through every provider, so no failover hides it.
-fn at_every_provider(bank: BankId, kind: &str) -> Vec<Value> {
+fn at_every_provider(bank: BankId, kind: FaultKind) -> Vec<FaultSpec> {
     ProviderId::ALL
         .iter()
-        .map(|p| json!({"provider": p, "bank": bank, "kind": kind}))
+        .map(|&p| FaultSpec::new(p, kind).with_bank(bank))
         .collect()
 }
 

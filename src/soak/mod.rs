@@ -25,13 +25,14 @@ use std::time::Duration;
 use anyhow::Context as _;
 use bankgate_actors::BankId;
 use secrecy::ExposeSecret as _;
-use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::ops::diagnosis::Incident;
+use crate::payments::webhook_targets;
 use crate::postgres::PrivateCluster;
-use crate::sandbox::{Sandbox, SandboxOptions};
 use crate::settings::Settings;
+use bankgate_sandbox::faults::FaultSpec;
+use bankgate_sandbox::{LedgerFilter, Sandbox, SandboxClient, SandboxOptions};
 use chaos::Injection;
 use gateway::{GatewayProcess, Launch};
 pub use report::Report;
@@ -123,7 +124,10 @@ pub async fn run(
         log: log.clone(),
     }));
     gateway.start().await?;
-    crate::demo::register_webhooks(&settings, &client_url, &sandbox).await?;
+    fault_control(sandbox.control_url())
+        .register_webhooks(webhook_targets(&settings.webhooks, &client_url))
+        .await
+        .context("failed to register the webhooks")?;
 
     let ttl = args.duration + args.settle + Duration::from_secs(3600);
     let traffic = Arc::new(
@@ -229,12 +233,12 @@ pub async fn run(
         })
     };
 
-    let faults = FaultControl::new(sandbox.control_url());
+    let faults = fault_control(sandbox.control_url());
     let mut named = BTreeSet::new();
     for (index, injection) in injections.iter_mut().enumerate() {
         let begins = started + args.fault_every * index as u32;
         tokio::time::sleep_until(begins).await;
-        faults.replace(&injection.faults).await?;
+        replace_faults(&faults, &injection.faults).await?;
         injection.at_s = begins.duration_since(started).as_secs_f64();
         println!(
             "soak: {:>5.1} s  fault: {}",
@@ -252,7 +256,7 @@ pub async fn run(
         )
         .await;
     }
-    faults.replace(&[]).await?;
+    replace_faults(&faults, &[]).await?;
 
     let kills = killer.await??;
     let (database_restarts, cluster) = database.await??;
@@ -266,7 +270,7 @@ pub async fn run(
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let ledger = faults.ledger().await?;
+    let ledger = faults.ledger(&LedgerFilter::default()).await?;
     let lives = gateway.finish().await;
     sandbox.shutdown().await;
     if let Some(cluster) = cluster {
@@ -328,7 +332,7 @@ async fn watch_diagnosis(
             .send()
             .await;
         if let Ok(response) = answer
-            && let Ok(body) = response.json::<Value>().await
+            && let Ok(body) = response.json::<serde_json::Value>().await
             && let Ok(incident) = serde_json::from_value::<Incident>(body["incident"].clone())
         {
             named.insert(incident);
@@ -351,11 +355,7 @@ fn describe(injection: &Injection) -> String {
     if let Some(provider) = injection.provider {
         place.push(provider.as_str());
     }
-    let kinds: Vec<&str> = injection
-        .faults
-        .iter()
-        .filter_map(|f| f["kind"].as_str())
-        .collect();
+    let kinds: Vec<&str> = injection.faults.iter().map(|f| f.kind.as_str()).collect();
     format!(
         "{:?} at {} ({})",
         injection.cause,
@@ -368,51 +368,27 @@ fn describe(injection: &Injection) -> String {
     )
 }
 
-/// The sandbox's control API, as the soak uses it.
-struct FaultControl {
-    url: String,
-    http: reqwest::Client,
+/// The sandbox's control client, as the soak uses it.
+fn fault_control(url: String) -> SandboxClient {
+    // A fault every 10 s would reuse a connection just as the sandbox closes it for idling
+    // 10 s (its header-read timeout), and be reset: keep idle connections shorter.
+    let http = reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(5))
+        .build()
+        .expect("an HTTP client");
+    SandboxClient::with_http(url, http)
 }
 
-impl FaultControl {
-    fn new(url: String) -> FaultControl {
-        // A fault every 10 s would reuse a connection just as the sandbox closes it for
-        // idling 10 s (its header-read timeout), and be reset: keep idle connections shorter.
-        let http = reqwest::Client::builder()
-            .pool_idle_timeout(Duration::from_secs(5))
-            .build()
-            .expect("an HTTP client");
-        FaultControl { url, http }
+/// Lifts every fault and injects `faults`.
+async fn replace_faults(control: &SandboxClient, faults: &[FaultSpec]) -> anyhow::Result<()> {
+    control.clear_faults().await?;
+    for fault in faults {
+        control
+            .add_fault(fault)
+            .await
+            .with_context(|| format!("the sandbox refused the fault {fault:?}"))?;
     }
-
-    /// Lifts every fault and injects `faults`.
-    async fn replace(&self, faults: &[Value]) -> anyhow::Result<()> {
-        let url = format!("{}/sandbox/faults", self.url);
-        self.http.delete(&url).send().await?.error_for_status()?;
-        for fault in faults {
-            self.http
-                .post(&url)
-                .json(fault)
-                .send()
-                .await?
-                .error_for_status()
-                .with_context(|| format!("the sandbox refused the fault {fault}"))?;
-        }
-        Ok(())
-    }
-
-    /// Every payment the sandbox's banks recorded.
-    async fn ledger(&self) -> anyhow::Result<Vec<Value>> {
-        let body: Value = self
-            .http
-            .get(format!("{}/sandbox/ledger", self.url))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        Ok(body["entries"].as_array().cloned().unwrap_or_default())
-    }
+    Ok(())
 }
 
 /// A loopback port free at the time of asking; the gateway binds it at every start.

@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
+use bankgate_sandbox::world::Payment;
 use serde::Serialize;
-use serde_json::Value;
 
 use super::chaos::Injection;
 use super::gateway::Life;
@@ -21,7 +21,7 @@ pub struct Inputs {
     pub payments: Vec<Sent>,
     /// Initiation answers by status and code: over the run, and while PostgreSQL was away.
     pub answers: (BTreeMap<String, u64>, BTreeMap<String, u64>),
-    pub ledger: Vec<Value>,
+    pub ledger: Vec<Payment>,
     pub injections: Vec<Injection>,
     pub named: BTreeSet<Incident>,
     pub kills_planned: u32,
@@ -70,7 +70,12 @@ pub struct Report {
 
 impl Report {
     pub fn build(inputs: Inputs) -> Report {
-        let payments = payment_figures(&inputs.payments, &inputs.ledger, inputs.answers);
+        let references: Vec<Option<&str>> = inputs
+            .ledger
+            .iter()
+            .map(|p| p.end_to_end_id.as_deref())
+            .collect();
+        let payments = payment_figures(&inputs.payments, &references, inputs.answers);
         let causes_injected: BTreeSet<Incident> =
             inputs.injections.iter().map(|i| i.cause).collect();
         let unnamed: Vec<String> = causes_injected
@@ -238,14 +243,12 @@ fn reference(payment_id: &str) -> String {
 
 fn payment_figures(
     sent: &[Sent],
-    ledger: &[Value],
+    ledger: &[Option<&str>],
     (answers, answers_during_database_outage): (BTreeMap<String, u64>, BTreeMap<String, u64>),
 ) -> PaymentFigures {
     let mut in_ledger: HashMap<&str, usize> = HashMap::new();
-    for entry in ledger {
-        if let Some(reference) = entry["end_to_end_id"].as_str() {
-            *in_ledger.entry(reference).or_default() += 1;
-        }
+    for reference in ledger.iter().flatten() {
+        *in_ledger.entry(reference).or_default() += 1;
     }
     let mut figures = PaymentFigures {
         initiated: sent.len(),
@@ -321,12 +324,7 @@ mod tests {
 
     #[test]
     fn a_payment_is_judged_by_its_status_and_the_ledger() {
-        let ledger = vec![
-            json!({"end_to_end_id": "a1"}),
-            json!({"end_to_end_id": "b2"}),
-            json!({"end_to_end_id": "b2"}),
-            json!({"end_to_end_id": "q3"}),
-        ];
+        let ledger = [Some("a1"), Some("b2"), Some("b2"), Some("q3")];
         let figures = payment_figures(
             &[
                 sent("a-1", "completed"),

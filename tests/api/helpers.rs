@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use bankgate::gateway::Gateway;
 use bankgate::postgres::PrivateCluster;
-use bankgate::sandbox::{Sandbox, SandboxOptions};
 use bankgate::settings::Settings;
 use bankgate_actors::BankId;
+use bankgate_sandbox::faults::FaultSpec;
+use bankgate_sandbox::{LedgerFilter, Sandbox, SandboxClient, SandboxOptions};
 use serde_json::Value;
 use tokio::sync::OnceCell;
 use tokio_postgres::NoTls;
@@ -90,6 +91,8 @@ pub fn sandbox_options() -> SandboxOptions {
 pub struct TestSandbox {
     pub sandbox: Sandbox,
     pub http: reqwest::Client,
+    /// The sandbox's control API.
+    pub control: SandboxClient,
 }
 
 pub async fn spawn_sandbox() -> TestSandbox {
@@ -98,9 +101,11 @@ pub async fn spawn_sandbox() -> TestSandbox {
 
 pub async fn spawn_sandbox_with(options: SandboxOptions) -> TestSandbox {
     let sandbox = Sandbox::start(options).await.expect("sandbox starts");
+    let http = client();
     TestSandbox {
+        control: SandboxClient::with_http(sandbox.control_url(), http.clone()),
         sandbox,
-        http: client(),
+        http,
     }
 }
 
@@ -128,23 +133,18 @@ impl TestSandbox {
 
     /// The accounts `psu` holds at `bank`, with their balances as the bank has them.
     pub async fn seeded_accounts(&self, bank: BankId, psu: &str) -> Vec<Value> {
-        let body = self
-            .control_json(&format!("/sandbox/accounts?bank={bank}&psu={psu}"))
-            .await;
-        body["accounts"].as_array().unwrap().clone()
+        let accounts = self.control.accounts(bank, psu).await.unwrap();
+        accounts
+            .iter()
+            .map(|a| serde_json::to_value(a).unwrap())
+            .collect()
     }
 
     /// Expires every consent `psu` gave at `bank`, with each provider.
     pub async fn expire_consents(&self, psu: &str, bank: BankId) {
-        let consents = self.control_json("/sandbox/consents").await;
-        for consent in consents["consents"].as_array().unwrap() {
-            if consent["psu"] == psu && consent["bank"] == bank.as_str() {
-                let id = consent["id"].as_str().unwrap();
-                self.http
-                    .post(self.control(&format!("/sandbox/consents/{id}/expire")))
-                    .send()
-                    .await
-                    .unwrap();
+        for consent in self.control.consents().await.unwrap() {
+            if consent.psu.as_deref() == Some(psu) && consent.bank == bank {
+                self.control.expire_consent(&consent.id).await.unwrap();
             }
         }
     }
@@ -163,37 +163,26 @@ impl TestSandbox {
 
     /// Adds a fault and returns its id.
     pub async fn add_fault(&self, fault: Value) -> u64 {
-        let response = self
-            .http
-            .post(self.control("/sandbox/faults"))
-            .json(&fault)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 201, "fault {fault} accepted");
-        response.json::<Value>().await.unwrap()["id"]
-            .as_u64()
-            .unwrap()
+        let spec: FaultSpec = serde_json::from_value(fault.clone()).expect("a fault spec");
+        let added = self.control.add_fault(&spec).await;
+        added
+            .unwrap_or_else(|e| panic!("fault {fault} accepted: {e}"))
+            .id
     }
 
     pub async fn remove_fault(&self, id: u64) {
-        let url = self.control(&format!("/sandbox/faults/{id}"));
-        let response = self.http.delete(url).send().await.unwrap();
-        assert_eq!(response.status(), 204);
+        self.control.remove_fault(id).await.unwrap();
     }
 
+    /// The ledger entries matching `query` (`""` or `"?bank=dnb&…"`, the control API's filters).
     pub async fn ledger(&self, query: &str) -> Vec<Value> {
-        let url = self.control(&format!("/sandbox/ledger{query}"));
-        let body: Value = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        body["entries"].as_array().unwrap().clone()
+        let filter: LedgerFilter =
+            serde_urlencoded::from_str(query.trim_start_matches('?')).expect("ledger filters");
+        let entries = self.control.ledger(&filter).await.unwrap();
+        entries
+            .iter()
+            .map(|e| serde_json::to_value(e).unwrap())
+            .collect()
     }
 
     /// Follows an SCA link as the user's browser would, returning where it is sent next.
@@ -438,13 +427,12 @@ impl TestApp {
 
     /// The sandbox's count of calls received for `provider` (and `bank`, when given).
     pub async fn upstream_calls(&self, provider: &str, bank: Option<&str>) -> u64 {
-        let body = self.sandbox.control_json("/sandbox/requests").await;
-        body["requests"]
-            .as_array()
-            .unwrap()
+        let requests = self.sandbox.control.requests().await.unwrap();
+        requests
             .iter()
-            .filter(|r| r["provider"] == provider && bank.is_none_or(|b| r["bank"] == b))
-            .map(|r| r["count"].as_u64().unwrap())
+            .filter(|r| r.provider.as_str() == provider)
+            .filter(|r| bank.is_none_or(|b| r.bank.is_some_and(|rb| rb.as_str() == b)))
+            .map(|r| r.count)
             .sum()
     }
 

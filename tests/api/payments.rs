@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use bankgate::sandbox::webhooks::sign;
 use bankgate_actors::BankId;
+use bankgate_sandbox::webhooks::sign;
 use serde_json::{Value, json};
 
 use crate::helpers::{

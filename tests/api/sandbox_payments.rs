@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use bankgate::sandbox::webhooks::sign;
 use bankgate_actors::BankId;
+use bankgate_sandbox::webhooks::sign;
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -57,12 +57,12 @@ async fn webhook_receiver() -> (
         });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hooks/psd2", listener.local_addr().unwrap());
-    let options = bankgate::http::ServeOptions {
+    let options = bankgate_sandbox::http::ServeOptions {
         header_read_timeout: Duration::from_secs(5),
         drain: Duration::ZERO,
     };
-    let route = route.recover(bankgate::http::error::recover);
-    tokio::spawn(bankgate::http::serve(
+    let route = route.recover(bankgate_sandbox::http::error::recover);
+    tokio::spawn(bankgate_sandbox::http::serve(
         listener,
         route,
         options,

@@ -41,28 +41,77 @@ pub enum FaultKind {
     LostResponse,
 }
 
-/// A fault as the control API receives it.
-#[derive(Debug, Clone, Deserialize)]
+impl FaultKind {
+    /// Returns the kind as the control API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::Unavailable => "unavailable",
+            FaultKind::Error => "error",
+            FaultKind::Timeout => "timeout",
+            FaultKind::Latency => "latency",
+            FaultKind::RateLimit => "rate_limit",
+            FaultKind::Unauthorized => "unauthorized",
+            FaultKind::ConsentExpired => "consent_expired",
+            FaultKind::Refuse => "refuse",
+            FaultKind::LostResponse => "lost_response",
+        }
+    }
+}
+
+/// A fault as the control API receives it (and `SandboxClient::add_fault` sends it).
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultSpec {
     pub provider: ProviderId,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bank: Option<BankId>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<Service>,
     pub kind: FaultKind,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ratio: Option<f64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_s: Option<u64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<u64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_s: Option<u64>,
 }
 
+impl FaultSpec {
+    /// A fault of `kind` at every bank and service of `provider`, on every request, until
+    /// removed; the `with_…` methods narrow it.
+    pub fn new(provider: ProviderId, kind: FaultKind) -> FaultSpec {
+        FaultSpec {
+            provider,
+            bank: None,
+            service: None,
+            kind,
+            ratio: None,
+            duration_s: None,
+            latency_ms: None,
+            retry_after_s: None,
+        }
+    }
+
+    pub fn with_bank(mut self, bank: BankId) -> FaultSpec {
+        self.bank = Some(bank);
+        self
+    }
+
+    pub fn with_latency_ms(mut self, latency_ms: u64) -> FaultSpec {
+        self.latency_ms = Some(latency_ms);
+        self
+    }
+
+    pub fn with_retry_after_s(mut self, retry_after_s: u64) -> FaultSpec {
+        self.retry_after_s = Some(retry_after_s);
+        self
+    }
+}
+
 /// An active fault.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Fault {
     pub id: u64,
     pub provider: ProviderId,

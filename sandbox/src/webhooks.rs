@@ -18,11 +18,13 @@ use super::world::Payment;
 const ATTEMPTS: u32 = 6;
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 
+/// Where a provider pushes its status changes, as `PUT /sandbox/webhooks/{provider}` takes
+/// it. The control API never answers with one, so the secret is only ever serialized by
+/// `SandboxClient::register_webhook` on its way in.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookTarget {
     pub url: String,
-    #[serde(skip_serializing)]
     pub secret: String,
 }
 

@@ -4,9 +4,9 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use bankgate_actors::{BankId, ProviderId};
+use bankgate_actors::{BankId, ProviderId, Service};
 use chrono::Utc;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -67,7 +67,7 @@ pub fn routes(
     let ledger = warp::path!("sandbox" / "ledger")
         .and(warp::get())
         .and(with_state.clone())
-        .and(warp::query::<LedgerQuery>())
+        .and(warp::query::<LedgerFilter>())
         .map(ledger);
     let requests = warp::path!("sandbox" / "requests")
         .and(warp::get())
@@ -76,7 +76,12 @@ pub fn routes(
             let counts = state.requests.lock().expect("requests");
             let list: Vec<_> = counts
                 .iter()
-                .map(|(key, count)| json!({"provider": key.provider, "bank": key.bank, "service": key.service, "count": count}))
+                .map(|(key, &count)| RequestCount {
+                    provider: key.provider,
+                    bank: key.bank,
+                    service: key.service,
+                    count,
+                })
                 .collect();
             warp::reply::json(&json!({"requests": list})).into_response()
         });
@@ -183,16 +188,31 @@ fn no_content() -> Response {
     warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response()
 }
 
-#[derive(Debug, Deserialize)]
+/// The ledger's filters (`GET /sandbox/ledger?provider=&bank=&request_id=&end_to_end_id=`);
+/// the default lists every payment.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct LedgerQuery {
-    provider: Option<ProviderId>,
-    bank: Option<BankId>,
-    request_id: Option<String>,
-    end_to_end_id: Option<String>,
+pub struct LedgerFilter {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<ProviderId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bank: Option<BankId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_to_end_id: Option<String>,
 }
 
-fn ledger(state: Arc<SandboxState>, query: LedgerQuery) -> Response {
+/// How many calls one provider received for one bank and service (`GET /sandbox/requests`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct RequestCount {
+    pub provider: ProviderId,
+    pub bank: Option<BankId>,
+    pub service: Option<Service>,
+    pub count: u64,
+}
+
+fn ledger(state: Arc<SandboxState>, query: LedgerFilter) -> Response {
     let world = state.world.lock().expect("world");
     let entries: Vec<_> = world
         .ledger()

@@ -4,28 +4,29 @@
 //!
 //! Plain data behind one mutex: every operation is short and never awaits.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::Duration;
 
 use bankgate_actors::{BankId, ProviderId};
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::accounts::{SeededAccount, seeded_accounts, stable_id};
 
 /// The PSU a consent or payment is approved for when the caller named none.
 pub const DEFAULT_PSU: &str = "sandbox-user";
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Account {
     pub bank: BankId,
     pub psu: String,
     pub iban: String,
     pub bban: String,
-    pub name: &'static str,
-    pub product: &'static str,
-    pub currency: &'static str,
+    pub name: Cow<'static, str>,
+    pub product: Cow<'static, str>,
+    pub currency: Cow<'static, str>,
     pub balance: Decimal,
 }
 
@@ -37,7 +38,7 @@ impl Account {
 }
 
 /// Consent states as NextGenPSD2 names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum ConsentStatus {
     Received,
@@ -47,7 +48,7 @@ pub enum ConsentStatus {
     TerminatedByTpp,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Consent {
     pub id: String,
     pub provider: ProviderId,
@@ -65,7 +66,7 @@ pub struct Consent {
 }
 
 /// ISO 20022 transaction statuses used by both providers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TransactionStatus {
     /// Received, waiting for the PSU's SCA.
     #[serde(rename = "RCVD")]
@@ -79,7 +80,7 @@ pub enum TransactionStatus {
 }
 
 /// A payment as the bank recorded it: the sandbox's ledger is the list of these.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Payment {
     pub payment_id: String,
     pub provider: ProviderId,
@@ -199,9 +200,9 @@ impl World {
                         psu: psu.to_owned(),
                         iban: seeded.iban.clone(),
                         bban: seeded.bban,
-                        name: seeded.name,
-                        product: seeded.product,
-                        currency: "NOK",
+                        name: Cow::Borrowed(seeded.name),
+                        product: Cow::Borrowed(seeded.product),
+                        currency: Cow::Borrowed("NOK"),
                         balance: seeded.balance,
                     };
                     self.accounts.entry(seeded.iban.clone()).or_insert(account);

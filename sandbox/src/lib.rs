@@ -10,18 +10,39 @@
 //! - the banks' PSD2 APIs (`port + 2`): `/{bank}/v1/…`, one base path per bank.
 //!
 //! Each provider has its own listener so that a `refuse` fault can close it for real.
+//!
+//! # Layout
+//!
+//! - `faults`, `world`, `accounts`, `rate_limit`, `webhooks`: the simulated state (fault
+//!   injection, payments and consents, seeded accounts, per-provider quotas, status pushes).
+//! - `neonomics`, `psd2`, `control`, `listener`: the three listeners and the `refuse`-able
+//!   accept loop.
+//! - `client`: `SandboxClient`, the typed client of the control API that tests, benches, the
+//!   demo and the soak share.
+//! - `settings`: the `[sandbox]` settings section, which the gateway's loader embeds.
+//! - `http`: the connection loop, error envelope and request ids that every bankgate listener
+//!   shares, the gateway's included: it lives here because the gateway depends on the sandbox
+//!   (its CLI starts it) and never the reverse.
+//! - `account_number`: Norwegian account numbers (MOD11) and IBANs (mod-97), which the banks'
+//!   seeded accounts carry and the gateway's payment validation checks.
 
+pub mod account_number;
 mod accounts;
+pub mod client;
 mod control;
 pub mod faults;
+pub mod http;
 mod listener;
 mod neonomics;
 mod psd2;
 mod rate_limit;
+pub mod settings;
 pub mod webhooks;
 pub mod world;
 
 pub use crate::account_number::{iban_from_bban, is_valid_bban, is_valid_iban};
+pub use crate::client::{ControlError, SandboxClient};
+pub use crate::control::{LedgerFilter, RequestCount};
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
