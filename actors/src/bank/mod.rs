@@ -162,14 +162,8 @@ impl BankHandle {
         request: FetchRequest,
         deadline: Duration,
     ) -> Result<BalanceAnswer, ActorUnavailable> {
-        let actor = self.slot.get().ok_or(ActorUnavailable)?;
-        match actor
-            .call(|reply| BankMsg::Fetch { request, reply }, Some(deadline))
+        self.call(|reply| BankMsg::Fetch { request, reply }, deadline)
             .await
-        {
-            Ok(ractor::rpc::CallResult::Success(answer)) => Ok(answer),
-            _ => Err(ActorUnavailable),
-        }
     }
 
     /// Initiates a payment through the first provider that can take it. `deadline` bounds
@@ -179,23 +173,24 @@ impl BankHandle {
         request: PayRequest,
         deadline: Duration,
     ) -> Result<PayAnswer, ActorUnavailable> {
-        let actor = self.slot.get().ok_or(ActorUnavailable)?;
-        match actor
-            .call(|reply| BankMsg::Pay { request, reply }, Some(deadline))
+        self.call(|reply| BankMsg::Pay { request, reply }, deadline)
             .await
-        {
-            Ok(ractor::rpc::CallResult::Success(answer)) => Ok(answer),
-            _ => Err(ActorUnavailable),
-        }
     }
 
     pub async fn status(&self) -> Result<BankStatus, ActorUnavailable> {
+        self.call(BankMsg::Status, Duration::from_secs(2)).await
+    }
+
+    /// Asks the actor and waits up to `deadline`; a restarting or dead actor, or no answer
+    /// in time, is `ActorUnavailable`.
+    async fn call<T: Send + 'static>(
+        &self,
+        message: impl FnOnce(RpcReplyPort<T>) -> BankMsg,
+        deadline: Duration,
+    ) -> Result<T, ActorUnavailable> {
         let actor = self.slot.get().ok_or(ActorUnavailable)?;
-        match actor
-            .call(BankMsg::Status, Some(Duration::from_secs(2)))
-            .await
-        {
-            Ok(ractor::rpc::CallResult::Success(status)) => Ok(status),
+        match actor.call(message, Some(deadline)).await {
+            Ok(ractor::rpc::CallResult::Success(answer)) => Ok(answer),
             _ => Err(ActorUnavailable),
         }
     }
