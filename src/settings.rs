@@ -136,8 +136,6 @@ pub struct BalancesSettings {
 pub struct SessionsSettings {
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
-    #[serde(with = "humantime_serde")]
-    pub hibernate_after: Duration,
     pub user_rate_per_s: u32,
     pub user_burst: u32,
 }
@@ -325,13 +323,10 @@ impl Settings {
             return invalid("balances.read_deadline", "must be greater than zero");
         }
         let sessions = &self.sessions;
-        if sessions.idle_timeout.is_zero()
-            || sessions.hibernate_after.is_zero()
-            || sessions.user_rate_per_s == 0
-        {
+        if sessions.idle_timeout.is_zero() || sessions.user_rate_per_s == 0 {
             return invalid(
                 "sessions",
-                "idle_timeout, hibernate_after and user_rate_per_s must be greater than zero",
+                "idle_timeout and user_rate_per_s must be greater than zero",
             );
         }
         let payments = &self.payments;

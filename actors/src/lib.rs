@@ -6,17 +6,17 @@
 //!
 //! ```text
 //!                         RootActor (tree.rs) — restarts failed children with back-off
-//!        ┌──────────────────────┬───────────────────────┬─────────────────────────────┐
-//!  ProviderActor ×2        BankActor ×3            SessionSupervisor
-//!  (neonomics, psd2)       (dnb, nordea,           └── SessionActor per (user, sid),
-//!  token, quota,           sparebank1)                 woken on demand, hibernating
-//!                                                       when quiet
-//!  retries                 breakers, cache,
+//!        ┌──────────────────────┬───────────────────────┬──────────────────┬──────────┐
+//!  ProviderActor ×2        BankActor ×3            SessionSweeper        Drainer
+//!  (neonomics, psd2)       (dnb, nordea,           forgets idle          sends queued
+//!  token, quota,           sparebank1)             sessions (records,    payments
+//!  retries                 breakers, cache,        no actor each)
 //!                          failover, bulkhead
 //! ```
 //!
 //! One balance read: the warp handler verifies the token and asks the user's `SessionHandle`;
-//! the session rate-limits the user, coalesces identical reads in flight and asks each
+//! in the request's own task, the session rate-limits the user, answers from a fresh cache
+//! or joins or starts the read of the same accounts in flight, which asks each
 //! account's `BankHandle`; the bank actor answers from a fresh cache, or spawns a task that
 //! calls the first provider whose breaker allows it (`ProviderHandle::balance`: quota,
 //! concurrency cap, token, timeout, retries) and gets the outcome back as a message; on failure
@@ -26,7 +26,7 @@
 //!
 //! One payment: the payment service (in `src/`) writes it to PostgreSQL, then asks the bank's
 //! `BankHandle::pay`; the bank actor picks the provider by breaker and order and fails over
-//! only when the first provably did not take it. The `Drainer` actor, a fifth kind of child
+//! only when the first provably did not take it. The `Drainer` actor, a fourth kind of child
 //! of the root, sends queued payments when a bank recovers.
 //!
 //! The pure pieces live apart from the actors and are tested with paused time: `breaker`,
@@ -40,7 +40,9 @@
 //!   payment), `paths.rs` (per-provider breakers: the permit and the **trip policy**, the
 //!   health probe, automatic degradation, waking the drainer).
 //! - `provider.rs` — the provider actor and handle: token, quota, concurrency cap, retries.
-//! - `session.rs` — sessions: the user's connections, rate limit, coalescing, hibernation.
+//! - `session/` — sessions as records (why no actor each: `session/mod.rs`): `registry.rs`
+//!   (by user and `sid`, the sweep), `connections.rs` (the user's list), `read.rs` (the local
+//!   answer, the coalescer, the reads from the banks).
 //! - `drainer.rs` — the queue drainer actor: when each bank's **queue drain** runs (the pass
 //!   itself is the gateway's, behind the `PaymentQueue` port: `src/payments/drain.rs`).
 //! - `breaker.rs`, `retry.rs`, `freshness.rs` — the pure state machines.

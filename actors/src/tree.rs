@@ -1,7 +1,8 @@
 //! The root supervisor and the handle to the whole tree.
 //!
 //! The root starts one provider actor per provider, one bank actor per bank, the session
-//! supervisor and (once the payment service exists) the queue drainer, all linked to it. When one of them fails (a panic in a handler), the root counts
+//! sweeper and (once the payment service exists) the queue drainer, all linked to it. When
+//! one of them fails (a panic in a handler), the root counts
 //! the restart and starts it again after a back-off that doubles with each quick failure (from
 //! 100 ms up to 10 s, reset after a minute of good behaviour); its handle finds the new actor
 //! through its `Slot`. Requests that were waiting on the failed actor get an error at once,
@@ -22,7 +23,7 @@ use crate::drainer::{Drainer, DrainerArgs, DrainerHandle, DrainerMsg, PaymentQue
 use crate::metrics;
 use crate::modes::ModeBoard;
 use crate::provider::{ProviderActor, ProviderConfig, ProviderHandle};
-use crate::session::{SessionConfig, SessionDeps, SessionSupervisor, Sessions};
+use crate::session::{SessionConfig, SessionDeps, SessionSweeper, Sessions};
 use crate::slot::Slot;
 use crate::upstream::{Store, Upstream};
 use crate::{BankId, ProviderId};
@@ -61,7 +62,7 @@ impl Child {
         match self {
             Child::Provider(_) => "provider",
             Child::Bank(_) => "bank",
-            Child::Sessions(_) => "session_supervisor",
+            Child::Sessions(_) => "session_sweeper",
             Child::Drainer(_) => "drainer",
         }
     }
@@ -70,7 +71,7 @@ impl Child {
         match self {
             Child::Provider(handle) => format!("provider {}", handle.id()),
             Child::Bank(args) => format!("bank {}", args.bank),
-            Child::Sessions(_) => "session supervisor".to_owned(),
+            Child::Sessions(_) => "session sweeper".to_owned(),
             Child::Drainer(_) => "queue drainer".to_owned(),
         }
     }
@@ -88,7 +89,7 @@ impl Child {
                 .0
                 .get_cell(),
             Child::Sessions(sessions) => {
-                Actor::spawn_linked(None, SessionSupervisor, sessions.clone(), supervisor)
+                Actor::spawn_linked(None, SessionSweeper, sessions.clone(), supervisor)
                     .await?
                     .0
                     .get_cell()

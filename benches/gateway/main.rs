@@ -15,8 +15,7 @@
 //!    banks are healthy (the hanging DNB is at a sandbox of its own). The two take turns for
 //!    five rounds; each reports its median round by p99, and Nordea's change is the median of
 //!    the rounds' changes.
-//! 4. Sessions: the memory and time to create 100 000 idle user sessions (measured once they
-//!    hibernate).
+//! 4. Sessions: the memory and time to create 100 000 idle user sessions.
 //! 5. Slow upstream: 10 000 concurrent balance reads while both providers answer DNB after
 //!    2 s: errors, how the reads were served, upstream calls, RSS at its peak (`slow.rs`).
 //! 6. Payments: initiations per second through the durable path (PostgreSQL, upstream,
@@ -629,10 +628,6 @@ async fn main() {
     }
     let creation = started.elapsed();
     let created = cached.actors().sessions.active() - sessions_before;
-    let awake_after_creation = cached.actors().sessions.awake();
-    // Idle sessions hibernate: measure once they have.
-    tokio::time::sleep(cached_settings.sessions.hibernate_after + Duration::from_secs(3)).await;
-    let awake_idle = cached.actors().sessions.awake();
     let growth = rss_bytes().saturating_sub(rss_before);
     let per_session = growth as f64 / created.max(1) as f64;
 
@@ -734,7 +729,7 @@ end
         by_round(&fail_fast_p99s[3]),
     );
     println!(
-        "4. {created} sessions in {:.1} s ({:.0}/s, {session_errors} errors; {awake_after_creation} actors awake at the end, {awake_idle} once idle): RSS +{:.1} MiB, {:.0} bytes per session (target ≤ 2048)",
+        "4. {created} sessions in {:.1} s ({:.0}/s, {session_errors} errors;): RSS +{:.1} MiB, {:.0} bytes per session (target ≤ 2048)",
         creation.as_secs_f64(),
         created as f64 / creation.as_secs_f64(),
         growth as f64 / (1024.0 * 1024.0),
@@ -799,8 +794,6 @@ end
             "errors": session_errors,
             "rss_growth_bytes": growth,
             "bytes_per_session": per_session,
-            "awake_after_creation": awake_after_creation,
-            "awake_when_idle": awake_idle,
         },
         "slow_upstream": slow,
         "payments_per_s": payments.requests_per_s,

@@ -138,7 +138,6 @@ pub fn tree_config(settings: &Settings) -> TreeConfig {
         },
         session: SessionConfig {
             idle_timeout: settings.sessions.idle_timeout,
-            hibernate_after: settings.sessions.hibernate_after,
             user_rate_per_s: settings.sessions.user_rate_per_s,
             user_burst: settings.sessions.user_burst,
             read_deadline: settings.balances.read_deadline,

@@ -602,7 +602,13 @@ async fn a_panicking_bank_actor_is_restarted_and_serves_the_next_request() {
 
     app.gateway.actors().providers[&bankgate_actors::ProviderId::Neonomics].inject_panic();
     let session = app.gateway.actors().sessions.get("kari", "other-session");
-    session.inject_panic().await;
+    assert!(
+        matches!(
+            session.inject_panic().await,
+            Err(bankgate_actors::session::SessionError::Unavailable)
+        ),
+        "a read whose task panics answers unavailable"
+    );
     let status = eventually(Duration::from_secs(10), || async {
         let response = app.balances(&token).await;
         (response.status() == 200).then_some(response.status())
@@ -923,44 +929,10 @@ async fn one_user_is_rate_limited_with_retry_after() {
     );
 }
 
+/// A read the gateway can answer without a bank (a user with no connections, an account that
+/// is not theirs) asks none.
 #[tokio::test]
-async fn a_quiet_session_hibernates_and_wakes_with_what_it_knew() {
-    let app = spawn_app_with(&[
-        ("BANKGATE__SESSIONS__HIBERNATE_AFTER", "300ms"),
-        ("BANKGATE__BALANCES__FRESH_FOR", "1s"),
-        ("BANKGATE__BALANCES__FRESH_FOR_WHEN_RATE_LIMITED", "1s"),
-    ])
-    .await;
-    let (token, _) = connected(&app, "kari").await;
-    let sessions = &app.gateway.actors().sessions;
-    eventually(Duration::from_secs(5), || async {
-        (sessions.awake() == 0).then_some(())
-    })
-    .await;
-    assert_eq!(
-        sessions.active(),
-        1,
-        "a hibernating session is still a session"
-    );
-
-    // Fresh balances come from the session's record without waking it.
-    let cached: Value = app.balances(&token).await.json().await.unwrap();
-    assert_eq!(accounts_of(&cached, "dnb")[0]["source"], "cache");
-    assert_eq!(sessions.awake(), 0);
-
-    // Once they are no longer fresh, the read wakes the actor, which reads them live.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let live: Value = app.balances(&token).await.json().await.unwrap();
-    assert_eq!(accounts_of(&live, "dnb")[0]["source"], "live");
-    assert_eq!(accounts_of(&live, "nordea")[0]["source"], "live");
-    assert_eq!(sessions.awake(), 1);
-    assert_eq!(sessions.active(), 1);
-}
-
-/// A session's actor exists to read from banks: a read the gateway can answer without one
-/// (a user with no connections, an account that is not theirs) starts none.
-#[tokio::test]
-async fn a_read_no_bank_is_needed_for_starts_no_session_actor() {
+async fn a_read_no_bank_is_needed_for_asks_no_bank() {
     let app = spawn_app().await;
     let token = app.token("newcomer");
     let response = app.balances(&token).await;
@@ -975,9 +947,9 @@ async fn a_read_no_bank_is_needed_for_starts_no_session_actor() {
         .await
         .unwrap();
     assert_eq!(unknown.status(), 404);
-    let sessions = &app.gateway.actors().sessions;
-    assert_eq!(sessions.active(), 1);
-    assert_eq!(sessions.awake(), 0);
+    assert_eq!(app.gateway.actors().sessions.active(), 1);
+    assert_eq!(app.upstream_calls("neonomics", None).await, 0);
+    assert_eq!(app.upstream_calls("psd2", None).await, 0);
 }
 
 #[tokio::test]

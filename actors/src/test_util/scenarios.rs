@@ -20,7 +20,7 @@ use tokio::time::timeout;
 use super::{Behaviour, Call, DEFAULT_BALANCE, PSU_IP, TestTree, eventually, test_config};
 use crate::bank::{ActorUnavailable, BalanceAnswer, FetchRequest, Source, Warning};
 use crate::breaker::BreakerState;
-use crate::session::{AccountBalance, SessionHandle};
+use crate::session::{AccountBalance, SessionError, SessionHandle};
 use crate::upstream::FailureClass;
 use crate::{BankId, ProviderId};
 
@@ -344,4 +344,33 @@ async fn a_panicking_bank_actor_is_restarted_and_its_callers_never_hang() {
     )
     .await;
     assert_live(&read_one(&kari).await, ProviderId::Neonomics, nok(1300));
+}
+
+/// A session's read whose task panics: everyone who joined it is answered at once, and the
+/// next read starts afresh instead of finding the dead one.
+#[tokio::test(start_paused = true)]
+async fn a_session_read_that_panics_answers_its_callers_and_is_forgotten() {
+    let t = TestTree::start().await;
+    t.store
+        .connect("kari", DNB, &[ProviderId::Neonomics, ProviderId::Psd2]);
+    let kari = t.session("kari");
+
+    // The panicking read starts first (on this one-threaded runtime its task runs only once
+    // both callers wait), so the ordinary read joins it.
+    let (panicked, joined) = tokio::join!(
+        kari.inject_panic(),
+        kari.balances(None, Some(PSU_IP), "scenario")
+    );
+    assert!(matches!(panicked, Err(SessionError::Unavailable)));
+    assert!(
+        matches!(joined, Err(SessionError::Unavailable)),
+        "the read that joined it is answered, not left waiting: {joined:?}"
+    );
+
+    assert_live(
+        &read_one(&kari).await,
+        ProviderId::Neonomics,
+        DEFAULT_BALANCE,
+    );
+    assert_eq!(t.neonomics.calls(DNB, Call::Balance), 1);
 }
