@@ -593,11 +593,15 @@ async fn a_read_in_flight_when_its_bank_actor_panics_is_answered_at_once() {
             .add_fault(json!({"provider": provider, "bank": "dnb", "kind": "timeout"}))
             .await;
     }
+    let before = app.upstream_calls("neonomics", Some("dnb")).await;
     let path = format!("/v1/accounts/{dnb}/balances");
     let read = app.get(&token, &path);
     let panic = async {
-        // The call is under way when the actor that owns the read dies.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The call is under way (DNB has it, and hangs) when the actor that owns the read dies.
+        eventually(Duration::from_secs(5), || async {
+            (app.upstream_calls("neonomics", Some("dnb")).await > before).then_some(())
+        })
+        .await;
         let panicked = tokio::time::Instant::now();
         app.gateway.actors().banks[&BankId::Dnb].inject_panic();
         panicked
