@@ -182,9 +182,14 @@ async fn the_same_key_replays_conflicts_or_waits() {
         .sandbox
         .add_fault(json!({"provider": "neonomics", "service": "pisp", "kind": "latency", "latency_ms": 1500}))
         .await;
+    let before = app.upstream_calls("neonomics", Some("dnb")).await;
     let first = pay(&app, &token, "k-1", &body);
     let second = async {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The first holds the key while DNB, which has its payment, takes 1.5 s to answer.
+        eventually(Duration::from_secs(5), || async {
+            (app.upstream_calls("neonomics", Some("dnb")).await > before).then_some(())
+        })
+        .await;
         pay(&app, &token, "k-1", &body).await
     };
     let ((status, original), (busy_status, busy)) = tokio::join!(first, second);
