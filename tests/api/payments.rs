@@ -307,15 +307,14 @@ async fn payments_queue_while_dnb_is_down_and_drain_oldest_first_once_it_recover
         "Betaling satt i kø. Vil bli behandlet innen 2 timer."
     );
     // The first one waits past the queue's maximum age: it must expire, never be sent.
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let stale_id = stale["payment_id"].as_str().unwrap();
+    wait_for_status(&app, &token, stale_id, "expired").await;
     let mut queued = Vec::new();
     for n in 1..=4 {
         let (status, body) = pay(&app, &token, &format!("q-{n}"), &payment(&account, "100")).await;
         assert_eq!(status, 202, "{body}");
         queued.push(body["payment_id"].as_str().unwrap().to_owned());
     }
-    let stale_id = stale["payment_id"].as_str().unwrap();
-    wait_for_status(&app, &token, stale_id, "expired").await;
 
     for fault in faults {
         app.sandbox.remove_fault(fault).await;
