@@ -140,6 +140,17 @@ impl TestSandbox {
             .collect()
     }
 
+    /// The count of calls received for `provider` (and `bank`, when given).
+    pub async fn upstream_calls(&self, provider: &str, bank: Option<&str>) -> u64 {
+        let requests = self.control.requests().await.unwrap();
+        requests
+            .iter()
+            .filter(|r| r.provider.as_str() == provider)
+            .filter(|r| bank.is_none_or(|b| r.bank.is_some_and(|rb| rb.as_str() == b)))
+            .map(|r| r.count)
+            .sum()
+    }
+
     /// Expires every consent `psu` gave at `bank`, with each provider.
     pub async fn expire_consents(&self, psu: &str, bank: BankId) {
         for consent in self.control.consents().await.unwrap() {
@@ -495,13 +506,7 @@ impl TestApp {
 
     /// The sandbox's count of calls received for `provider` (and `bank`, when given).
     pub async fn upstream_calls(&self, provider: &str, bank: Option<&str>) -> u64 {
-        let requests = self.sandbox.control.requests().await.unwrap();
-        requests
-            .iter()
-            .filter(|r| r.provider.as_str() == provider)
-            .filter(|r| bank.is_none_or(|b| r.bank.is_some_and(|rb| rb.as_str() == b)))
-            .map(|r| r.count)
-            .sum()
+        self.sandbox.upstream_calls(provider, bank).await
     }
 
     pub fn ops_url(&self, path: &str) -> String {
