@@ -308,6 +308,8 @@ async fn a_429_storm_is_not_retried_and_extends_the_cache() {
     app.sandbox
         .add_fault(json!({"provider": "psd2", "kind": "rate_limit", "retry_after_s": 30}))
         .await;
+    // A sleep, not a poll: only time ends the balances' freshness (1 s), and a read to see
+    // whether it has would be the read measured next.
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
     let before =
@@ -374,6 +376,8 @@ async fn one_token_serves_every_read_until_it_is_due_for_renewal() {
         issued,
         "reads reuse the token held"
     );
+    // A sleep, not a poll: only time makes the token due, and the first read after that is
+    // the renewal counted next.
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     live_from_neonomics(&app.balances(&token).await.json().await.unwrap());
     live_from_neonomics(&app.balances(&token).await.json().await.unwrap());
@@ -908,7 +912,9 @@ async fn a_quiet_session_hibernates_and_wakes_with_what_it_knew() {
     assert_eq!(accounts_of(&cached, "dnb")[0]["source"], "cache");
     assert_eq!(sessions.awake(), 0);
 
-    // Once they are no longer fresh, the read wakes the actor, which reads them live.
+    // Once they are no longer fresh, the read wakes the actor, which reads them live. A
+    // sleep, not a poll: only time ends their freshness, and a read to see whether it has
+    // would be the read under test.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let live: Value = app.balances(&token).await.json().await.unwrap();
     assert_eq!(accounts_of(&live, "dnb")[0]["source"], "live");

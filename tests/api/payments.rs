@@ -393,6 +393,8 @@ async fn payments_modes_disable_queue_and_release() {
         "a refused request left no trace of its key: {body}"
     );
     let id = body["payment_id"].as_str().unwrap().to_owned();
+    // Three drain passes (one each 200 ms) in which it must not be sent: an absence takes a
+    // window to show.
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(payment_view(&app, &token, &id).await["status"], "queued");
     assert_eq!(times_initiated(&app, &id).await, 0);
