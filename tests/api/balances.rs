@@ -8,9 +8,9 @@ use bankgate_actors::breaker::BreakerState;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    QUICK, TestApp, connections, eventually, fresh_database, metrics_text,
-    quick_with_long_breakers, sandbox_options, spawn_app, spawn_app_on, spawn_app_with,
-    spawn_app_with_sandbox, start_gateway,
+    QUICK, TestApp, eventually, fresh_database, metrics_text, quick_with_long_breakers,
+    sandbox_options, spawn_app, spawn_app_on, spawn_app_with, spawn_app_with_sandbox,
+    start_gateway,
 };
 
 /// A user connected to DNB and Nordea, and a first live read of both.
@@ -59,7 +59,7 @@ async fn connecting_a_bank_stores_its_accounts_with_both_providers() {
     );
     assert!(back.ends_with("status=active"));
 
-    let list = connections(&app.gateway.client_url(), &token).await;
+    let list = app.connections(&token).await;
     let seeded = app.sandbox.seeded_accounts(BankId::Dnb, "kari").await;
     assert_eq!(list.len(), seeded.len());
     assert_eq!(list[0]["providers"], json!(["neonomics", "psd2"]));
@@ -68,29 +68,13 @@ async fn connecting_a_bank_stores_its_accounts_with_both_providers() {
     // Another user sees none of them and cannot delete them.
     let other = app.token("ola");
     let id = list[0]["id"].as_str().unwrap();
-    let response = app
-        .http
-        .delete(app.client_url(&format!("/v1/connections/{id}")))
-        .bearer_auth(&other)
-        .send()
-        .await
-        .unwrap();
+    let response = app.delete_connection(&other, id).await;
     assert_eq!(response.status(), 404);
-    let response = app
-        .http
-        .delete(app.client_url(&format!("/v1/connections/{id}")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let response = app.delete_connection(&token, id).await;
     assert_eq!(response.status(), 204);
     let response = app
-        .http
-        .get(app.client_url(&format!("/v1/accounts/{id}/balances")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+        .get(&token, &format!("/v1/accounts/{id}/balances"))
+        .await;
     assert_eq!(
         response.status(),
         404,
@@ -212,16 +196,7 @@ async fn dnb_down_everywhere_is_served_stale_while_nordea_stays_live() {
     let after = app.upstream_calls("neonomics", Some("dnb")).await
         + app.upstream_calls("psd2", Some("dnb")).await;
     assert_eq!(after, calls, "stale is served without calling DNB");
-    let banks: Value = app
-        .http
-        .get(app.client_url("/v1/banks"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let banks = app.banks(&token).await;
     let dnb = banks["banks"]
         .as_array()
         .unwrap()
@@ -333,6 +308,8 @@ async fn a_429_storm_is_not_retried_and_extends_the_cache() {
     app.sandbox
         .add_fault(json!({"provider": "psd2", "kind": "rate_limit", "retry_after_s": 30}))
         .await;
+    // A sleep, not a poll: only time ends the balances' freshness (1 s), and a read to see
+    // whether it has would be the read measured next.
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
     let before =
@@ -399,6 +376,8 @@ async fn one_token_serves_every_read_until_it_is_due_for_renewal() {
         issued,
         "reads reuse the token held"
     );
+    // A sleep, not a poll: only time makes the token due, and the first read after that is
+    // the renewal counted next.
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     live_from_neonomics(&app.balances(&token).await.json().await.unwrap());
     live_from_neonomics(&app.balances(&token).await.json().await.unwrap());
@@ -456,14 +435,7 @@ async fn an_expired_consent_is_the_users_problem_not_the_banks() {
         .unwrap()
         .to_owned();
     for _ in 0..4 {
-        let response = app
-            .http
-            .get(app.client_url(&format!("/v1/accounts/{account}/balances")))
-            .bearer_auth(&kari)
-            .header("x-psu-ip-address", "192.0.2.44")
-            .send()
-            .await
-            .unwrap();
+        let response = app.account_balance(&kari, &account).await;
         assert_eq!(response.status(), 403);
         let error: Value = response.json().await.unwrap();
         assert_eq!(error["error"], "consent_expired");
@@ -631,17 +603,20 @@ async fn a_read_in_flight_when_its_bank_actor_panics_is_answered_at_once() {
             .add_fault(json!({"provider": provider, "bank": "dnb", "kind": "timeout"}))
             .await;
     }
-    let read = app
-        .http
-        .get(app.client_url(&format!("/v1/accounts/{dnb}/balances")))
-        .bearer_auth(&token)
-        .send();
-    let read = tokio::spawn(read);
-    // The call is under way when the actor that owns the read dies.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let panicked = tokio::time::Instant::now();
-    app.gateway.actors().banks[&BankId::Dnb].inject_panic();
-    let response = read.await.unwrap().unwrap();
+    let before = app.upstream_calls("neonomics", Some("dnb")).await;
+    let path = format!("/v1/accounts/{dnb}/balances");
+    let read = app.get(&token, &path);
+    let panic = async {
+        // The call is under way (DNB has it, and hangs) when the actor that owns the read dies.
+        eventually(Duration::from_secs(5), || async {
+            (app.upstream_calls("neonomics", Some("dnb")).await > before).then_some(())
+        })
+        .await;
+        let panicked = tokio::time::Instant::now();
+        app.gateway.actors().banks[&BankId::Dnb].inject_panic();
+        panicked
+    };
+    let (response, panicked) = tokio::join!(read, panic);
     let waited = panicked.elapsed();
     assert_eq!(response.status(), 503);
     let body: Value = response.json().await.unwrap();
@@ -726,13 +701,7 @@ async fn bad_tokens_get_401_in_the_envelope() {
         assert_eq!(body["error"], "unauthorized");
     }
     let token = app.token("kari");
-    let response = app
-        .http
-        .get(app.client_url("/v1/accounts/not-a-uuid/balances"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let response = app.get(&token, "/v1/accounts/not-a-uuid/balances").await;
     assert_eq!(response.status(), 404);
     let response = app
         .http
@@ -873,17 +842,12 @@ async fn unattended_reads_stop_at_the_daily_allowance_and_the_cache_answers() {
     .await;
     let token = app.token("kari");
     app.connect(&token, BankId::Nordea).await;
-    let unattended = || {
-        app.http
-            .get(app.client_url("/v1/balances"))
-            .bearer_auth(&token)
-            .send()
-    };
+    let unattended = || app.get(&token, "/v1/balances");
     let before = app.upstream_calls("neonomics", Some("nordea")).await;
     let mut sources = Vec::new();
     let mut accounts = 0;
     for _ in 0..4 {
-        let body: Value = unattended().await.unwrap().json().await.unwrap();
+        let body: Value = unattended().await.json().await.unwrap();
         accounts = body["accounts"].as_array().unwrap().len() as u64;
         sources.push(body["accounts"][0]["source"].as_str().unwrap().to_owned());
     }
@@ -940,12 +904,11 @@ async fn a_read_no_bank_is_needed_for_asks_no_bank() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["accounts"], json!([]));
     let unknown = app
-        .http
-        .get(app.client_url(&format!("/v1/accounts/{}/balances", uuid::Uuid::new_v4())))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+        .get(
+            &token,
+            &format!("/v1/accounts/{}/balances", uuid::Uuid::new_v4()),
+        )
+        .await;
     assert_eq!(unknown.status(), 404);
     assert_eq!(app.gateway.actors().sessions.active(), 1);
     assert_eq!(app.upstream_calls("neonomics", None).await, 0);

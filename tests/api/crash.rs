@@ -47,6 +47,7 @@ async fn sigkill_during_a_burst_and_a_drain_loses_and_doubles_nothing() {
         let (url, token, account) = (url.clone(), token.clone(), account.clone());
         let acknowledged = acknowledged.clone();
         burst.spawn(async move {
+            // The burst's pace, not a wait: spread over 3 s, it is still arriving at the kill.
             tokio::time::sleep(Duration::from_millis(n * 50)).await;
             let response = client()
                 .post(format!("{url}/v1/payments"))

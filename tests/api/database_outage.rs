@@ -9,26 +9,18 @@ use bankgate_actors::BankId;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{QUICK, TestApp, connection_at, eventually, spawn_app_on};
+use crate::helpers::{QUICK, TestApp, eventually, spawn_app_on};
 
 async fn pay(app: &TestApp, token: &str, key: &str, account: &str) -> (StatusCode, Value) {
-    let response = app
-        .http
-        .post(app.client_url("/v1/payments"))
-        .bearer_auth(token)
-        .header("idempotency-key", key)
-        .header("x-psu-ip-address", "192.0.2.44")
-        .json(&json!({
-            "bank": "dnb",
-            "debtor_account_id": account,
-            "amount": "120",
-            "currency": "NOK",
-            "creditor": {"name": "Kari Nordmann", "account_number": "86011117947", "country": "NO"},
-            "kind": "remittance",
-        }))
-        .send()
-        .await
-        .unwrap();
+    let body = json!({
+        "bank": "dnb",
+        "debtor_account_id": account,
+        "amount": "120",
+        "currency": "NOK",
+        "creditor": {"name": "Kari Nordmann", "account_number": "86011117947", "country": "NO"},
+        "kind": "remittance",
+    });
+    let response = app.pay(token, key, &body).await;
     let status = response.status();
     (status, response.json().await.unwrap_or(Value::Null))
 }
@@ -49,7 +41,7 @@ async fn a_database_restart_keeps_balances_up_pauses_payments_and_heals_by_itsel
     let app = spawn_app_on(&database, QUICK).await;
     let token = app.token("outage-user");
     app.connect(&token, BankId::Dnb).await;
-    let account = connection_at(&app.gateway.client_url(), &token, BankId::Dnb).await;
+    let account = app.connection_at(&token, BankId::Dnb).await;
     assert_eq!(app.balances(&token).await.status(), 200);
     let (status, body) = pay(&app, &token, "before", &account).await;
     assert_eq!(status, 201, "{body}");

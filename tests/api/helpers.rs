@@ -140,6 +140,17 @@ impl TestSandbox {
             .collect()
     }
 
+    /// The count of calls received for `provider` (and `bank`, when given).
+    pub async fn upstream_calls(&self, provider: &str, bank: Option<&str>) -> u64 {
+        let requests = self.control.requests().await.unwrap();
+        requests
+            .iter()
+            .filter(|r| r.provider.as_str() == provider)
+            .filter(|r| bank.is_none_or(|b| r.bank.is_some_and(|rb| rb.as_str() == b)))
+            .map(|r| r.count)
+            .sum()
+    }
+
     /// Expires every consent `psu` gave at `bank`, with each provider.
     pub async fn expire_consents(&self, psu: &str, bank: BankId) {
         for consent in self.control.consents().await.unwrap() {
@@ -414,32 +425,97 @@ impl TestApp {
             .expect("consent flow")
     }
 
-    /// `GET /v1/balances` as the app does with the user present.
-    pub async fn balances(&self, token: &str) -> reqwest::Response {
+    /// A request to the client API at `path` with the user's token.
+    fn user_request(
+        &self,
+        method: reqwest::Method,
+        token: &str,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
         self.http
-            .get(self.client_url("/v1/balances"))
+            .request(method, self.client_url(path))
             .bearer_auth(token)
-            .header("x-psu-ip-address", "192.0.2.44")
+    }
+
+    /// `GET path` with the user's token alone: for a balance read, without the user present.
+    pub async fn get(&self, token: &str, path: &str) -> reqwest::Response {
+        self.user_request(reqwest::Method::GET, token, path)
             .send()
             .await
             .unwrap()
     }
 
+    /// `GET /v1/balances` as the app does with the user present.
+    pub async fn balances(&self, token: &str) -> reqwest::Response {
+        self.user_request(reqwest::Method::GET, token, "/v1/balances")
+            .header("x-psu-ip-address", PSU_IP)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `GET /v1/accounts/{account}/balances` as the app does with the user present.
+    pub async fn account_balance(&self, token: &str, account: &str) -> reqwest::Response {
+        let path = format!("/v1/accounts/{account}/balances");
+        self.user_request(reqwest::Method::GET, token, &path)
+            .header("x-psu-ip-address", PSU_IP)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The banks and their states as `GET /v1/banks` lists them.
+    pub async fn banks(&self, token: &str) -> Value {
+        self.get(token, "/v1/banks").await.json().await.unwrap()
+    }
+
+    /// The user's connections as `GET /v1/connections` lists them.
+    pub async fn connections(&self, token: &str) -> Vec<Value> {
+        connections(&self.gateway.client_url(), token).await
+    }
+
+    /// The id of the user's first connection at `bank`.
+    pub async fn connection_at(&self, token: &str, bank: BankId) -> String {
+        connection_at(&self.gateway.client_url(), token, bank).await
+    }
+
+    /// `DELETE /v1/connections/{id}`: the user removes a connection.
+    pub async fn delete_connection(&self, token: &str, id: &str) -> reqwest::Response {
+        let path = format!("/v1/connections/{id}");
+        self.user_request(reqwest::Method::DELETE, token, &path)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `POST /v1/payments` of `body` under the idempotency key `key`, with the user present.
+    pub async fn pay(&self, token: &str, key: &str, body: &Value) -> reqwest::Response {
+        self.user_request(reqwest::Method::POST, token, "/v1/payments")
+            .header("idempotency-key", key)
+            .header("x-psu-ip-address", PSU_IP)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `GET /v1/payments/{id}`: one payment as the user sees it.
+    pub async fn payment(&self, token: &str, id: &str) -> reqwest::Response {
+        self.get(token, &format!("/v1/payments/{id}")).await
+    }
+
     /// The sandbox's count of calls received for `provider` (and `bank`, when given).
     pub async fn upstream_calls(&self, provider: &str, bank: Option<&str>) -> u64 {
-        let requests = self.sandbox.control.requests().await.unwrap();
-        requests
-            .iter()
-            .filter(|r| r.provider.as_str() == provider)
-            .filter(|r| bank.is_none_or(|b| r.bank.is_some_and(|rb| rb.as_str() == b)))
-            .map(|r| r.count)
-            .sum()
+        self.sandbox.upstream_calls(provider, bank).await
     }
 
     pub fn ops_url(&self, path: &str) -> String {
         format!("{}{path}", self.gateway.ops_url())
     }
 }
+
+/// The user's IP address, as the app forwards it when the user is present.
+const PSU_IP: &str = "192.0.2.44";
 
 /// The development token secret from `config/default.toml`.
 pub const DEV_TOKEN_SECRET: &str = "bankgate-development-secret-do-not-use-in-production";

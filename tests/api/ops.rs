@@ -10,20 +10,14 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    OPS_TOKEN, QUICK, TestApp, client, connection_at, eventually, fresh_database, metrics_text,
-    ops_call, sandbox_options, set_mode, spawn_app_on, spawn_app_with, spawn_sandbox_with,
-    start_gateway,
+    OPS_TOKEN, QUICK, TestApp, client, eventually, fresh_database, metrics_text, ops_call,
+    sandbox_options, set_mode, spawn_app_on, spawn_app_with, spawn_sandbox_with, start_gateway,
 };
 
-async fn account_balance(app: &TestApp, token: &str, bank: BankId) -> reqwest::Response {
-    let id = connection_at(&app.gateway.client_url(), token, bank).await;
-    app.http
-        .get(app.client_url(&format!("/v1/accounts/{id}/balances")))
-        .bearer_auth(token)
-        .header("x-psu-ip-address", "192.0.2.44")
-        .send()
-        .await
-        .unwrap()
+/// The user's read of their first account at `bank`, with the user present.
+async fn balance_at(app: &TestApp, token: &str, bank: BankId) -> reqwest::Response {
+    let id = app.connection_at(token, bank).await;
+    app.account_balance(token, &id).await
 }
 
 #[tokio::test]
@@ -108,10 +102,7 @@ async fn bank_modes_apply_at_once_persist_and_reach_every_instance() {
     let other = start_gateway(&app.sandbox, &database, QUICK).await;
     let token = app.token("ops-user");
     app.connect(&token, BankId::Dnb).await;
-    assert_eq!(
-        account_balance(&app, &token, BankId::Dnb).await.status(),
-        200
-    );
+    assert_eq!(balance_at(&app, &token, BankId::Dnb).await.status(), 200);
 
     // Cached: served from the cache, the bank is not called.
     set_mode(
@@ -121,7 +112,7 @@ async fn bank_modes_apply_at_once_persist_and_reach_every_instance() {
     )
     .await;
     let before = app.upstream_calls("neonomics", Some("dnb")).await;
-    let response = account_balance(&app, &token, BankId::Dnb).await;
+    let response = balance_at(&app, &token, BankId::Dnb).await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["source"], "cache");
@@ -134,7 +125,7 @@ async fn bank_modes_apply_at_once_persist_and_reach_every_instance() {
         json!({"balances": "disabled", "reason": "INC-7"}),
     )
     .await;
-    let response = account_balance(&app, &token, BankId::Dnb).await;
+    let response = balance_at(&app, &token, BankId::Dnb).await;
     assert_eq!(response.status(), 503);
     let body: Value = response.json().await.unwrap();
     assert_eq!(
@@ -193,10 +184,7 @@ async fn bank_modes_apply_at_once_persist_and_reach_every_instance() {
         (status["banks"][0]["balances"] == "live").then_some(())
     })
     .await;
-    assert_eq!(
-        account_balance(&app, &token, BankId::Dnb).await.status(),
-        200
-    );
+    assert_eq!(balance_at(&app, &token, BankId::Dnb).await.status(), 200);
 }
 
 #[tokio::test]
@@ -213,7 +201,7 @@ async fn a_breaker_forced_open_sends_traffic_to_the_backup_provider() {
     .await;
     assert_eq!(status, 200, "{body}");
     let before = app.upstream_calls("neonomics", Some("nordea")).await;
-    let response = account_balance(&app, &token, BankId::Nordea).await;
+    let response = balance_at(&app, &token, BankId::Nordea).await;
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["provider"], "psd2", "{body}");
     assert_eq!(
@@ -227,10 +215,7 @@ async fn a_bank_down_everywhere_degrades_automatically_and_recovers_after_a_prob
     let app = spawn_app_with(QUICK).await;
     let token = app.token("auto-user");
     app.connect(&token, BankId::Dnb).await;
-    assert_eq!(
-        account_balance(&app, &token, BankId::Dnb).await.status(),
-        200
-    );
+    assert_eq!(balance_at(&app, &token, BankId::Dnb).await.status(), 200);
     let mut faults = Vec::new();
     for provider in ["neonomics", "psd2"] {
         faults.push(
@@ -240,7 +225,7 @@ async fn a_bank_down_everywhere_degrades_automatically_and_recovers_after_a_prob
         );
     }
     let status = eventually(Duration::from_secs(20), || async {
-        let _ = account_balance(&app, &token, BankId::Dnb).await;
+        let _ = balance_at(&app, &token, BankId::Dnb).await;
         let (_, status) = ops_call(&app.gateway, Method::GET, "/ops/status", None).await;
         (status["banks"][0]["degraded"] == true).then_some(status)
     })
@@ -250,16 +235,7 @@ async fn a_bank_down_everywhere_degrades_automatically_and_recovers_after_a_prob
         (&dnb["balances"], &dnb["balances_set_by"], &dnb["payments"]),
         (&json!("cached"), &json!("auto"), &json!("queue"))
     );
-    let banks: Value = app
-        .http
-        .get(app.client_url("/v1/banks"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let banks = app.banks(&token).await;
     assert!(
         banks["banks"][0]["banner"]
             .as_str()
@@ -278,7 +254,7 @@ async fn a_bank_down_everywhere_degrades_automatically_and_recovers_after_a_prob
         app.sandbox.remove_fault(fault).await;
     }
     eventually(Duration::from_secs(20), || async {
-        let _ = account_balance(&app, &token, BankId::Dnb).await;
+        let _ = balance_at(&app, &token, BankId::Dnb).await;
         let (_, status) = ops_call(&app.gateway, Method::GET, "/ops/status", None).await;
         (status["banks"][0]["degraded"] == false && status["banks"][0]["balances"] == "live")
             .then_some(())

@@ -8,8 +8,8 @@ use bankgate_sandbox::webhooks::sign;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    QUICK, TestApp, client, connection_at, connections, eventually, fresh_database, ops_call,
-    set_mode, spawn_app_on, spawn_app_with, start_gateway,
+    QUICK, TestApp, client, eventually, fresh_database, ops_call, set_mode, spawn_app_on,
+    spawn_app_with, start_gateway,
 };
 
 const WEBHOOK_SECRET: &str = "sandbox-neonomics-webhook-secret";
@@ -32,7 +32,7 @@ fn pay_settings(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'
 async fn dnb_user(app: &TestApp, user: &str) -> (String, String) {
     let token = app.token(user);
     app.connect(&token, BankId::Dnb).await;
-    let account = connection_at(&app.gateway.client_url(), &token, BankId::Dnb).await;
+    let account = app.connection_at(&token, BankId::Dnb).await;
     (token, account)
 }
 
@@ -48,17 +48,9 @@ fn payment(account: &str, amount: &str) -> Value {
     })
 }
 
+/// Pays with the user present; returns the answer's status and body.
 async fn pay(app: &TestApp, token: &str, key: &str, body: &Value) -> (u16, Value) {
-    let response = app
-        .http
-        .post(app.client_url("/v1/payments"))
-        .bearer_auth(token)
-        .header("idempotency-key", key)
-        .header("x-psu-ip-address", "192.0.2.44")
-        .json(body)
-        .send()
-        .await
-        .unwrap();
+    let response = app.pay(token, key, body).await;
     let status = response.status().as_u16();
     (status, response.json().await.unwrap())
 }
@@ -77,15 +69,7 @@ async fn dnb_payments_down(app: &TestApp) -> Vec<u64> {
 }
 
 async fn payment_view(app: &TestApp, token: &str, id: &str) -> Value {
-    app.http
-        .get(app.client_url(&format!("/v1/payments/{id}")))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    app.payment(token, id).await.json().await.unwrap()
 }
 
 async fn wait_for_status(app: &TestApp, token: &str, id: &str, status: &str) -> Value {
@@ -172,24 +156,14 @@ async fn a_live_payment_waits_for_sca_then_completes_through_the_webhook() {
 
     // The user's lists, filtered by status; another user sees none of it.
     let list: Value = app
-        .http
-        .get(app.client_url("/v1/payments?status=completed"))
-        .bearer_auth(&token)
-        .send()
+        .get(&token, "/v1/payments?status=completed")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(list["payments"].as_array().unwrap().len(), 1);
     let stranger = app.token("someone-else");
-    let response = app
-        .http
-        .get(app.client_url(&format!("/v1/payments/{id}")))
-        .bearer_auth(&stranger)
-        .send()
-        .await
-        .unwrap();
+    let response = app.payment(&stranger, &id).await;
     assert_eq!(response.status(), 404);
 }
 
@@ -208,28 +182,19 @@ async fn the_same_key_replays_conflicts_or_waits() {
         .sandbox
         .add_fault(json!({"provider": "neonomics", "service": "pisp", "kind": "latency", "latency_ms": 1500}))
         .await;
-    let first = {
-        let (app_url, token, body) = (app.client_url("/v1/payments"), token.clone(), body.clone());
-        tokio::spawn(async move {
-            let response = client()
-                .post(app_url)
-                .bearer_auth(token)
-                .header("idempotency-key", "k-1")
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            (
-                response.status().as_u16(),
-                response.json::<Value>().await.unwrap(),
-            )
+    let before = app.upstream_calls("neonomics", Some("dnb")).await;
+    let first = pay(&app, &token, "k-1", &body);
+    let second = async {
+        // The first holds the key while DNB, which has its payment, takes 1.5 s to answer.
+        eventually(Duration::from_secs(5), || async {
+            (app.upstream_calls("neonomics", Some("dnb")).await > before).then_some(())
         })
+        .await;
+        pay(&app, &token, "k-1", &body).await
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (status, busy) = pay(&app, &token, "k-1", &body).await;
-    assert_eq!(status, 409, "{busy}");
+    let ((status, original), (busy_status, busy)) = tokio::join!(first, second);
+    assert_eq!(busy_status, 409, "{busy}");
     assert_eq!(busy["error"], "request_in_progress");
-    let (status, original) = first.await.unwrap();
     assert_eq!(status, 201, "{original}");
     app.sandbox.remove_fault(fault).await;
 
@@ -342,15 +307,14 @@ async fn payments_queue_while_dnb_is_down_and_drain_oldest_first_once_it_recover
         "Betaling satt i kø. Vil bli behandlet innen 2 timer."
     );
     // The first one waits past the queue's maximum age: it must expire, never be sent.
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let stale_id = stale["payment_id"].as_str().unwrap();
+    wait_for_status(&app, &token, stale_id, "expired").await;
     let mut queued = Vec::new();
     for n in 1..=4 {
         let (status, body) = pay(&app, &token, &format!("q-{n}"), &payment(&account, "100")).await;
         assert_eq!(status, 202, "{body}");
         queued.push(body["payment_id"].as_str().unwrap().to_owned());
     }
-    let stale_id = stale["payment_id"].as_str().unwrap();
-    wait_for_status(&app, &token, stale_id, "expired").await;
 
     for fault in faults {
         app.sandbox.remove_fault(fault).await;
@@ -419,16 +383,7 @@ async fn payments_modes_disable_queue_and_release() {
         json!({"payments": "queue", "reason": "test"}),
     )
     .await;
-    let banks: Value = app
-        .http
-        .get(app.client_url("/v1/banks"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let banks = app.banks(&token).await;
     assert_eq!(banks["banks"][0]["bank"], "dnb");
     assert_eq!(banks["banks"][0]["payments"], "queued");
     assert!(banks["banks"][0]["banner"].as_str().unwrap().contains("kø"));
@@ -438,6 +393,8 @@ async fn payments_modes_disable_queue_and_release() {
         "a refused request left no trace of its key: {body}"
     );
     let id = body["payment_id"].as_str().unwrap().to_owned();
+    // Three drain passes (one each 200 ms) in which it must not be sent: an absence takes a
+    // window to show.
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(payment_view(&app, &token, &id).await["status"], "queued");
     assert_eq!(times_initiated(&app, &id).await, 0);
@@ -731,17 +688,10 @@ async fn a_payment_from_an_account_no_provider_holds_a_consent_for_is_refused_no
     let (token, account) = dnb_user(&app, "kari").await;
     app.sandbox.expire_consents("kari", BankId::Dnb).await;
     // A balance read finds the consents expired at both providers; the gateway records it.
-    let read = app
-        .http
-        .get(app.client_url(&format!("/v1/accounts/{account}/balances")))
-        .bearer_auth(&token)
-        .header("x-psu-ip-address", "192.0.2.44")
-        .send()
-        .await
-        .unwrap();
+    let read = app.account_balance(&token, &account).await;
     assert_eq!(read.status(), 403);
     eventually(Duration::from_secs(10), || async {
-        let listed = connections(&app.gateway.client_url(), &token).await;
+        let listed = app.connections(&token).await;
         listed[0]["providers"].as_array()?.is_empty().then_some(())
     })
     .await;

@@ -142,6 +142,7 @@ async fn prometheus_fires_the_failure_rate_alert_for_the_bank_that_is_down_only(
                 .send()
                 .await;
         }
+        // The trickle's pace, not a wait: the alert is on a rate, and this loop polls it.
         tokio::time::sleep(Duration::from_millis(250)).await;
         let Some(alerts) = prometheus.failure_rate_alerts().await else {
             continue;

@@ -180,6 +180,7 @@ async fn timeout_hangs_until_the_fault_is_removed() {
     );
 
     // A patient client is released with 504 as soon as the fault goes away.
+    let before = sandbox.upstream_calls("psd2", Some("dnb")).await;
     let url = sandbox.psd2(BankId::Dnb, "/accounts");
     let waiting = tokio::spawn({
         let http = sandbox.http.clone();
@@ -196,6 +197,11 @@ async fn timeout_hangs_until_the_fault_is_removed() {
             (response.status(), started.elapsed())
         }
     });
+    eventually(Duration::from_secs(5), || async {
+        (sandbox.upstream_calls("psd2", Some("dnb")).await > before).then_some(())
+    })
+    .await;
+    // The request has arrived; it must still be hanging 300 ms later, which only time shows.
     tokio::time::sleep(Duration::from_millis(300)).await;
     sandbox.remove_fault(fault).await;
     let (status, waited) = waiting.await.unwrap();
