@@ -13,10 +13,12 @@
 //! - `postgres`: connection pool, migrations, and the private cluster for demo and tests.
 //! - `ops`: the ops API's service: bank modes and breaker overrides (stored, audited, spread
 //!   by LISTEN/NOTIFY), status and the runbook diagnosis.
+//! - `consents`: connecting a bank: the consent flow through each provider's SCA, through
+//!   the provider actors, and the connections it leaves.
 //! - `payments`: payment initiation with idempotency keys, the durable state machine, the
 //!   queue during outages and its drain, provider webhooks.
 //! - `providers`: HTTP clients of Neonomics and the banks' PSD2 APIs (the actors' `Upstream`).
-//! - `store`: PostgreSQL behind the actors' `Store`, and consent and connection records.
+//! - `store`: PostgreSQL behind the actors' `Store` (connections, last balances).
 //! - `token`: client bearer tokens.
 //! - `demo`: PostgreSQL, sandbox and gateway in one process tree.
 //! - `soak`: the chaos soak: traffic, random faults, SIGKILLs and a database restart against a
@@ -35,6 +37,7 @@
 
 pub mod browser;
 pub mod cli;
+pub mod consents;
 pub mod copy;
 pub mod demo;
 pub mod gateway;

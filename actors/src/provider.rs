@@ -5,7 +5,8 @@
 //! with a credentials error the provider is marked as having invalid credentials and no call
 //! is made (no hammering) until `credentials_backoff` has passed.
 //!
-//! The calls themselves do not pass through the actor's mailbox: `ProviderHandle::balance` runs
+//! The calls themselves (balance reads, payments, probes and the consent flow's calls) do not
+//! pass through the actor's mailbox: `ProviderHandle::balance` runs
 //! in the caller's task and shares the provider's quota limiter, concurrency cap and retry
 //! budget through `Shared`. Reads are retried with jittered exponential back-off, honouring
 //! `Retry-After`, within the budget. The actor publishes the token it holds in `Shared` too,
@@ -29,8 +30,9 @@ use crate::metrics;
 use crate::retry::{RetryBudget, RetryConfig};
 use crate::slot::Slot;
 use crate::upstream::{
-    AccessToken, Balance, BalanceCall, FailureClass, PaymentOrder, ProviderAccount, RemotePayment,
-    Upstream, UpstreamError,
+    AccessToken, Balance, BalanceCall, ConsentCall, ConsentStart, ConsentStatus, FailureClass,
+    PaymentOrder, ProviderAccount, RemoteAccount, RemotePayment, StartedConsent, Upstream,
+    UpstreamError,
 };
 use crate::{BankId, ProviderId, Service};
 use futures_util::future::BoxFuture;
@@ -349,6 +351,43 @@ impl ProviderHandle {
         let upstream = self.shared.upstream.clone();
         self.attempt(order.bank, Service::Pisp, |token| {
             upstream.find_payment(token, account.clone(), order.clone())
+        })
+        .await
+    }
+
+    /// Starts a consent for the user: one attempt, never retried (each start opens a new
+    /// consent at the provider).
+    pub async fn start_consent(
+        &self,
+        start: ConsentStart,
+    ) -> Result<StartedConsent, UpstreamError> {
+        let upstream = self.shared.upstream.clone();
+        self.attempt(start.bank, Service::Aisp, |token| {
+            upstream.start_consent(token, start.clone())
+        })
+        .await
+    }
+
+    /// Asks where the user's SCA left a consent: one attempt, the user is waiting.
+    pub async fn consent_state(
+        &self,
+        consent: ConsentCall,
+    ) -> Result<ConsentStatus, UpstreamError> {
+        let upstream = self.shared.upstream.clone();
+        self.attempt(consent.bank, Service::Aisp, |token| {
+            upstream.consent_state(token, consent.clone())
+        })
+        .await
+    }
+
+    /// Lists the accounts a consent opens: one attempt, the user is waiting.
+    pub async fn accounts(
+        &self,
+        consent: ConsentCall,
+    ) -> Result<Vec<RemoteAccount>, UpstreamError> {
+        let upstream = self.shared.upstream.clone();
+        self.attempt(consent.bank, Service::Aisp, |token| {
+            upstream.accounts(token, consent.clone())
         })
         .await
     }

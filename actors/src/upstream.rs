@@ -212,6 +212,57 @@ pub struct RemotePayment {
     pub sca_redirect: Option<String>,
 }
 
+/// A consent to ask a provider for: the user (`psu`) at `bank`, whose browser comes back to
+/// `redirect_url` after the provider's SCA.
+#[derive(Debug, Clone)]
+pub struct ConsentStart {
+    pub bank: BankId,
+    pub psu: String,
+    pub redirect_url: String,
+}
+
+/// A consent started at a provider, waiting for the user's SCA.
+#[derive(Debug, Clone)]
+pub struct StartedConsent {
+    /// The provider's handle for it: the PSD2 consent id or the Neonomics session id.
+    pub external_id: String,
+    pub sca_redirect: String,
+}
+
+/// One consent at one provider, asked about while the user is present.
+#[derive(Debug, Clone)]
+pub struct ConsentCall {
+    pub bank: BankId,
+    /// The provider's handle for it (`StartedConsent::external_id`).
+    pub external_id: String,
+    pub psu_ip: String,
+}
+
+/// Where the provider's SCA left a consent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsentState {
+    Valid,
+    Rejected,
+    Pending,
+}
+
+/// Where a consent stands at a provider and, when the provider says, until when it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsentStatus {
+    pub state: ConsentState,
+    pub valid_until: Option<DateTime<Utc>>,
+}
+
+/// An account a provider lists under a consent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteAccount {
+    pub id: String,
+    pub iban: String,
+    pub bban: Option<String>,
+    pub name: Option<String>,
+    pub currency: String,
+}
+
 /// A provider's API, as the actors use it.
 pub trait Upstream: Send + Sync + 'static {
     fn provider(&self) -> ProviderId;
@@ -238,6 +289,25 @@ pub trait Upstream: Send + Sync + 'static {
         account: ProviderAccount,
         order: PaymentOrder,
     ) -> BoxFuture<'static, Result<Option<RemotePayment>, UpstreamError>>;
+    /// Starts a consent, to be approved by the user at the link it answers with. Never
+    /// retried: each start opens a new consent at the provider.
+    fn start_consent(
+        &self,
+        token: Option<String>,
+        start: ConsentStart,
+    ) -> BoxFuture<'static, Result<StartedConsent, UpstreamError>>;
+    /// Where the user's SCA left a consent and, when the provider says, until when it holds.
+    fn consent_state(
+        &self,
+        token: Option<String>,
+        consent: ConsentCall,
+    ) -> BoxFuture<'static, Result<ConsentStatus, UpstreamError>>;
+    /// The accounts a valid consent opens.
+    fn accounts(
+        &self,
+        token: Option<String>,
+        consent: ConsentCall,
+    ) -> BoxFuture<'static, Result<Vec<RemoteAccount>, UpstreamError>>;
     /// The synthetic health probe: checks that the path to `bank` answers, with bankgate's
     /// own credentials and no user's consent or data (so it spends no PSD2 read allowance).
     fn probe(

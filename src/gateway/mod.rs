@@ -26,6 +26,7 @@ use deadpool_postgres::Pool;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::consents::{ConsentStore, Consents};
 use crate::ops::{AdminTokens, Ops, OpsStore};
 use crate::payments::{
     AmountLimits, PaymentStore, Payments, PaymentsConfig, Queue, WebhookVerifier,
@@ -53,18 +54,13 @@ impl std::ops::Deref for AppState {
 pub struct App {
     pub pool: Pool,
     pub ops: Arc<Ops>,
-    pub store: Arc<PgStore>,
     pub sessions: Arc<Sessions>,
     pub banks: Arc<HashMap<BankId, BankHandle>>,
     pub providers: Arc<HashMap<ProviderId, ProviderHandle>>,
-    pub neonomics: Arc<NeonomicsClient>,
-    pub psd2: Arc<Psd2Client>,
     pub tokens: Arc<TokenVerifier>,
+    pub consents: Arc<Consents>,
     pub payments: Arc<Payments>,
     pub modes: Arc<ModeBoard>,
-    /// Where users' browsers reach the client API (consent callbacks).
-    pub public_url: String,
-    pub provider_order: Vec<ProviderId>,
     pub body_limit: u64,
 }
 
@@ -161,8 +157,8 @@ impl Gateway {
         let store = PgStore::new(pool.clone());
         let neonomics = NeonomicsClient::new(&settings.providers.neonomics);
         let psd2 = Psd2Client::new(&settings.providers.psd2);
-        let upstreams: Vec<Arc<dyn Upstream>> = vec![neonomics.clone(), psd2.clone()];
-        let tree = ActorTree::start(tree_config(settings), upstreams, store.clone()).await?;
+        let upstreams: Vec<Arc<dyn Upstream>> = vec![neonomics, psd2];
+        let tree = ActorTree::start(tree_config(settings), upstreams, store).await?;
         let public_url = settings
             .http
             .public_url
@@ -198,20 +194,24 @@ impl Gateway {
             tracing::warn!(error = %error, "ops settings not loaded at start; retrying in the background");
         }
 
+        let consents = Arc::new(Consents::new(
+            ConsentStore::new(pool.clone()),
+            banks.clone(),
+            providers.clone(),
+            tree.sessions.clone(),
+            settings.banks.provider_order.clone(),
+            public_url,
+        ));
         let state = AppState(Arc::new(App {
             pool,
             ops: ops_service.clone(),
-            store,
             sessions: tree.sessions.clone(),
             banks,
             providers,
-            neonomics,
-            psd2,
             tokens: Arc::new(TokenVerifier::new(&settings.auth.token_secret)),
+            consents,
             payments: payments.clone(),
             modes: tree.modes.clone(),
-            public_url,
-            provider_order: settings.banks.provider_order.clone(),
             body_limit: settings.http.body_limit_bytes,
         }));
         let options = ServeOptions {

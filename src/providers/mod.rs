@@ -12,32 +12,6 @@ use bankgate_actors::upstream::{FailureClass, PaymentOrder, RemoteStatus, Upstre
 use reqwest::header::HeaderMap;
 use reqwest::{StatusCode, Url};
 
-/// An account a provider lists under a consent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RemoteAccount {
-    pub id: String,
-    pub iban: String,
-    pub bban: Option<String>,
-    pub name: Option<String>,
-    pub currency: String,
-}
-
-/// A consent started at a provider, waiting for the user's SCA.
-#[derive(Debug, Clone)]
-pub struct StartedConsent {
-    /// The provider's handle for it: PSD2 consent id or Neonomics session id.
-    pub external_id: String,
-    pub sca_redirect: String,
-}
-
-/// Where the provider's SCA left a consent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConsentState {
-    Valid,
-    Rejected,
-    Pending,
-}
-
 /// Whether a payment stays in Norway: the creditor is a Norwegian account number or IBAN.
 pub fn is_domestic(order: &PaymentOrder) -> bool {
     let account = &order.creditor_account;

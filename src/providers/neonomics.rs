@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bankgate_actors::upstream::{
-    AccessToken, Balance, BalanceCall, FailureClass, PaymentOrder, ProviderAccount, RemotePayment,
-    RemoteStatus, Upstream, UpstreamError,
+    AccessToken, Balance, BalanceCall, ConsentCall, ConsentStart, ConsentState, ConsentStatus,
+    FailureClass, PaymentOrder, ProviderAccount, RemoteAccount, RemotePayment, RemoteStatus,
+    StartedConsent, Upstream, UpstreamError,
 };
 use bankgate_actors::{BankId, ProviderId};
 use futures_util::future::BoxFuture;
@@ -16,8 +17,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::{
-    BaseUrl, ConsentState, RemoteAccount, StartedConsent, creditor_ref, http_client, is_domestic,
-    reference_query, remote_status, status_error, transport_error,
+    BaseUrl, creditor_ref, http_client, is_domestic, reference_query, remote_status, status_error,
+    transport_error,
 };
 use crate::settings::NeonomicsSettings;
 
@@ -141,14 +142,12 @@ impl NeonomicsClient {
         })
     }
 
-    /// Opens a session at `bank` for the user (`x-psu-id`) and asks for a consent link that
-    /// returns the user's browser to `redirect_url`.
-    pub async fn start_consent(
+    /// Opens a session at the bank for the user (`x-psu-id`) and asks for a consent link that
+    /// returns the user's browser to the redirect URL.
+    async fn start_session(
         &self,
-        token: &str,
-        bank: BankId,
-        psu: &str,
-        redirect_url: &str,
+        token: Option<String>,
+        start: ConsentStart,
     ) -> Result<StartedConsent, UpstreamError> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
@@ -164,17 +163,17 @@ impl NeonomicsClient {
             links: Vec<Link>,
         }
         let request = self
-            .request(Method::POST, "/ics/v3/session", Some(token))
-            .header("x-psu-id", psu)
-            .json(&serde_json::json!({"bankId": bank.bic()}));
+            .request(Method::POST, "/ics/v3/session", token.as_deref())
+            .header("x-psu-id", &start.psu)
+            .json(&serde_json::json!({"bankId": start.bank.bic()}));
         let session: Session = Self::json(request).await?;
         let request = self
             .request(
                 Method::GET,
                 &format!("/ics/v3/consent/{}", session.session_id),
-                Some(token),
+                token.as_deref(),
             )
-            .header("x-redirect-url", redirect_url);
+            .header("x-redirect-url", &start.redirect_url);
         let links: Links = Self::json(request).await?;
         let link = links
             .links
@@ -187,17 +186,18 @@ impl NeonomicsClient {
         })
     }
 
-    /// Lists the accounts of a session; a session without a valid consent is `Rejected`.
-    pub async fn accounts(
+    /// Lists the accounts of a session; a session without a valid consent is `Rejected`. It is
+    /// how both the consent's state and its accounts are learnt: Neonomics has no consent
+    /// status of its own.
+    async fn session_accounts(
         &self,
-        token: &str,
-        session: &str,
-        psu_ip: &str,
+        token: Option<String>,
+        consent: ConsentCall,
     ) -> Result<(ConsentState, Vec<RemoteAccount>), UpstreamError> {
         let request = self
-            .request(Method::GET, "/ics/v3/accounts", Some(token))
-            .header("x-session-id", session)
-            .header("x-psu-ip-address", psu_ip);
+            .request(Method::GET, "/ics/v3/accounts", token.as_deref())
+            .header("x-session-id", &consent.external_id)
+            .header("x-psu-ip-address", &consent.psu_ip);
         match Self::json::<Vec<AccountBody>>(request).await {
             Ok(list) => Ok((
                 ConsentState::Valid,
@@ -405,5 +405,38 @@ impl Upstream for NeonomicsClient {
     ) -> BoxFuture<'static, Result<(), UpstreamError>> {
         let this = self.clone();
         Box::pin(async move { this.bank_status(token, bank).await })
+    }
+
+    fn start_consent(
+        &self,
+        token: Option<String>,
+        start: ConsentStart,
+    ) -> BoxFuture<'static, Result<StartedConsent, UpstreamError>> {
+        let this = self.clone();
+        Box::pin(async move { this.start_session(token, start).await })
+    }
+
+    fn consent_state(
+        &self,
+        token: Option<String>,
+        consent: ConsentCall,
+    ) -> BoxFuture<'static, Result<ConsentStatus, UpstreamError>> {
+        let this = self.clone();
+        Box::pin(async move {
+            let (state, _) = this.session_accounts(token, consent).await?;
+            Ok(ConsentStatus {
+                state,
+                valid_until: None,
+            })
+        })
+    }
+
+    fn accounts(
+        &self,
+        token: Option<String>,
+        consent: ConsentCall,
+    ) -> BoxFuture<'static, Result<Vec<RemoteAccount>, UpstreamError>> {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.session_accounts(token, consent).await?.1) })
     }
 }

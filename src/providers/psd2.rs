@@ -7,19 +7,20 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bankgate_actors::upstream::{
-    AccessToken, Balance, BalanceCall, FailureClass, PaymentOrder, ProviderAccount, RemotePayment,
-    RemoteStatus, Upstream, UpstreamError,
+    AccessToken, Balance, BalanceCall, ConsentCall, ConsentStart, ConsentState, ConsentStatus,
+    FailureClass, PaymentOrder, ProviderAccount, RemoteAccount, RemotePayment, RemoteStatus,
+    StartedConsent, Upstream, UpstreamError,
 };
 use bankgate_actors::{BankId, ProviderId};
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{NaiveDate, Utc};
 use futures_util::future::BoxFuture;
 use reqwest::{Method, RequestBuilder, Response};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
 use super::{
-    BaseUrl, ConsentState, RemoteAccount, StartedConsent, creditor_ref, http_client, is_domestic,
-    reference_query, remote_status, status_error, transport_error,
+    BaseUrl, creditor_ref, http_client, is_domestic, reference_query, remote_status, status_error,
+    transport_error,
 };
 use crate::settings::Psd2Settings;
 
@@ -148,13 +149,8 @@ impl Psd2Client {
             .map_err(|_| UpstreamError::new(FailureClass::Server, "unexpected answer shape"))
     }
 
-    /// Creates a consent for all accounts of the user (`PSU-ID`) at `bank`.
-    pub async fn start_consent(
-        &self,
-        bank: BankId,
-        psu: &str,
-        redirect_url: &str,
-    ) -> Result<StartedConsent, UpstreamError> {
+    /// Creates a consent for all accounts of the user (`PSU-ID`) at the bank.
+    async fn create_consent(&self, start: ConsentStart) -> Result<StartedConsent, UpstreamError> {
         #[derive(Deserialize)]
         struct Href {
             href: String,
@@ -181,9 +177,9 @@ impl Psd2Client {
             "combinedServiceIndicator": false,
         });
         let request = self
-            .request(Method::POST, bank, "/consents")?
-            .header("psu-id", psu)
-            .header("tpp-redirect-uri", redirect_url)
+            .request(Method::POST, start.bank, "/consents")?
+            .header("psu-id", &start.psu)
+            .header("tpp-redirect-uri", &start.redirect_url)
             .json(&body);
         let created: Created = Self::json(request).await?;
         Ok(StartedConsent {
@@ -193,19 +189,15 @@ impl Psd2Client {
     }
 
     /// Returns the consent's state and, when valid, how long it lasts.
-    pub async fn consent_state(
-        &self,
-        bank: BankId,
-        consent: &str,
-    ) -> Result<(ConsentState, Option<DateTime<Utc>>), UpstreamError> {
+    async fn consent_status(&self, consent: ConsentCall) -> Result<ConsentStatus, UpstreamError> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct View {
             consent_status: String,
             valid_until: Option<NaiveDate>,
         }
-        let view: View =
-            Self::json(self.request(Method::GET, bank, &format!("/consents/{consent}"))?).await?;
+        let path = format!("/consents/{}", consent.external_id);
+        let view: View = Self::json(self.request(Method::GET, consent.bank, &path)?).await?;
         let until = view
             .valid_until
             .and_then(|d| d.and_hms_opt(23, 59, 59))
@@ -215,20 +207,21 @@ impl Psd2Client {
             "received" | "partiallyAuthorised" => ConsentState::Pending,
             _ => ConsentState::Rejected,
         };
-        Ok((state, until))
+        Ok(ConsentStatus {
+            state,
+            valid_until: until,
+        })
     }
 
-    /// Lists the accounts a consent opens; `psu_ip` makes the read attended.
-    pub async fn accounts(
+    /// Lists the accounts a consent opens; the user's IP makes the read attended.
+    async fn consent_accounts(
         &self,
-        bank: BankId,
-        consent: &str,
-        psu_ip: &str,
+        consent: ConsentCall,
     ) -> Result<Vec<RemoteAccount>, UpstreamError> {
         let request = self
-            .request(Method::GET, bank, "/accounts")?
-            .header("consent-id", consent)
-            .header("psu-ip-address", psu_ip);
+            .request(Method::GET, consent.bank, "/accounts")?
+            .header("consent-id", &consent.external_id)
+            .header("psu-ip-address", &consent.psu_ip);
         let body: AccountsBody = Self::json(request).await?;
         Ok(body
             .accounts
@@ -414,5 +407,32 @@ impl Upstream for Psd2Client {
     ) -> BoxFuture<'static, Result<(), UpstreamError>> {
         let this = self.clone();
         Box::pin(async move { this.consent_service(bank).await })
+    }
+
+    fn start_consent(
+        &self,
+        _token: Option<String>,
+        start: ConsentStart,
+    ) -> BoxFuture<'static, Result<StartedConsent, UpstreamError>> {
+        let this = self.clone();
+        Box::pin(async move { this.create_consent(start).await })
+    }
+
+    fn consent_state(
+        &self,
+        _token: Option<String>,
+        consent: ConsentCall,
+    ) -> BoxFuture<'static, Result<ConsentStatus, UpstreamError>> {
+        let this = self.clone();
+        Box::pin(async move { this.consent_status(consent).await })
+    }
+
+    fn accounts(
+        &self,
+        _token: Option<String>,
+        consent: ConsentCall,
+    ) -> BoxFuture<'static, Result<Vec<RemoteAccount>, UpstreamError>> {
+        let this = self.clone();
+        Box::pin(async move { this.consent_accounts(consent).await })
     }
 }

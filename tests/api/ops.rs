@@ -210,6 +210,31 @@ async fn a_breaker_forced_open_sends_traffic_to_the_backup_provider() {
     );
 }
 
+/// A consent goes through the provider actors and their breakers like a read: with
+/// Neonomics pinned open, connecting Nordea starts a consent at the bank's own API only.
+#[tokio::test]
+async fn a_breaker_forced_open_keeps_new_consents_away_from_that_provider() {
+    let app = spawn_app_with(QUICK).await;
+    let (status, body) = ops_call(
+        &app.gateway,
+        Method::PUT,
+        "/ops/providers/neonomics/breaker",
+        Some(json!({"state": "open", "reason": "Neonomics maintenance"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let token = app.token("consent-breaker-user");
+    app.connect(&token, BankId::Nordea).await;
+    let consents = app.sandbox.control.consents().await.unwrap();
+    let providers: Vec<_> = (consents.iter())
+        .filter(|c| c.bank == BankId::Nordea)
+        .map(|c| c.provider.as_str())
+        .collect();
+    assert_eq!(providers, ["psd2"]);
+    let connections = app.connections(&token).await;
+    assert_eq!(connections[0]["providers"], json!(["psd2"]));
+}
+
 #[tokio::test]
 async fn a_bank_down_everywhere_degrades_automatically_and_recovers_after_a_probe() {
     let app = spawn_app_with(QUICK).await;

@@ -43,11 +43,18 @@ pub struct PathStatus {
 impl BankStatus {
     /// Whether any provider path can be tried (a breaker not open, or pinned closed).
     pub fn available(&self) -> bool {
-        self.paths.iter().any(|p| match p.pinned {
+        self.paths.iter().any(PathStatus::allows_calls)
+    }
+}
+
+impl PathStatus {
+    /// Whether a call may be tried on the path: pinned closed, or not open.
+    pub fn allows_calls(&self) -> bool {
+        match self.pinned {
             Some(BreakerPin::Closed) => true,
             Some(BreakerPin::Open) => false,
-            None => p.breaker != BreakerState::Open,
-        })
+            None => self.breaker != BreakerState::Open,
+        }
     }
 }
 

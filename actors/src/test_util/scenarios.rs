@@ -21,7 +21,7 @@ use super::{Behaviour, Call, DEFAULT_BALANCE, PSU_IP, TestTree, eventually, test
 use crate::bank::{ActorUnavailable, BalanceAnswer, FetchRequest, Source, Warning};
 use crate::breaker::BreakerState;
 use crate::session::{AccountBalance, SessionError, SessionHandle};
-use crate::upstream::FailureClass;
+use crate::upstream::{ConsentCall, ConsentStart, ConsentState, FailureClass};
 use crate::{BankId, ProviderId};
 
 const DNB: BankId = BankId::Dnb;
@@ -264,6 +264,51 @@ async fn a_refused_token_is_renewed_once_and_the_read_succeeds() {
         DEFAULT_BALANCE,
     );
     assert_eq!(t.neonomics.authentications(), 2);
+}
+
+/// A user connects a bank while the provider has stopped accepting the token the gateway
+/// holds: the consent calls go through the provider actor like a read, so the token is
+/// renewed once, the consent starts, and the diagnosis's call log sees the calls.
+#[tokio::test(start_paused = true)]
+async fn a_consent_is_started_through_the_provider_and_renews_a_refused_token() {
+    let t = TestTree::start().await;
+    let neonomics = &t.tree.providers[&ProviderId::Neonomics];
+    let start = ConsentStart {
+        bank: DNB,
+        psu: "kari".to_owned(),
+        redirect_url: "https://gateway.example/callback".to_owned(),
+    };
+    neonomics
+        .start_consent(start.clone())
+        .await
+        .expect("started");
+    assert_eq!(t.neonomics.authentications(), 1);
+
+    t.neonomics.revoke_tokens();
+    let started = neonomics.start_consent(start).await.expect("started");
+    assert_eq!(t.neonomics.authentications(), 2, "one re-authentication");
+    assert_eq!(
+        t.neonomics.calls(DNB, Call::StartConsent),
+        3,
+        "the refused call and its repeat with the new token"
+    );
+
+    let consent = ConsentCall {
+        bank: DNB,
+        external_id: started.external_id,
+        psu_ip: PSU_IP.to_string(),
+    };
+    t.neonomics
+        .set_consent_state(DNB, Behaviour::Answer(ConsentState::Pending));
+    let status = neonomics.consent_state(consent.clone()).await.unwrap();
+    assert_eq!(status.state, ConsentState::Pending);
+    assert_eq!(neonomics.accounts(consent).await.unwrap().len(), 1);
+    let path = &t.tree.calls.summary()[&(DNB, ProviderId::Neonomics)];
+    assert_eq!(
+        (path.calls, path.count(FailureClass::Credentials)),
+        (5, 1),
+        "every consent call is in the call log, the refused one as a credentials failure"
+    );
 }
 
 /// The DNB actor panics while a read waits on a hanging DNB: that read is answered

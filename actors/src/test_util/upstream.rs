@@ -19,8 +19,9 @@ use rust_decimal::Decimal;
 use tokio::sync::watch;
 
 use crate::upstream::{
-    AccessToken, Balance, BalanceCall, FailureClass, PaymentOrder, ProviderAccount, RemotePayment,
-    RemoteStatus, Upstream, UpstreamError,
+    AccessToken, Balance, BalanceCall, ConsentCall, ConsentStart, ConsentState, ConsentStatus,
+    FailureClass, PaymentOrder, ProviderAccount, RemoteAccount, RemotePayment, RemoteStatus,
+    StartedConsent, Upstream, UpstreamError,
 };
 use crate::{BankId, ProviderId};
 
@@ -62,6 +63,9 @@ pub enum Call {
     InitiatePayment,
     FindPayment,
     Probe,
+    StartConsent,
+    ConsentState,
+    Accounts,
 }
 
 /// The fake provider. Cheap to clone; clones share scripts and counts.
@@ -85,6 +89,7 @@ struct Scripts {
     initiate_payment: HashMap<BankId, Behaviour<RemoteStatus>>,
     find_payment: HashMap<BankId, Behaviour<Option<RemoteStatus>>>,
     probe: HashMap<BankId, Behaviour<()>>,
+    consent_state: HashMap<BankId, Behaviour<ConsentState>>,
     authenticate: Option<Behaviour<()>>,
     calls: HashMap<(BankId, Call), usize>,
     authentications: usize,
@@ -126,6 +131,11 @@ impl ScriptedUpstream {
     /// Sets how the synthetic health probe of the path to `bank` answers.
     pub fn set_probe(&self, bank: BankId, behaviour: Behaviour<()>) {
         self.change(|s| s.probe.insert(bank, behaviour));
+    }
+
+    /// Sets where the user's SCA left consents at `bank` (`Valid` until scripted otherwise).
+    pub fn set_consent_state(&self, bank: BankId, behaviour: Behaviour<ConsentState>) {
+        self.change(|s| s.consent_state.insert(bank, behaviour));
     }
 
     /// Sets how authentication answers; `Answer(())` issues a new token.
@@ -316,6 +326,61 @@ impl Upstream for ScriptedUpstream {
             return refused(error);
         }
         self.play(move |s| (s.probe.get(&bank).cloned()).unwrap_or(Behaviour::Answer(())))
+    }
+
+    fn start_consent(
+        &self,
+        token: Option<String>,
+        start: ConsentStart,
+    ) -> BoxFuture<'static, Result<StartedConsent, UpstreamError>> {
+        if let Err(error) = self.receive(start.bank, Call::StartConsent, &token) {
+            return refused(error);
+        }
+        let external_id = format!("{}-consent-{}", self.provider.as_str(), start.psu);
+        Box::pin(async move {
+            Ok(StartedConsent {
+                sca_redirect: format!("https://sca.example/{external_id}"),
+                external_id,
+            })
+        })
+    }
+
+    fn consent_state(
+        &self,
+        token: Option<String>,
+        consent: ConsentCall,
+    ) -> BoxFuture<'static, Result<ConsentStatus, UpstreamError>> {
+        if let Err(error) = self.receive(consent.bank, Call::ConsentState, &token) {
+            return refused(error);
+        }
+        let bank = consent.bank;
+        let state = self.play(move |s| {
+            (s.consent_state.get(&bank).cloned()).unwrap_or(Behaviour::Answer(ConsentState::Valid))
+        });
+        Box::pin(async move {
+            Ok(ConsentStatus {
+                state: state.await?,
+                valid_until: None,
+            })
+        })
+    }
+
+    fn accounts(
+        &self,
+        token: Option<String>,
+        consent: ConsentCall,
+    ) -> BoxFuture<'static, Result<Vec<RemoteAccount>, UpstreamError>> {
+        if let Err(error) = self.receive(consent.bank, Call::Accounts, &token) {
+            return refused(error);
+        }
+        let account = RemoteAccount {
+            id: format!("{}-account", consent.external_id),
+            iban: "NO9386011117947".to_owned(),
+            bban: Some("86011117947".to_owned()),
+            name: None,
+            currency: "NOK".to_owned(),
+        };
+        Box::pin(async move { Ok(vec![account]) })
     }
 }
 

@@ -1,0 +1,200 @@
+//! The consent flow itself: `start` asks each open provider path for a consent and records
+//! them; `callback` runs each time the user's browser comes back from a provider's SCA, asks
+//! that provider where the consent stands, and sends the browser on to the next provider
+//! still waiting or, after the last, stores the accounts and answers the app's redirect URL.
+
+use bankgate_actors::upstream::{
+    ConsentCall, ConsentStart, ConsentState, ConsentStatus, RemoteAccount, StartedConsent,
+    UpstreamError,
+};
+use bankgate_actors::{BankId, ProviderId};
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use super::store::{ConsentRecord, ProviderConsent};
+use super::{ConsentError, Consents};
+
+/// A consent started: where the user's browser goes first.
+#[derive(Debug)]
+pub struct Started {
+    pub id: Uuid,
+    pub sca_redirect: String,
+}
+
+fn valid_redirect(url: &str) -> bool {
+    url.len() <= 2048
+        && reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+}
+
+/// The app's redirect URL with the consent's outcome appended.
+fn finished_url(record: &ConsentRecord, status: &str) -> String {
+    let separator = if record.redirect_url.contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    format!(
+        "{}{separator}consent_id={}&status={status}",
+        record.redirect_url, record.id
+    )
+}
+
+impl Consents {
+    fn callback_url(&self, consent: Uuid, provider: ProviderId) -> String {
+        format!(
+            "{}/v1/consents/{consent}/callback?provider={provider}",
+            self.public_url
+        )
+    }
+
+    /// The providers to ask for a consent at `bank`, in order: those whose path the bank's
+    /// breakers (or an operator's pin) let a call through. A bank actor that cannot answer
+    /// (restarting) holds no one back.
+    async fn open_paths(&self, bank: BankId) -> Vec<ProviderId> {
+        let status = match self.banks.get(&bank) {
+            Some(handle) => handle.status().await.ok(),
+            None => None,
+        };
+        self.order
+            .iter()
+            .copied()
+            .filter(|provider| {
+                status.as_ref().is_none_or(|status| {
+                    (status.paths.iter())
+                        .find(|path| path.provider == *provider)
+                        .is_none_or(|path| path.allows_calls())
+                })
+            })
+            .collect()
+    }
+
+    /// Starts a consent for `user` at `bank` with every open provider path.
+    pub async fn start(
+        &self,
+        user: &str,
+        bank: BankId,
+        redirect_url: String,
+    ) -> Result<Started, ConsentError> {
+        if !valid_redirect(&redirect_url) {
+            return Err(ConsentError::InvalidRedirect);
+        }
+        let id = Uuid::new_v4();
+        let mut providers = Vec::new();
+        for provider in self.open_paths(bank).await {
+            let start = ConsentStart {
+                bank,
+                psu: user.to_owned(),
+                redirect_url: self.callback_url(id, provider),
+            };
+            match self.provider(provider).start_consent(start).await {
+                Ok(StartedConsent {
+                    external_id,
+                    sca_redirect,
+                }) => providers.push(ProviderConsent {
+                    provider,
+                    external_id,
+                    sca_redirect: Some(sca_redirect),
+                    status: "pending".to_owned(),
+                }),
+                Err(error) => {
+                    warn!(bank = %bank, provider = %provider, error = %error, "consent not started")
+                }
+            }
+        }
+        let Some(first) = providers.first().and_then(|p| p.sca_redirect.clone()) else {
+            return Err(ConsentError::Unavailable(bank));
+        };
+        let record = ConsentRecord {
+            id,
+            user_id: user.to_owned(),
+            bank,
+            status: "pending".to_owned(),
+            redirect_url,
+            providers,
+        };
+        self.store.create_consent(&record).await?;
+        Ok(Started {
+            id,
+            sca_redirect: first,
+        })
+    }
+
+    /// The user's browser is back from `provider`'s SCA: answers where it goes next.
+    pub async fn callback(
+        &self,
+        id: Uuid,
+        provider: ProviderId,
+        psu_ip: String,
+    ) -> Result<String, ConsentError> {
+        let record = self.consent(id).await?;
+        if record.status != "pending" {
+            return Ok(finished_url(&record, &record.status));
+        }
+        let Some(step) = record.providers.iter().find(|p| p.provider == provider) else {
+            return Err(ConsentError::NotStartedWith);
+        };
+        let call = ConsentCall {
+            bank: record.bank,
+            external_id: step.external_id.clone(),
+            psu_ip,
+        };
+        let ConsentStatus { state, valid_until } = self.check(provider, call.clone()).await;
+        let status = match state {
+            ConsentState::Valid => "active",
+            ConsentState::Rejected => "rejected",
+            ConsentState::Pending => "pending",
+        };
+        self.store
+            .set_provider_consent(id, provider, status, valid_until)
+            .await?;
+
+        // The next provider still waiting for the user's SCA, in the configured order.
+        let position = (record.providers.iter())
+            .position(|p| p.provider == provider)
+            .unwrap_or(0);
+        if let Some(next) = record.providers[position + 1..]
+            .iter()
+            .find(|p| p.status == "pending")
+            && let Some(sca) = &next.sca_redirect
+        {
+            return Ok(sca.clone());
+        }
+        let record = self.consent(id).await?;
+        let mut accounts: Vec<(ProviderId, Vec<RemoteAccount>)> = Vec::new();
+        for granted in record.providers.iter().filter(|p| p.status == "active") {
+            let call = ConsentCall {
+                external_id: granted.external_id.clone(),
+                ..call.clone()
+            };
+            match self.provider(granted.provider).accounts(call).await {
+                Ok(list) => accounts.push((granted.provider, list)),
+                Err(error) => {
+                    warn!(provider = %granted.provider, error = %error, "accounts not listed")
+                }
+            }
+        }
+        let status = (self.store)
+            .complete_consent(&record, &accounts, valid_until)
+            .await?;
+        info!(bank = %record.bank, status = %status, "consent completed");
+        self.sessions.reload_user(&record.user_id, None);
+        Ok(finished_url(&record, &status))
+    }
+
+    async fn consent(&self, id: Uuid) -> Result<ConsentRecord, ConsentError> {
+        (self.store.consent(id).await?).ok_or(ConsentError::NoSuchConsent)
+    }
+
+    /// Asks the provider where the user's SCA left the consent; a provider that cannot say
+    /// leaves it rejected (the user starts again rather than waiting on a provider).
+    async fn check(&self, provider: ProviderId, call: ConsentCall) -> ConsentStatus {
+        let state: Result<_, UpstreamError> = self.provider(provider).consent_state(call).await;
+        state.unwrap_or_else(|error| {
+            warn!(provider = %provider, error = %error, "consent state unknown");
+            ConsentStatus {
+                state: ConsentState::Rejected,
+                valid_until: None,
+            }
+        })
+    }
+}

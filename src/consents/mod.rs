@@ -1,0 +1,128 @@
+//! Connecting a bank, as a service beside payments: a consent is started with every provider
+//! configured for the bank whose path is open; the user's browser goes through each
+//! provider's SCA in turn, coming back to `GET /v1/consents/{id}/callback?provider=…` after
+//! each; when the last one is done the accounts are fetched from every provider that granted
+//! access and stored as the user's connections.
+//!
+//! Every call to a provider goes through its `ProviderHandle` (quota, concurrency cap, token,
+//! timeout, the call log the diagnosis reads), like a balance read, and a provider whose
+//! breaker for the bank is open (or pinned open by an operator) is not asked at all.
+//!
+//! - `flow.rs` — starting a consent and the SCA callbacks that finish it.
+//! - `store.rs` — its records in PostgreSQL, and the user's connections.
+//!
+//! The client API's handlers (`gateway/consents.rs`) only parse requests and shape answers.
+
+mod flow;
+mod store;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bankgate_actors::bank::BankHandle;
+use bankgate_actors::provider::ProviderHandle;
+use bankgate_actors::session::Sessions;
+use bankgate_actors::upstream::StoreError;
+use bankgate_actors::{BankId, ProviderId};
+use tracing::warn;
+use uuid::Uuid;
+
+pub use flow::Started;
+pub use store::{ConnectionView, ConsentStore};
+
+use crate::copy;
+use bankgate_sandbox::http::{ApiError, ErrorCode};
+
+/// Why the consent service said no.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsentError {
+    #[error("must be an absolute http(s) URL of at most 2048 characters")]
+    InvalidRedirect,
+    #[error("no such consent")]
+    NoSuchConsent,
+    #[error("this consent was not started with that provider")]
+    NotStartedWith,
+    #[error("no such connection")]
+    NoSuchConnection,
+    /// No provider could start a consent at the bank.
+    #[error("no provider could start a consent at {0}")]
+    Unavailable(BankId),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<ConsentError> for ApiError {
+    fn from(error: ConsentError) -> ApiError {
+        let message = error.to_string();
+        match error {
+            ConsentError::InvalidRedirect => ApiError::invalid_field("redirect_url", message),
+            ConsentError::NotStartedWith => ApiError::invalid_field("provider", message),
+            ConsentError::NoSuchConsent | ConsentError::NoSuchConnection => {
+                ApiError::not_found(message)
+            }
+            ConsentError::Unavailable(bank) => {
+                ApiError::new(ErrorCode::BankUnavailable, copy::consent_unavailable(bank))
+                    .with_retry_after(60)
+            }
+            ConsentError::Store(error) => {
+                warn!(error = %error, "database error");
+                ApiError::new(
+                    ErrorCode::Unavailable,
+                    "temporarily unavailable, try again shortly",
+                )
+                .with_retry_after(1)
+            }
+        }
+    }
+}
+
+pub struct Consents {
+    store: ConsentStore,
+    banks: Arc<HashMap<BankId, BankHandle>>,
+    providers: Arc<HashMap<ProviderId, ProviderHandle>>,
+    sessions: Arc<Sessions>,
+    /// The providers in the order a bank's consent is started with them.
+    order: Vec<ProviderId>,
+    /// Where users' browsers reach the client API (the SCA return address).
+    public_url: String,
+}
+
+impl Consents {
+    pub fn new(
+        store: ConsentStore,
+        banks: Arc<HashMap<BankId, BankHandle>>,
+        providers: Arc<HashMap<ProviderId, ProviderHandle>>,
+        sessions: Arc<Sessions>,
+        order: Vec<ProviderId>,
+        public_url: String,
+    ) -> Consents {
+        Consents {
+            store,
+            banks,
+            providers,
+            sessions,
+            order,
+            public_url,
+        }
+    }
+
+    fn provider(&self, provider: ProviderId) -> &ProviderHandle {
+        self.providers
+            .get(&provider)
+            .expect("every provider has a handle")
+    }
+
+    /// The user's connections, as `GET /v1/connections` lists them.
+    pub async fn connections(&self, user: &str) -> Result<Vec<ConnectionView>, ConsentError> {
+        Ok(self.store.list_connections(user).await?)
+    }
+
+    /// Removes one of the user's connections; the user's session forgets it at once.
+    pub async fn remove_connection(&self, user: &str, id: Uuid) -> Result<(), ConsentError> {
+        if !self.store.delete_connection(user, id).await? {
+            return Err(ConsentError::NoSuchConnection);
+        }
+        self.sessions.reload_user(user, Some(id));
+        Ok(())
+    }
+}
