@@ -29,21 +29,28 @@ fn wrk_ms(text: &str) -> f64 {
 }
 
 /// What `wrk` is asked to do.
-pub struct Wrk<'a> {
-    pub case: &'a str,
-    pub url: &'a str,
+pub struct Wrk {
+    pub case: String,
+    pub url: String,
     pub connections: u32,
     pub seconds: u32,
-    pub headers: &'a [(&'a str, &'a str)],
+    pub headers: Vec<(String, String)>,
     /// A Lua script (`wrk -s`), for requests that differ one from the next.
-    pub script: Option<&'a str>,
+    pub script: Option<String>,
     /// How long wrk waits for an answer before counting a timeout (wrk's default: 2 s).
     pub timeout: Duration,
 }
 
-impl Wrk<'_> {
+impl Wrk {
+    /// Runs wrk on a blocking thread.
+    pub async fn spawn(self) -> Figures {
+        tokio::task::spawn_blocking(move || self.run())
+            .await
+            .expect("wrk")
+    }
+
     /// Runs wrk (blocking) and reads its report.
-    pub fn run(&self) -> Figures {
+    fn run(&self) -> Figures {
         let mut command = Command::new("wrk");
         command.args([
             "-t2",
@@ -52,10 +59,10 @@ impl Wrk<'_> {
             &format!("--timeout={}s", self.timeout.as_secs().max(1)),
             "--latency",
         ]);
-        for (name, value) in self.headers {
+        for (name, value) in &self.headers {
             command.args(["-H", &format!("{name}: {value}")]);
         }
-        let script = self.script.map(|text| {
+        let script = self.script.as_ref().map(|text| {
             let file = tempfile::NamedTempFile::new().expect("script file");
             std::fs::write(file.path(), text).expect("script");
             file
@@ -64,7 +71,7 @@ impl Wrk<'_> {
             command.arg("-s").arg(file.path());
         }
         let output = command
-            .arg(self.url)
+            .arg(&self.url)
             .output()
             .expect("wrk runs (apt-get install wrk)");
         let text = String::from_utf8_lossy(&output.stdout);
@@ -89,7 +96,7 @@ impl Wrk<'_> {
             })
             .sum();
         Figures {
-            case: self.case.to_owned(),
+            case: self.case.clone(),
             requests_per_s: find("Requests/sec:")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(f64::NAN),

@@ -12,10 +12,12 @@ use std::time::{Duration, Instant};
 
 use bankgate::gateway::Gateway;
 use bankgate_actors::{BankId, ProviderId, Service};
+use bankgate_sandbox::SandboxClient;
 use bankgate_sandbox::faults::{FaultKind, FaultSpec};
-use bankgate_sandbox::{Sandbox, SandboxClient};
-use secrecy::SecretString;
+use serde_json::json;
 
+use super::Outcome;
+use crate::bench::{Bench, add_fault};
 use crate::load::{Figures, Wrk, rss_bytes};
 
 pub const CONNECTIONS: u32 = 10_000;
@@ -23,19 +25,9 @@ const USERS: usize = 200;
 const SECONDS: u32 = 20;
 const PROVIDER_LATENCY_MS: u64 = 2_000;
 
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct SlowFigures {
-    pub figures: Figures,
-    /// Balance reads by how they were served (`bankgate_balance_reads_total` for DNB).
-    pub live: u64,
-    pub cache_stale: u64,
-    pub cache_fresh: u64,
-    pub unavailable: u64,
-    /// Calls DNB's account APIs received per second during the run, both providers.
-    pub upstream_calls_per_s: f64,
-    pub rss_before_bytes: u64,
-    pub rss_peak_bytes: u64,
-}
+/// DNB's balance reads by how they were served: the sources of
+/// `bankgate_balance_reads_total`.
+const SOURCES: [&str; 4] = ["live", "cache_stale", "cache_fresh", "unavailable"];
 
 /// DNB's balance reads by source, from the gateway's metrics.
 async fn reads_by_source(http: &reqwest::Client, gateway: &Gateway) -> [u64; 4] {
@@ -57,7 +49,7 @@ async fn reads_by_source(http: &reqwest::Client, gateway: &Gateway) -> [u64; 4] 
             .next()
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0) as u64;
-        let index = ["live", "cache_stale", "cache_fresh", "unavailable"]
+        let index = SOURCES
             .iter()
             .position(|s| line.contains(&format!("source=\"{s}\"")));
         if let Some(index) = index {
@@ -77,18 +69,12 @@ async fn dnb_reads_upstream(control: &SandboxClient) -> u64 {
         .sum()
 }
 
-pub async fn run(gateway: &Gateway, sandbox: &Sandbox, secret: &SecretString) -> SlowFigures {
-    let http = reqwest::Client::new();
+pub async fn run(bench: &Bench) -> Outcome {
+    let (gateway, http) = (&bench.slow, &bench.http);
     let balances_url = format!("{}/v1/balances", gateway.client_url());
     // Each user connects DNB, and reads once so that the gateway has the balance.
     for user in 0..USERS {
-        let token = bankgate::token::mint(
-            secret,
-            &format!("slow-{user}"),
-            "setup",
-            Duration::from_secs(3600),
-        )
-        .expect("token");
+        let token = bench.token_for(&format!("slow-{user}"), "setup");
         bankgate::browser::connect(
             &gateway.client_url(),
             &token,
@@ -109,13 +95,10 @@ pub async fn run(gateway: &Gateway, sandbox: &Sandbox, secret: &SecretString) ->
     let sessions_per_user = CONNECTIONS as usize / USERS;
     let tokens: Vec<String> = (0..CONNECTIONS as usize)
         .map(|n| {
-            bankgate::token::mint(
-                secret,
+            bench.token_for(
                 &format!("slow-{}", n % USERS),
                 &format!("slow-session-{}", n / USERS % sessions_per_user),
-                Duration::from_secs(3600),
             )
-            .expect("token")
         })
         .collect();
     let table: Vec<String> = tokens.iter().map(|t| format!("\"{t}\"")).collect();
@@ -142,18 +125,18 @@ end
         half = CONNECTIONS / 2,
     );
 
-    let control = SandboxClient::new(sandbox.control_url());
+    let control = SandboxClient::new(bench.sandbox.control_url());
     let mut faults = Vec::new();
     for provider in ProviderId::ALL {
         let fault = FaultSpec::new(provider, FaultKind::Latency)
             .with_bank(BankId::Dnb)
             .with_latency_ms(PROVIDER_LATENCY_MS);
-        faults.push(crate::add_fault(sandbox, fault).await);
+        faults.push(add_fault(&bench.sandbox, fault).await);
     }
     // Let every cached balance age past its freshness.
     tokio::time::sleep(Duration::from_millis(1_100)).await;
 
-    let reads_before = reads_by_source(&http, gateway).await;
+    let reads_before = reads_by_source(http, gateway).await;
     let upstream_before = dnb_reads_upstream(&control).await;
     let rss_before = rss_bytes();
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
@@ -167,40 +150,55 @@ end
         }
     });
     let started = Instant::now();
-    let url: &'static str = Box::leak(balances_url.into_boxed_str());
-    let script: &'static str = Box::leak(script.into_boxed_str());
-    let figures = tokio::task::spawn_blocking(move || {
-        Wrk {
-            case: "slow upstream (2 s), 10 000 connections",
-            url,
-            connections: CONNECTIONS,
-            seconds: SECONDS,
-            headers: &[],
-            script: Some(script),
-            timeout: Duration::from_secs(40),
-        }
-        .run()
-    })
-    .await
-    .expect("wrk");
+    let figures: Figures = Wrk {
+        case: "slow upstream (2 s), 10 000 connections".to_owned(),
+        url: balances_url,
+        connections: CONNECTIONS,
+        seconds: SECONDS,
+        headers: Vec::new(),
+        script: Some(script),
+        timeout: Duration::from_secs(40),
+    }
+    .spawn()
+    .await;
     let elapsed = started.elapsed();
     let _ = stop.send(true);
     let rss_peak = sampler.await.expect("sampler");
     let upstream = dnb_reads_upstream(&control).await - upstream_before;
-    let reads_after = reads_by_source(&http, gateway).await;
-    let served = |i: usize| reads_after[i] - reads_before[i];
-
+    let reads_after = reads_by_source(http, gateway).await;
+    let served: Vec<u64> = (0..SOURCES.len())
+        .map(|i| reads_after[i] - reads_before[i])
+        .collect();
     for id in faults {
         let _ = control.remove_fault(id).await;
     }
-    SlowFigures {
-        figures,
-        live: served(0),
-        cache_stale: served(1),
-        cache_fresh: served(2),
-        unavailable: served(3),
-        upstream_calls_per_s: upstream as f64 / elapsed.as_secs_f64(),
-        rss_before_bytes: rss_before,
-        rss_peak_bytes: rss_peak,
+    let upstream_calls_per_s = upstream as f64 / elapsed.as_secs_f64();
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    let summary = format!(
+        "5. slow upstream: {CONNECTIONS} connections, {:.0} answers/s, p50 {:.0} ms, p99 {:.0} ms, {} errors; DNB reads {} live, {} stale from cache, {} fresh, {} unavailable; {upstream_calls_per_s:.1} upstream calls/s; RSS {:.0} MiB before, peak {:.0} MiB (+{:.0} MiB)",
+        figures.requests_per_s,
+        figures.p50_ms,
+        figures.p99_ms,
+        figures.errors,
+        served[0],
+        served[1],
+        served[2],
+        served[3],
+        mib(rss_before),
+        mib(rss_peak),
+        mib(rss_peak.saturating_sub(rss_before)),
+    );
+    let report = json!({
+        "connections": CONNECTIONS,
+        "reads_by_source": SOURCES.iter().zip(&served).map(|(s, n)| (s.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+        "upstream_calls_per_s": upstream_calls_per_s,
+        "rss_before_bytes": rss_before,
+        "rss_peak_bytes": rss_peak,
+    });
+    Outcome {
+        rows: vec![figures],
+        summary,
+        key: "slow_upstream",
+        report,
     }
 }
