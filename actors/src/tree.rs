@@ -18,7 +18,9 @@ use tracing::{info, warn};
 
 use crate::balance_writer::BalanceWriter;
 use crate::bank::{BalanceCache, BankActor, BankArgs, BankConfig, BankHandle};
+use crate::breaker::BreakerConfig;
 use crate::calls::CallLog;
+use crate::config::{BalancesSection, BanksSection, SessionsSection};
 use crate::drainer::{Drainer, DrainerArgs, DrainerHandle, DrainerMsg, PaymentQueue};
 use crate::metrics;
 use crate::modes::ModeBoard;
@@ -46,6 +48,37 @@ pub struct TreeConfig {
     pub cache_capacity: u64,
     /// How long a live balance may wait to be written to the store with others.
     pub persist_balances_every: Duration,
+}
+
+impl TreeConfig {
+    /// The tree as the settings' sections configure it.
+    pub fn from_sections(
+        providers: HashMap<ProviderId, ProviderConfig>,
+        banks: &BanksSection,
+        breaker: BreakerConfig,
+        balances: &BalancesSection,
+        sessions: &SessionsSection,
+    ) -> TreeConfig {
+        TreeConfig {
+            providers,
+            bank: BankConfig {
+                providers: banks.provider_order.clone(),
+                breaker,
+                freshness: balances.freshness(),
+                max_in_flight: banks.max_in_flight,
+                unattended_per_day: balances.unattended_reads_per_day,
+                probe_interval: banks.probe_interval,
+            },
+            session: SessionConfig {
+                idle_timeout: sessions.idle_timeout,
+                user_rate_per_s: sessions.user_rate_per_s,
+                user_burst: sessions.user_burst,
+                read_deadline: balances.read_deadline,
+            },
+            cache_capacity: balances.cache_capacity,
+            persist_balances_every: balances.persist_every,
+        }
+    }
 }
 
 /// What a child of the root is, so it can be started again.

@@ -14,11 +14,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bankgate_actors::bank::{BankConfig, BankHandle};
-use bankgate_actors::freshness::FreshnessConfig;
+use bankgate_actors::bank::BankHandle;
 use bankgate_actors::modes::ModeBoard;
 use bankgate_actors::provider::{ProviderConfig, ProviderHandle};
-use bankgate_actors::session::{SessionConfig, Sessions};
+use bankgate_actors::session::Sessions;
 use bankgate_actors::tree::{ActorTree, TreeConfig};
 use bankgate_actors::upstream::Upstream;
 use bankgate_actors::{BankId, ProviderId};
@@ -106,41 +105,23 @@ fn payments_config(settings: &Settings, public_url: &str) -> PaymentsConfig {
 /// Translates settings into the actor tree's configuration.
 pub fn tree_config(settings: &Settings) -> TreeConfig {
     let providers = &settings.providers;
-    TreeConfig {
-        providers: HashMap::from([
+    let provider = |limits, timeout| ProviderConfig::from_limits(limits, timeout);
+    TreeConfig::from_sections(
+        HashMap::from([
             (
                 ProviderId::Neonomics,
-                ProviderConfig::from_limits(
-                    &providers.neonomics.limits,
-                    providers.neonomics.timeout,
-                ),
+                provider(&providers.neonomics.limits, providers.neonomics.timeout),
             ),
             (
                 ProviderId::Psd2,
-                ProviderConfig::from_limits(&providers.psd2.limits, providers.psd2.timeout),
+                provider(&providers.psd2.limits, providers.psd2.timeout),
             ),
         ]),
-        bank: BankConfig {
-            providers: settings.banks.provider_order.clone(),
-            breaker: settings.breaker,
-            freshness: FreshnessConfig {
-                fresh_for: settings.balances.fresh_for,
-                fresh_for_when_limited: settings.balances.fresh_for_when_rate_limited,
-                max_stale: settings.balances.max_stale,
-            },
-            max_in_flight: settings.banks.max_in_flight,
-            unattended_per_day: settings.balances.unattended_reads_per_day,
-            probe_interval: settings.banks.probe_interval,
-        },
-        session: SessionConfig {
-            idle_timeout: settings.sessions.idle_timeout,
-            user_rate_per_s: settings.sessions.user_rate_per_s,
-            user_burst: settings.sessions.user_burst,
-            read_deadline: settings.balances.read_deadline,
-        },
-        cache_capacity: settings.balances.cache_capacity,
-        persist_balances_every: settings.balances.persist_every,
-    }
+        &settings.banks,
+        settings.breaker,
+        &settings.balances,
+        &settings.sessions,
+    )
 }
 
 impl Gateway {

@@ -86,6 +86,12 @@ fn invalid_values_are_rejected_with_the_key() {
         ("BANKGATE__PROVIDERS__NEONOMICS__BASE_URL", "ftp://example"),
         ("BANKGATE__SANDBOX__RATE_LIMIT_PER_S", "0"),
         ("BANKGATE__BREAKER__FAILURE_THRESHOLD", "0"),
+        ("BANKGATE__BANKS__PROVIDER_ORDER", "[\"psd2\", \"psd2\"]"),
+        ("BANKGATE__BANKS__MAX_IN_FLIGHT", "0"),
+        ("BANKGATE__BALANCES__MAX_STALE", "1s"),
+        ("BANKGATE__BALANCES__READ_DEADLINE", "0s"),
+        ("BANKGATE__SESSIONS__IDLE_TIMEOUT", "0s"),
+        ("BANKGATE__SESSIONS__USER_RATE_PER_S", "0"),
         ("BANKGATE__PROVIDERS__PSD2__LIMITS__RETRY_BUDGET_RATIO", "2"),
         ("BANKGATE__TELEMETRY__LOG_FORMAT", "xml"),
     ];

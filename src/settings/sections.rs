@@ -1,0 +1,293 @@
+//! The sections of the settings this crate owns, each with the checks of its own values
+//! (`validate`, naming the full key). The sections the actors crate owns (`[banks]`,
+//! `[balances]`, `[sessions]`, `[breaker]`) and the sandbox's `[sandbox]` validate
+//! themselves there.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bankgate_actors::provider::ProviderLimits;
+use bankgate_actors::{BankId, ProviderId};
+use rust_decimal::Decimal;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use super::SettingsError;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    pub client_addr: SocketAddr,
+    pub ops_addr: SocketAddr,
+    pub body_limit_bytes: u64,
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Where browsers reach the client API; `None` means the bound client address.
+    #[serde(default)]
+    pub public_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// The server to use; `None` lets `demo` start a private cluster.
+    pub url: Option<SecretString>,
+    pub pool_size: usize,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    pub token_secret: SecretString,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvidersSettings {
+    pub neonomics: NeonomicsSettings,
+    pub psd2: Psd2Settings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NeonomicsSettings {
+    pub base_url: String,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    pub limits: ProviderLimits,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Psd2Settings {
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    pub bank_urls: BTreeMap<BankId, String>,
+    pub limits: ProviderLimits,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentsSettings {
+    pub min_amount: Decimal,
+    pub max_amount: Decimal,
+    pub per_user_limit: u32,
+    pub per_ip_limit: u32,
+    #[serde(with = "humantime_serde")]
+    pub limit_window: Duration,
+    #[serde(with = "humantime_serde")]
+    pub idempotency_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub queue_max_age: Duration,
+    #[serde(with = "humantime_serde")]
+    pub drain_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub in_flight_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub poll_after: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksSettings {
+    #[serde(with = "humantime_serde")]
+    pub tolerance: Duration,
+    pub secrets: BTreeMap<ProviderId, SecretString>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpsSettings {
+    pub admin_tokens: Vec<AdminToken>,
+}
+
+/// An operator's (or a tool's) bearer token for the ops API, named for the audit trail.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminToken {
+    pub name: String,
+    pub token: SecretString,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    pub log_format: LogFormat,
+    pub log_filter: String,
+}
+
+/// A value of a section that parses but cannot work, named by its full key.
+fn invalid(key: &str, reason: impl Into<String>) -> Result<(), SettingsError> {
+    Err(SettingsError::Invalid {
+        key: key.to_owned(),
+        reason: reason.into(),
+    })
+}
+
+fn check_url(key: &str, url: &str) -> Result<(), SettingsError> {
+    match reqwest::Url::parse(url) {
+        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => Ok(()),
+        _ => invalid(key, format!("`{url}` is not an http(s) URL")),
+    }
+}
+
+impl HttpSettings {
+    pub(super) fn validate(&self) -> Result<(), SettingsError> {
+        if self.client_addr == self.ops_addr && self.client_addr.port() != 0 {
+            return invalid("http.ops_addr", "must differ from http.client_addr");
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&self.body_limit_bytes) {
+            return invalid("http.body_limit_bytes", "must be between 1024 and 16777216");
+        }
+        if self.header_read_timeout.is_zero() {
+            return invalid("http.header_read_timeout", "must be greater than zero");
+        }
+        match &self.public_url {
+            Some(url) => check_url("http.public_url", url),
+            None => Ok(()),
+        }
+    }
+}
+
+impl DatabaseSettings {
+    pub(super) fn validate(&self) -> Result<(), SettingsError> {
+        if let Some(url) = &self.url
+            && url
+                .expose_secret()
+                .parse::<tokio_postgres::Config>()
+                .is_err()
+        {
+            return invalid("database.url", "is not a PostgreSQL connection string");
+        }
+        if self.pool_size == 0 {
+            return invalid("database.pool_size", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+impl AuthSettings {
+    pub(super) fn validate(&self) -> Result<(), SettingsError> {
+        if self.token_secret.expose_secret().len() < 32 {
+            return invalid("auth.token_secret", "must be at least 32 bytes");
+        }
+        Ok(())
+    }
+}
+
+impl ProvidersSettings {
+    pub(super) fn validate(&self) -> Result<(), SettingsError> {
+        check_url("providers.neonomics.base_url", &self.neonomics.base_url)?;
+        for bank in BankId::ALL {
+            match self.psd2.bank_urls.get(&bank) {
+                Some(url) => check_url("providers.psd2.bank_urls", url)?,
+                None => {
+                    return invalid("providers.psd2.bank_urls", format!("has no URL for {bank}"));
+                }
+            }
+        }
+        if self.neonomics.timeout.is_zero() || self.psd2.timeout.is_zero() {
+            return invalid("providers.*.timeout", "must be greater than zero");
+        }
+        for (section, limits) in [
+            ("providers.neonomics.limits", &self.neonomics.limits),
+            ("providers.psd2.limits", &self.psd2.limits),
+        ] {
+            limits
+                .validate()
+                .map_err(|e| SettingsError::within(section, e))?;
+        }
+        Ok(())
+    }
+
+    /// The longest a provider call may take.
+    pub fn longest_timeout(&self) -> Duration {
+        self.neonomics.timeout.max(self.psd2.timeout)
+    }
+}
+
+impl PaymentsSettings {
+    pub(super) fn validate(&self) -> Result<(), SettingsError> {
+        if self.min_amount <= Decimal::ZERO || self.max_amount < self.min_amount {
+            return invalid("payments.max_amount", "needs 0 < min_amount ≤ max_amount");
+        }
+        if self.per_user_limit == 0 || self.per_ip_limit == 0 || self.limit_window.is_zero() {
+            return invalid(
+                "payments",
+                "per_user_limit, per_ip_limit and limit_window must be greater than zero",
+            );
+        }
+        if self.idempotency_ttl < Duration::from_secs(24 * 3600) {
+            return invalid("payments.idempotency_ttl", "must be at least 24h");
+        }
+        if self.drain_interval.is_zero() || self.queue_max_age.is_zero() {
+            return invalid(
+                "payments",
+                "drain_interval and queue_max_age must be greater than zero",
+            );
+        }
+        Ok(())
+    }
+}
+
+impl WebhooksSettings {
+    pub(super) fn validate(&self) -> Result<(), SettingsError> {
+        for provider in ProviderId::ALL {
+            match self.secrets.get(&provider) {
+                Some(secret) if secret.expose_secret().len() >= 16 => {}
+                _ => {
+                    return invalid(
+                        "webhooks.secrets",
+                        format!("needs a secret of at least 16 bytes for {provider}"),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl OpsSettings {
+    pub(super) fn validate(&self) -> Result<(), SettingsError> {
+        if self.admin_tokens.is_empty() {
+            return invalid("ops.admin_tokens", "needs at least one token");
+        }
+        for (i, admin) in self.admin_tokens.iter().enumerate() {
+            if admin.name.trim().is_empty() || admin.token.expose_secret().len() < 24 {
+                return invalid(
+                    "ops.admin_tokens",
+                    "each needs a name and a token of at least 24 bytes",
+                );
+            }
+            if self.admin_tokens[..i].iter().any(|a| a.name == admin.name) {
+                return invalid("ops.admin_tokens", "names must be unique");
+            }
+        }
+        Ok(())
+    }
+}
+
+impl TelemetrySettings {
+    pub(super) fn validate(&self) -> Result<(), SettingsError> {
+        if tracing_subscriber::EnvFilter::try_new(&self.log_filter).is_err() {
+            return invalid("telemetry.log_filter", "is not a valid tracing filter");
+        }
+        Ok(())
+    }
+}
