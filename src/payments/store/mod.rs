@@ -3,6 +3,13 @@
 //! Every status change goes through `transition` (one payment) or `sweep` (many): a single
 //! statement that locks the rows still in the expected status, moves them and appends the
 //! events. Work that several gateway instances share is claimed with `FOR UPDATE SKIP LOCKED`.
+//!
+//! Here: the records, reading payments and their history, what sending one needs, and
+//! webhook deliveries; the intake's writes and idempotency keys are `intake.rs`, the queue's
+//! upkeep `queue.rs`.
+
+mod intake;
+mod queue;
 
 use std::collections::HashMap;
 
@@ -13,12 +20,12 @@ use deadpool_postgres::{GenericClient, Pool};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use tokio_postgres::Row;
-use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
-use super::request::{Creditor, PaymentRequest};
-use super::{FailureReason, PaymentStatus};
 use crate::postgres::parse_column;
+
+use super::request::Creditor;
+use super::{FailureReason, PaymentStatus};
 
 /// A payment row.
 #[derive(Debug, Clone)]
@@ -140,137 +147,6 @@ impl PaymentStore {
         self.pool.get().await.map_err(StoreError::caused_by)
     }
 
-    pub async fn key(&self, user: &str, key: &str) -> Result<Option<KeyRecord>, StoreError> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "SELECT request_hash, payment_id, response_status, response_body, created_at
-                 FROM idempotency_keys WHERE user_id = $1 AND key = $2",
-                &[&user, &key],
-            )
-            .await
-            .map_err(StoreError::caused_by)?;
-        Ok(row.map(|row| KeyRecord {
-            request_hash: row.get(0),
-            payment_id: row.get(1),
-            response: row
-                .get::<_, Option<i32>>(2)
-                .zip(row.get::<_, Option<serde_json::Value>>(3))
-                .map(|(status, body)| (status as u16, body)),
-            created_at: row.get(4),
-        }))
-    }
-
-    /// Writes the payment, its idempotency key and its first event in one transaction.
-    /// Returns `false` (and writes nothing) when the key exists already.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn insert(
-        &self,
-        id: Uuid,
-        user: &str,
-        key: &str,
-        request_hash: &[u8],
-        request: &PaymentRequest,
-        psu_ip: &str,
-        status: PaymentStatus,
-        reason: &str,
-    ) -> Result<bool, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(StoreError::caused_by)?;
-        let keyed = tx
-            .execute(
-                "INSERT INTO idempotency_keys (user_id, key, request_hash) VALUES ($1, $2, $3)
-                 ON CONFLICT DO NOTHING",
-                &[&user, &key, &request_hash],
-            )
-            .await
-            .map_err(StoreError::caused_by)?;
-        if keyed == 0 {
-            return Ok(false);
-        }
-        let creditor = serde_json::to_value(&request.creditor).map_err(StoreError::caused_by)?;
-        // The reference goes out as endToEndIdentification: at most 35 characters.
-        let reference = id.simple().to_string();
-        tx.execute(
-            "INSERT INTO payments (id, user_id, bank, debtor_connection, amount, currency, creditor,
-                 remittance_info, kind, status, request_reference, psu_ip, queued_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
-                 CASE WHEN $10 = 'queued' THEN now() END)",
-            &[
-                &id,
-                &user,
-                &request.bank.as_str(),
-                &request.debtor_account_id,
-                &request.amount,
-                &request.currency,
-                &creditor,
-                &request.remittance_info,
-                &request.kind.as_str(),
-                &status.as_str(),
-                &reference,
-                &psu_ip,
-            ],
-        )
-        .await
-        .map_err(StoreError::caused_by)?;
-        tx.execute(
-            "INSERT INTO payment_events (payment_id, from_status, to_status, reason)
-             VALUES ($1, NULL, $2, $3)",
-            &[&id, &status.as_str(), &reason],
-        )
-        .await
-        .map_err(StoreError::caused_by)?;
-        tx.execute(
-            "UPDATE idempotency_keys SET payment_id = $3 WHERE user_id = $1 AND key = $2",
-            &[&user, &key, &id],
-        )
-        .await
-        .map_err(StoreError::caused_by)?;
-        match tx.commit().await {
-            Ok(()) => Ok(true),
-            // Another request with the same key committed first.
-            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => Ok(false),
-            Err(e) => Err(StoreError::caused_by(e)),
-        }
-    }
-
-    /// The bank of the user's connection `id`, if the user has it.
-    pub async fn connection_bank(
-        &self,
-        user: &str,
-        id: Uuid,
-    ) -> Result<Option<BankId>, StoreError> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "SELECT bank FROM connections WHERE id = $1 AND user_id = $2 AND removed_at IS NULL",
-                &[&id, &user],
-            )
-            .await
-            .map_err(StoreError::caused_by)?;
-        row.map(|r| parse_column(r.get::<_, &str>(0))).transpose()
-    }
-
-    /// Stores the answer given for a key, to be replayed.
-    pub async fn save_response(
-        &self,
-        user: &str,
-        key: &str,
-        status: u16,
-        body: &serde_json::Value,
-    ) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "UPDATE idempotency_keys SET response_status = $3, response_body = $4, completed_at = now()
-                 WHERE user_id = $1 AND key = $2",
-                &[&user, &key, &i32::from(status), body],
-            )
-            .await
-            .map_err(StoreError::caused_by)?;
-        Ok(())
-    }
-
     /// Moves one payment from one of `from` to `to`; returns it as moved, or `None` when it
     /// was not in `from`.
     pub async fn transition(
@@ -389,117 +265,6 @@ impl PaymentStore {
         }))
     }
 
-    /// Moves every payment of `bank` in `from` whose `column` is older than `older_than` to
-    /// `to`; returns how many moved. Rows another instance holds are left for it.
-    pub async fn sweep(
-        &self,
-        bank: BankId,
-        from: PaymentStatus,
-        to: PaymentStatus,
-        older_than: std::time::Duration,
-        reason: &str,
-    ) -> Result<u64, StoreError> {
-        let column = match from {
-            PaymentStatus::Queued => "queued_at",
-            _ => "updated_at",
-        };
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "WITH old AS (
-                         SELECT id FROM payments
-                         WHERE bank = $1 AND status = $2 AND {column} < now() - make_interval(secs => $3)
-                         FOR UPDATE SKIP LOCKED
-                     ), moved AS (
-                         UPDATE payments p SET status = $4, updated_at = now(),
-                             queued_at = CASE WHEN $4 = 'queued' THEN COALESCE(p.queued_at, now()) ELSE p.queued_at END
-                         FROM old WHERE p.id = old.id RETURNING p.id
-                     )
-                     INSERT INTO payment_events (payment_id, from_status, to_status, reason)
-                     SELECT id, $2, $4, $5 FROM moved RETURNING payment_id"
-                ),
-                &[
-                    &bank.as_str(),
-                    &from.as_str(),
-                    &older_than.as_secs_f64(),
-                    &to.as_str(),
-                    &reason,
-                ],
-            )
-            .await
-            .map_err(StoreError::caused_by)?;
-        Ok(rows.len() as u64)
-    }
-
-    /// Claims the oldest queued payment of `bank` younger than `max_age` by moving it to
-    /// `initiating` (committed before anything is sent).
-    pub async fn claim_queued(
-        &self,
-        bank: BankId,
-        max_age: std::time::Duration,
-    ) -> Result<Option<Uuid>, StoreError> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "WITH next AS (
-                     SELECT id FROM payments
-                     WHERE bank = $1 AND status = 'queued' AND queued_at >= now() - make_interval(secs => $2)
-                     ORDER BY queued_at, id LIMIT 1
-                     FOR UPDATE SKIP LOCKED
-                 ), claimed AS (
-                     UPDATE payments p SET status = 'initiating', attempts = p.attempts + 1, updated_at = now()
-                     FROM next WHERE p.id = next.id RETURNING p.id
-                 )
-                 INSERT INTO payment_events (payment_id, from_status, to_status, reason)
-                 SELECT id, 'queued', 'initiating', 'sent from the queue' FROM claimed RETURNING payment_id",
-                &[&bank.as_str(), &max_age.as_secs_f64()],
-            )
-            .await
-            .map_err(StoreError::caused_by)?;
-        Ok(row.map(|r| r.get(0)))
-    }
-
-    /// Takes a lease on the payment of `bank` in `status` untouched for longest (and at least
-    /// `older_than`): touching it keeps other instances off it for that long.
-    pub async fn lease(
-        &self,
-        bank: BankId,
-        status: PaymentStatus,
-        older_than: std::time::Duration,
-    ) -> Result<Option<Uuid>, StoreError> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "UPDATE payments SET updated_at = now()
-                 WHERE id = (
-                     SELECT id FROM payments
-                     WHERE bank = $1 AND status = $2 AND updated_at < now() - make_interval(secs => $3)
-                     ORDER BY updated_at, id LIMIT 1
-                     FOR UPDATE SKIP LOCKED
-                 )
-                 RETURNING id",
-                &[&bank.as_str(), &status.as_str(), &older_than.as_secs_f64()],
-            )
-            .await
-            .map_err(StoreError::caused_by)?;
-        Ok(row.map(|r| r.get(0)))
-    }
-
-    /// How many payments of `bank` are queued and how long the oldest has waited (seconds).
-    pub async fn queue_stats(&self, bank: BankId) -> Result<(i64, f64), StoreError> {
-        let client = self.client().await?;
-        let row = client
-            .query_one(
-                "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(queued_at))::float8, 0)
-                 FROM payments WHERE bank = $1 AND status = 'queued'",
-                &[&bank.as_str()],
-            )
-            .await
-            .map_err(StoreError::caused_by)?;
-        Ok((row.get(0), row.get(1)))
-    }
-
     /// Records a webhook delivery and applies its status to the payment it names, in one
     /// transaction. Returns `None` for a delivery seen before, else the payment moved (if
     /// the event named one of ours in a status it could leave).
@@ -557,19 +322,6 @@ impl PaymentStore {
         }
         tx.commit().await.map_err(StoreError::caused_by)?;
         Ok(Some(moved))
-    }
-
-    /// Forgets idempotency keys older than `ttl` whose answer was given.
-    pub async fn purge_keys(&self, ttl: std::time::Duration) -> Result<u64, StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "DELETE FROM idempotency_keys
-                 WHERE completed_at IS NOT NULL AND created_at < now() - make_interval(secs => $1)",
-                &[&ttl.as_secs_f64()],
-            )
-            .await
-            .map_err(StoreError::caused_by)
     }
 }
 
