@@ -8,14 +8,10 @@
 //! here.
 
 mod auth;
+mod controls;
 pub mod diagnosis;
 pub mod status;
 mod store;
-
-pub use auth::AdminTokens;
-pub use diagnosis::{Diagnosis, Incident};
-pub use status::OpsStatus;
-pub use store::OpsStore;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,41 +25,25 @@ use bankgate_actors::modes::{BalancesMode, BreakerPin, ModeBoard, PaymentsMode};
 use bankgate_actors::provider::ProviderHandle;
 use bankgate_actors::upstream::StoreError;
 use bankgate_actors::{BankId, ProviderId};
+use bankgate_sandbox::http::ApiError;
 use chrono::Utc;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use tracing::{info, warn};
 
 use crate::payments::Payments;
 use crate::postgres::Database;
-use bankgate_sandbox::http::ApiError;
+
 use status::{BankReport, OperatorPin, PathReport, ProviderReport, QueueReport};
-use store::{mode_text, parse_mode};
+use store::mode_text;
+
+pub use auth::AdminTokens;
+pub use controls::{BreakerRequest, ModeRequest};
+pub use diagnosis::{Diagnosis, Incident};
+pub use status::OpsStatus;
+pub use store::OpsStore;
 
 /// How often every instance reloads the stored pins even without a notification.
 const RELOAD_EVERY: Duration = Duration::from_secs(5);
-const MAX_REASON_CHARS: usize = 500;
-
-/// `PUT /ops/banks/{bank}/mode`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModeRequest {
-    #[serde(default)]
-    pub balances: Option<String>,
-    #[serde(default)]
-    pub payments: Option<String>,
-    pub reason: String,
-    #[serde(default)]
-    pub expires_in: Option<String>,
-}
-
-/// `PUT /ops/providers/{provider}/breaker`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BreakerRequest {
-    pub state: String,
-    pub reason: String,
-}
 
 pub struct Ops {
     store: OpsStore,
@@ -74,31 +54,6 @@ pub struct Ops {
     calls: Arc<CallLog>,
     drainer: DrainerHandle,
     pub tokens: AdminTokens,
-}
-
-fn check_reason(reason: &str) -> Result<&str, ApiError> {
-    let reason = reason.trim();
-    if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS {
-        return Err(ApiError::invalid_field(
-            "reason",
-            format!("must be 1 to {MAX_REASON_CHARS} characters"),
-        ));
-    }
-    Ok(reason)
-}
-
-/// Parses `live|cached|disabled|auto` (or the payments names) for `field`.
-fn setting<T: serde::de::DeserializeOwned>(
-    field: &str,
-    text: &str,
-    allowed: &str,
-) -> Result<Option<T>, ApiError> {
-    if text == "auto" {
-        return Ok(None);
-    }
-    parse_mode::<T>(text)
-        .map(Some)
-        .ok_or_else(|| ApiError::invalid_field(field, format!("must be one of {allowed}")))
 }
 
 impl Ops {
@@ -236,75 +191,6 @@ impl Ops {
                 warn!(error = %error, "automatic change not audited");
             }
         }
-    }
-
-    pub async fn set_bank_mode(
-        &self,
-        actor: &str,
-        bank: BankId,
-        request: ModeRequest,
-    ) -> Result<Value, ApiError> {
-        let reason = check_reason(&request.reason)?;
-        if request.balances.is_none() && request.payments.is_none() {
-            return Err(ApiError::invalid_field(
-                "balances",
-                "give balances, payments or both",
-            ));
-        }
-        let balances: Option<BalancesMode> = match &request.balances {
-            Some(text) => setting("balances", text, "live, cached, disabled, auto")?,
-            None => self.modes.balances_pin(bank),
-        };
-        let payments: Option<PaymentsMode> = match &request.payments {
-            Some(text) => setting("payments", text, "live, queue, disabled, auto")?,
-            None => self.modes.payments_pin(bank),
-        };
-        let expires_at = match &request.expires_in {
-            None => None,
-            Some(text) => {
-                let duration = humantime::parse_duration(text)
-                    .ok()
-                    .filter(|d| !d.is_zero() && *d <= Duration::from_secs(30 * 24 * 3600))
-                    .ok_or_else(|| {
-                        ApiError::invalid_field(
-                            "expires_in",
-                            "a duration such as 30m, up to 30 days",
-                        )
-                    })?;
-                Some(Utc::now() + chrono::Duration::from_std(duration).expect("bounded"))
-            }
-        };
-        self.store
-            .set_bank_mode(bank, balances, payments, actor, reason, expires_at)
-            .await?;
-        self.load().await?;
-        info!(bank = %bank, actor, reason, "bank mode set by an operator");
-        Ok(json!({
-            "bank": bank,
-            "balances": mode_text(balances),
-            "payments": mode_text(payments),
-            "expires_at": expires_at,
-            "set_by": actor,
-        }))
-    }
-
-    pub async fn set_breaker(
-        &self,
-        actor: &str,
-        provider: ProviderId,
-        request: BreakerRequest,
-    ) -> Result<Value, ApiError> {
-        let reason = check_reason(&request.reason)?;
-        let pin: Option<BreakerPin> = setting("state", &request.state, "open, closed, auto")?;
-        self.store.set_breaker(provider, pin, actor, reason).await?;
-        self.load().await?;
-        info!(provider = %provider, actor, reason, "breaker override set by an operator");
-        Ok(json!({"provider": provider, "state": mode_text(pin), "set_by": actor}))
-    }
-
-    pub fn drain(&self) -> Value {
-        self.payments.drain_now();
-        json!({"status": "draining"})
     }
 
     pub async fn diagnosis(&self) -> Diagnosis {

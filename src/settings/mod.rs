@@ -15,10 +15,11 @@ use std::path::{Path, PathBuf};
 
 use bankgate_actors::breaker::BreakerConfig;
 use bankgate_actors::config::{BalancesSection, BanksSection, ConfigError, SessionsSection};
-use env::{EnvMap, one_line};
 use figment::Figment;
 use figment::providers::{Format, Toml};
 use serde::Deserialize;
+
+use env::{EnvMap, one_line};
 
 pub use bankgate_sandbox::settings::SandboxSettings;
 pub use sections::*;

@@ -1,0 +1,135 @@
+//! The operator's switches: a bank's balances and payments modes (with an expiry), a
+//! provider's breaker pinned open or closed, and draining the queue now. Each change needs a
+//! reason, is stored with its audit entry and applied to every instance (`Ops::load`).
+
+use std::time::Duration;
+
+use bankgate_actors::modes::{BalancesMode, BreakerPin, PaymentsMode};
+use bankgate_actors::{BankId, ProviderId};
+use bankgate_sandbox::http::ApiError;
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tracing::info;
+
+use super::Ops;
+use super::store::{mode_text, parse_mode};
+
+const MAX_REASON_CHARS: usize = 500;
+
+/// `PUT /ops/banks/{bank}/mode`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModeRequest {
+    #[serde(default)]
+    pub balances: Option<String>,
+    #[serde(default)]
+    pub payments: Option<String>,
+    pub reason: String,
+    #[serde(default)]
+    pub expires_in: Option<String>,
+}
+
+/// `PUT /ops/providers/{provider}/breaker`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerRequest {
+    pub state: String,
+    pub reason: String,
+}
+
+fn check_reason(reason: &str) -> Result<&str, ApiError> {
+    let reason = reason.trim();
+    if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS {
+        return Err(ApiError::invalid_field(
+            "reason",
+            format!("must be 1 to {MAX_REASON_CHARS} characters"),
+        ));
+    }
+    Ok(reason)
+}
+
+/// Parses `live|cached|disabled|auto` (or the payments names) for `field`.
+fn setting<T: serde::de::DeserializeOwned>(
+    field: &str,
+    text: &str,
+    allowed: &str,
+) -> Result<Option<T>, ApiError> {
+    if text == "auto" {
+        return Ok(None);
+    }
+    parse_mode::<T>(text)
+        .map(Some)
+        .ok_or_else(|| ApiError::invalid_field(field, format!("must be one of {allowed}")))
+}
+
+impl Ops {
+    pub async fn set_bank_mode(
+        &self,
+        actor: &str,
+        bank: BankId,
+        request: ModeRequest,
+    ) -> Result<Value, ApiError> {
+        let reason = check_reason(&request.reason)?;
+        if request.balances.is_none() && request.payments.is_none() {
+            return Err(ApiError::invalid_field(
+                "balances",
+                "give balances, payments or both",
+            ));
+        }
+        let balances: Option<BalancesMode> = match &request.balances {
+            Some(text) => setting("balances", text, "live, cached, disabled, auto")?,
+            None => self.modes.balances_pin(bank),
+        };
+        let payments: Option<PaymentsMode> = match &request.payments {
+            Some(text) => setting("payments", text, "live, queue, disabled, auto")?,
+            None => self.modes.payments_pin(bank),
+        };
+        let expires_at = match &request.expires_in {
+            None => None,
+            Some(text) => {
+                let duration = humantime::parse_duration(text)
+                    .ok()
+                    .filter(|d| !d.is_zero() && *d <= Duration::from_secs(30 * 24 * 3600))
+                    .ok_or_else(|| {
+                        ApiError::invalid_field(
+                            "expires_in",
+                            "a duration such as 30m, up to 30 days",
+                        )
+                    })?;
+                Some(Utc::now() + chrono::Duration::from_std(duration).expect("bounded"))
+            }
+        };
+        self.store
+            .set_bank_mode(bank, balances, payments, actor, reason, expires_at)
+            .await?;
+        self.load().await?;
+        info!(bank = %bank, actor, reason, "bank mode set by an operator");
+        Ok(json!({
+            "bank": bank,
+            "balances": mode_text(balances),
+            "payments": mode_text(payments),
+            "expires_at": expires_at,
+            "set_by": actor,
+        }))
+    }
+
+    pub async fn set_breaker(
+        &self,
+        actor: &str,
+        provider: ProviderId,
+        request: BreakerRequest,
+    ) -> Result<Value, ApiError> {
+        let reason = check_reason(&request.reason)?;
+        let pin: Option<BreakerPin> = setting("state", &request.state, "open, closed, auto")?;
+        self.store.set_breaker(provider, pin, actor, reason).await?;
+        self.load().await?;
+        info!(provider = %provider, actor, reason, "breaker override set by an operator");
+        Ok(json!({"provider": provider, "state": mode_text(pin), "set_by": actor}))
+    }
+
+    pub fn drain(&self) -> Value {
+        self.payments.drain_now();
+        json!({"status": "draining"})
+    }
+}
