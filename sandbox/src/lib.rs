@@ -28,6 +28,7 @@
 
 pub mod account_number;
 mod accounts;
+mod answered;
 pub mod client;
 mod control;
 pub mod faults;
