@@ -3,9 +3,7 @@
 
 use bankgate_actors::{BankId, ProviderId};
 use chrono::Utc;
-
 use serde_json::json;
-
 use warp::Reply;
 use warp::http::StatusCode;
 use warp::reply::Response;

@@ -3,10 +3,8 @@
 
 use bankgate_actors::ProviderId;
 use chrono::{NaiveDate, Utc};
-
 use serde::Deserialize;
 use serde_json::json;
-
 use warp::Reply;
 use warp::http::StatusCode;
 use warp::reply::Response;

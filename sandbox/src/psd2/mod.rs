@@ -5,12 +5,14 @@
 //! back; errors carry `tppMessages`; 503 and 500 have no body; a consent allows
 //! `frequencyPerDay` unattended reads a day and answers `429 ACCESS_EXCEEDED` past that, while
 //! reads with `PSU-IP-Address` (the user is present) do not count.
+//!
+//! Here: the errors, the routes and the preamble every endpoint runs as one filter
+//! (`admitted`); the endpoints render in `consents.rs`, `accounts.rs` and `payments.rs`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use bankgate_actors::{BankId, ProviderId, Service};
-
 use serde_json::json;
 use warp::http::{HeaderMap, HeaderValue, StatusCode};
 use warp::hyper::body::Bytes;

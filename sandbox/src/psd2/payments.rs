@@ -6,7 +6,6 @@ use chrono::Utc;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::json;
-
 use warp::Reply;
 use warp::http::StatusCode;
 use warp::reply::Response;
