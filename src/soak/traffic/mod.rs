@@ -3,6 +3,9 @@
 //! same idempotency key until the gateway answers, and each payment's SCA approved in the
 //! "browser" once the bank asks for it. Everything seen is tallied for the report.
 
+mod payments;
+mod reads;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,21 +13,14 @@ use std::time::Duration;
 use bankgate_actors::BankId;
 use reqwest::StatusCode;
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-/// An account counts as having a cached balance this long after its first one was served:
-/// the gateway persists last-known balances behind the answer, in batches at most
-/// `balances.persist_every` (500 ms) apart, and a SIGKILL before its batch is written may lose
-/// the very first one.
-const PERSISTED_AFTER: Duration = Duration::from_secs(2);
 /// A user connects a bank again at most this often.
 const RENEW_EVERY: Duration = Duration::from_secs(3);
 /// Where users come back to after a consent.
 const APP_RETURN: &str = "https://drop.example/connected";
-/// The creditor every soak payment goes to (a valid Norwegian account number).
-const CREDITOR: &str = "86011117947";
 
 /// A user of the soak, connected to every bank.
 pub struct User {
@@ -180,132 +176,6 @@ impl Traffic {
             .is_some_and(|(down, up)| now >= down && up.is_none_or(|up| now <= up))
     }
 
-    /// One user's reads until `stop`: the whole list or one account, a few times a second.
-    pub async fn read_balances(&self, user: usize, stop: Instant) {
-        let mut rng = fastrand::Rng::new();
-        let user = &self.users[user];
-        while Instant::now() < stop {
-            tokio::time::sleep(Duration::from_millis(rng.u64(150..350))).await;
-            let accounts = user.accounts.lock().expect("accounts").clone();
-            if accounts.is_empty() {
-                continue;
-            }
-            let one = rng
-                .bool()
-                .then(|| accounts[rng.usize(..accounts.len())].clone());
-            let path = match &one {
-                Some((id, _)) => format!("/v1/accounts/{id}/balances"),
-                None => "/v1/balances".to_owned(),
-            };
-            let asked = match &one {
-                Some(account) => vec![account.clone()],
-                None => accounts,
-            };
-            let cached_before = self.had_cache(&asked);
-            let response = self
-                .http
-                .get(format!("{}{path}", self.client_url))
-                .bearer_auth(&user.token)
-                .header("x-psu-ip-address", "192.0.2.10")
-                .send()
-                .await;
-            let during_outage = self.database_is_away();
-            let (status, body) = match response {
-                Ok(response) => {
-                    let status = response.status();
-                    (
-                        status,
-                        response.json::<Value>().await.unwrap_or(Value::Null),
-                    )
-                }
-                Err(_) => {
-                    let mut tally = self.tally.lock().expect("tally");
-                    tally.reads.total += 1;
-                    tally.reads.unreachable += 1;
-                    continue;
-                }
-            };
-            let views: Vec<Value> = match &one {
-                Some(_) => vec![body.clone()],
-                None => body["accounts"].as_array().cloned().unwrap_or_default(),
-            };
-            let mut renew = Vec::new();
-            {
-                let mut tally = self.tally.lock().expect("tally");
-                let reads = &mut tally.reads;
-                reads.total += 1;
-                reads.during_database_outage += u64::from(during_outage);
-                if status.is_success() {
-                    if views.iter().any(|v| v["stale"] == true) {
-                        reads.stale += 1;
-                    }
-                    if views.iter().all(|v| v["source"] == "live") {
-                        reads.live += 1;
-                    } else {
-                        reads.cache += 1;
-                    }
-                } else if status == StatusCode::FORBIDDEN {
-                    reads.consent_expired += 1;
-                } else if status == StatusCode::TOO_MANY_REQUESTS {
-                    reads.rate_limited += 1;
-                } else if status.is_client_error() {
-                    reads.other_4xx += 1;
-                    sample(reads, format!("{status} on {path}: {}", body["error"]));
-                } else {
-                    reads.server_errors += 1;
-                    if cached_before {
-                        reads.server_errors_with_cache += 1;
-                        let at = self.started.elapsed().as_secs_f64();
-                        sample(
-                            reads,
-                            format!(
-                                "{status} at {at:.1} s on {path} with a cached balance: {body}"
-                            ),
-                        );
-                    }
-                }
-            }
-            if status.is_success() {
-                let mut served = self.served.lock().expect("served");
-                let mut expired = self.expired.lock().expect("expired");
-                for view in &views {
-                    let Some(id) = view["account_id"].as_str() else {
-                        continue;
-                    };
-                    if !view["amount"].is_null() {
-                        served.entry(id.to_owned()).or_insert_with(Instant::now);
-                    }
-                    if view["error"] == "consent_expired" {
-                        expired.insert(id.to_owned());
-                        renew.extend(bank_of(&asked, id));
-                    }
-                }
-            } else if status == StatusCode::FORBIDDEN {
-                let mut expired = self.expired.lock().expect("expired");
-                for (id, bank) in &asked {
-                    expired.insert(id.clone());
-                    renew.push(*bank);
-                }
-            }
-            for bank in renew {
-                self.renew(user, bank).await;
-            }
-        }
-    }
-
-    /// Whether any of `accounts` had a balance shown long enough ago to be persisted, and has
-    /// not had its consent expire since.
-    fn had_cache(&self, accounts: &[(String, BankId)]) -> bool {
-        let served = self.served.lock().expect("served");
-        let expired = self.expired.lock().expect("expired");
-        accounts.iter().any(|(id, _)| {
-            !expired.contains(id)
-                && served
-                    .get(id)
-                    .is_some_and(|at| at.elapsed() > PERSISTED_AFTER)
-        })
-    }
-
     /// Connects the user to `bank` again, as the app asks after `consent_expired`.
     async fn renew(&self, user: &User, bank: BankId) {
         {
@@ -336,44 +206,6 @@ impl Traffic {
                     expired.remove(&id);
                 }
             }
-        }
-    }
-
-    /// Initiates payments until `stop`, each retried with its key until answered or `give_up`.
-    pub async fn pay(&self, stop: Instant, give_up: Instant) {
-        let mut rng = fastrand::Rng::new();
-        while Instant::now() < stop {
-            tokio::time::sleep(Duration::from_millis(rng.u64(300..700))).await;
-            let index = rng.usize(..self.users.len());
-            let user = &self.users[index];
-            let account = {
-                let accounts = user.accounts.lock().expect("accounts");
-                if accounts.is_empty() {
-                    continue;
-                }
-                accounts[rng.usize(..accounts.len())].clone()
-            };
-            let body = json!({
-                "bank": account.1,
-                "debtor_account_id": account.0,
-                "amount": format!("{}.00", rng.u32(100..2000)),
-                "currency": "NOK",
-                "creditor": {"name": "Kari Nordmann", "account_number": CREDITOR, "country": "NO"},
-                "remittance_info": "Soak",
-                "kind": "remittance",
-            });
-            let mut sent = Sent {
-                key: Uuid::new_v4().to_string(),
-                payment_id: None,
-                answer: None,
-                error: None,
-                tries: 0,
-                status: None,
-                sca_done: HashSet::new(),
-                user: index,
-            };
-            self.initiate(user, &body, &mut sent, give_up).await;
-            self.tally.lock().expect("tally").payments.push(sent);
         }
     }
 
@@ -436,65 +268,6 @@ impl Traffic {
         }
     }
 
-    /// Looks at every acknowledged payment once: records its status and approves the SCA the
-    /// bank asks for. Returns how many are not final yet.
-    pub async fn follow_payments(&self) -> usize {
-        let open: Vec<(usize, String)> = self
-            .tally
-            .lock()
-            .expect("tally")
-            .payments
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| !p.status.as_deref().is_some_and(is_final))
-            .filter_map(|(i, p)| p.payment_id.clone().map(|id| (i, id)))
-            .collect();
-        let mut moving = 0;
-        for (index, id) in open {
-            let user = self.tally.lock().expect("tally").payments[index].user;
-            let Ok(response) = self
-                .http
-                .get(format!("{}/v1/payments/{id}", self.client_url))
-                .bearer_auth(&self.users[user].token)
-                .send()
-                .await
-            else {
-                moving += 1;
-                continue;
-            };
-            let Ok(view) = response.json::<Value>().await else {
-                moving += 1;
-                continue;
-            };
-            let Some(status) = view["status"].as_str().map(str::to_owned) else {
-                moving += 1;
-                continue;
-            };
-            let redirect = view["sca_redirect"].as_str().map(str::to_owned);
-            let approve = {
-                let mut tally = self.tally.lock().expect("tally");
-                let sent = &mut tally.payments[index];
-                sent.status = Some(status.clone());
-                match &redirect {
-                    Some(url) if status == "pending_sca" => sent.sca_done.insert(url.clone()),
-                    _ => false,
-                }
-            };
-            if let (true, Some(url)) = (approve, redirect) {
-                // The sandbox's SCA page approves at once and sends the browser back.
-                if !matches!(self.http.get(&url).send().await, Ok(r) if r.status().is_redirection())
-                {
-                    let mut tally = self.tally.lock().expect("tally");
-                    tally.payments[index].sca_done.remove(&url);
-                }
-            }
-            if !is_final(&status) {
-                moving += 1;
-            }
-        }
-        moving
-    }
-
     pub fn reads(&self) -> Reads {
         self.tally.lock().expect("tally").reads.clone()
     }
@@ -515,16 +288,6 @@ impl Traffic {
 /// Statuses a payment never leaves.
 pub fn is_final(status: &str) -> bool {
     matches!(status, "completed" | "rejected" | "failed" | "expired")
-}
-
-fn bank_of(accounts: &[(String, BankId)], id: &str) -> Option<BankId> {
-    accounts.iter().find(|(a, _)| a == id).map(|(_, b)| *b)
-}
-
-fn sample(reads: &mut Reads, line: String) {
-    if reads.samples.len() < 10 {
-        reads.samples.push(line);
-    }
 }
 
 async fn load_accounts(
