@@ -10,6 +10,7 @@
 //! 5. `slow.rs`: 10 000 concurrent reads while both providers answer DNB after 2 s.
 //! 6. `payments.rs`: initiations per second through the durable path.
 //!
+//! Each runs alone when named: `cargo bench --bench gateway -- sessions` (names as the files).
 //! Figures are printed as a table and a summary line per case, and written to
 //! `target/bench/gateway.json`. `benches/README.md` says how to read them and what the last
 //! runs measured.
@@ -60,15 +61,32 @@ fn check_machine() {
 #[tokio::main]
 async fn main() {
     check_machine();
+    // `cargo bench --bench gateway -- sessions slow` runs those cases alone.
+    let chosen: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let wanted = |case: &str| chosen.is_empty() || chosen.iter().any(|c| c == case);
     let bench = Bench::start().await;
-    let outcomes = vec![
-        cases::cached::run(&bench).await,
-        cases::live::run(&bench).await,
-        cases::fail_fast::run(&bench).await,
-        cases::sessions::run(&bench).await,
-        cases::slow::run(&bench).await,
-        cases::payments::run(&bench).await,
-    ];
+    let mut outcomes = Vec::new();
+    if wanted("cached") {
+        outcomes.push(cases::cached::run(&bench).await);
+    }
+    if wanted("live") {
+        outcomes.push(cases::live::run(&bench).await);
+    }
+    if wanted("fail_fast") {
+        outcomes.push(cases::fail_fast::run(&bench).await);
+    }
+    if wanted("sessions") {
+        outcomes.push(cases::sessions::run(&bench).await);
+    }
+    if wanted("slow") {
+        outcomes.push(cases::slow::run(&bench).await);
+    }
+    if wanted("payments") {
+        outcomes.push(cases::payments::run(&bench).await);
+    }
     bench.stop().await;
 
     println!();
