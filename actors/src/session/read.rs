@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use futures_util::future::{BoxFuture, FutureExt, Shared, join_all};
 use uuid::Uuid;
@@ -26,9 +26,11 @@ type SharedRead = Shared<BoxFuture<'static, Answer>>;
 
 type InFlight = HashMap<Option<Uuid>, SharedRead>;
 
-/// The reads in flight for one session, by account (`None`: all accounts).
+/// The reads in flight for one session, by account (`None`: all accounts). The table is
+/// made by the session's first read that needs a bank: most sessions never make one, and an
+/// idle session then holds no table.
 #[derive(Default)]
-pub(super) struct Reads(Arc<Mutex<InFlight>>);
+pub(super) struct Reads(OnceLock<Arc<Mutex<InFlight>>>);
 
 impl Reads {
     /// Joins the read of `key` under way, or starts `read` in a task of its own: the task
@@ -38,12 +40,13 @@ impl Reads {
     where
         F: Future<Output = Answer> + Send + 'static,
     {
-        let mut reads = lock(&self.0);
+        let table = self.0.get_or_init(Arc::default);
+        let mut reads = lock(table);
         if let Some(running) = reads.get(&key) {
             return running.clone();
         }
         let done = Done {
-            reads: self.0.clone(),
+            reads: table.clone(),
             key,
         };
         let read = read();
