@@ -200,10 +200,11 @@ impl Breaker {
         }
     }
 
-    /// Opens the breaker for exactly `duration` (the provider said when to come back).
+    /// Opens the breaker for exactly `duration` (the provider said when to come back), but
+    /// never longer than `max_open`: whatever a provider says, a probe comes by then.
     pub fn open_for(&mut self, now: Instant, duration: Duration) {
         self.inner = Inner::Open {
-            until: now + duration,
+            until: now + duration.min(self.config.max_open),
         };
         self.since = now;
     }

@@ -149,12 +149,16 @@ impl UpstreamError {
         }
     }
 
-    /// Whether the failure proves the provider did not carry the request out: it answered
-    /// with a refusal (a 4xx, or 503 before accepting anything) or the request never left.
+    /// Whether the failure proves the provider did not carry the request out: the request
+    /// never left, or the provider's answer, read in full, refused it (a 4xx, or 503). A
+    /// success status whose body could not be read proves nothing, nor does any other 5xx.
     pub fn proves_not_carried_out(&self) -> bool {
+        if self.maybe_delivered {
+            return false;
+        }
         match self.status {
-            Some(status) => status < 500 || status == 503,
-            None => !self.maybe_delivered,
+            Some(status) => (400..500).contains(&status) || status == 503,
+            None => true,
         }
     }
 

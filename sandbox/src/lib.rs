@@ -38,6 +38,7 @@ mod neonomics;
 mod psd2;
 mod rate_limit;
 pub mod settings;
+mod spoiled;
 pub mod webhooks;
 pub mod world;
 
@@ -150,11 +151,14 @@ impl SandboxState {
         Some(failure)
     }
 
-    /// After a payment initiation was carried out: applies a `lost_response` fault by holding
-    /// the answer back like a timeout, and returns it for the handler to render as one.
-    pub async fn lose_answer(&self, target: Target) -> Option<Injected> {
-        let failure = self.faults.decide_lost(target)?;
-        self.hang(failure).await;
+    /// After a payment initiation was carried out: the fault that spoils its answer, if one
+    /// fires. A `lost_response` holds the answer back like a timeout first, for the handler
+    /// to render as one; `garbled` and `reset` are applied to the answer by `spoiled::spoil`.
+    pub async fn after_payment(&self, target: Target) -> Option<Injected> {
+        let failure = self.faults.decide_after_payment(target)?;
+        if failure.kind == FaultKind::LostResponse {
+            self.hang(failure).await;
+        }
         Some(failure)
     }
 

@@ -6,7 +6,7 @@
 pub mod neonomics;
 pub mod psd2;
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bankgate_actors::upstream::{FailureClass, PaymentOrder, RemoteStatus, UpstreamError};
 use reqwest::header::HeaderMap;
@@ -106,46 +106,146 @@ pub fn transport_error(error: &reqwest::Error) -> UpstreamError {
     }
 }
 
-/// Reads how long the provider asked us to wait: `Retry-After`, else `X-RateLimit-Reset`.
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    ["retry-after", "x-ratelimit-reset"]
-        .iter()
-        .filter_map(|name| {
-            headers
-                .get(*name)?
-                .to_str()
-                .ok()?
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .next()
-        .map(Duration::from_secs)
+/// Reads a success answer's body in full. A body that cannot be read or parsed (cut off,
+/// broken off mid-way, timed out while streaming, a proxy's HTML page) says nothing about
+/// what the provider did: the request reached it, so a payment's outcome is then unknown.
+pub async fn read_success<T: serde::de::DeserializeOwned>(
+    response: reqwest::Response,
+) -> Result<T, UpstreamError> {
+    let status = response.status().as_u16();
+    let unreadable = |detail: &str| UpstreamError {
+        status: Some(status),
+        ..UpstreamError::new(FailureClass::Server, detail).maybe_delivered()
+    };
+    let body = response
+        .bytes()
+        .await
+        .map_err(|_| unreadable("answer broken off"))?;
+    serde_json::from_slice(&body).map_err(|_| unreadable("unexpected answer shape"))
 }
 
-/// Builds an error for an HTTP status, with the provider's own code when it gave one.
-pub fn status_error(
-    class: FailureClass,
-    status: StatusCode,
-    headers: &HeaderMap,
-    code: Option<&str>,
-) -> UpstreamError {
-    let detail = match code {
-        Some(code) => format!("provider answered {code}"),
-        None => "provider answered with an error".to_owned(),
-    };
-    UpstreamError {
-        class,
-        status: Some(status.as_u16()),
-        retry_after: retry_after(headers),
-        detail,
-        maybe_delivered: false,
+/// Reads how long the provider asked us to wait: `Retry-After` (delta-seconds or an HTTP
+/// date, RFC 9110 §10.2.3), else `X-RateLimit-Reset` (seconds to wait, or the Unix time of
+/// the reset, as some gateways send it). A date in the past is no wait; any size of number is
+/// read without overflow, and the breaker bounds what it is told (`breaker.max_open`).
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let header = |name: &str| headers.get(name)?.to_str().ok().map(str::trim);
+    let now = SystemTime::now();
+    let until = |at: SystemTime| at.duration_since(now).unwrap_or(Duration::ZERO);
+    let from_retry_after = header("retry-after").and_then(|value| match value.parse::<u64>() {
+        Ok(seconds) => Some(Duration::from_secs(seconds)),
+        Err(_) => httpdate::parse_http_date(value).ok().map(until),
+    });
+    from_retry_after.or_else(|| {
+        let value = header("x-ratelimit-reset")?.parse::<u64>().ok()?;
+        Some(if value >= EPOCH_RESET_FROM {
+            let at = SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(value));
+            at.map_or(Duration::MAX, until)
+        } else {
+            Duration::from_secs(value)
+        })
+    })
+}
+
+/// An `X-RateLimit-Reset` from here up is a Unix time (2001-09-09 onwards), not a wait: no
+/// provider asks for a wait of 31 years.
+const EPOCH_RESET_FROM: u64 = 1_000_000_000;
+
+/// A provider's answer with an error status, its body read as far as it would go.
+pub struct Refusal<T> {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    /// The body, when it was read in full and had the provider's error shape.
+    pub body: Option<T>,
+    /// Whether the body was read to its end: a refusal broken off mid-way may not be the
+    /// provider's (a proxy's, say), so it proves nothing about a payment.
+    pub complete: bool,
+}
+
+impl<T: serde::de::DeserializeOwned> Refusal<T> {
+    pub async fn read(response: reqwest::Response) -> Refusal<T> {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.bytes().await;
+        Refusal {
+            status,
+            headers,
+            complete: body.is_ok(),
+            body: body.ok().and_then(|b| serde_json::from_slice(&b).ok()),
+        }
+    }
+}
+
+impl<T> Refusal<T> {
+    /// The error for this refusal, of `class`, with the provider's own code when it gave one.
+    pub fn error(&self, class: FailureClass, code: Option<&str>) -> UpstreamError {
+        let detail = match code {
+            Some(code) => format!("provider answered {code}"),
+            None => "provider answered with an error".to_owned(),
+        };
+        UpstreamError {
+            class,
+            status: Some(self.status.as_u16()),
+            retry_after: retry_after(&self.headers),
+            detail,
+            maybe_delivered: !self.complete,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn wait_for(pairs: &[(&'static str, String)]) -> Option<Duration> {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.insert(*name, value.parse().unwrap());
+        }
+        retry_after(&headers)
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_http_dates_and_epoch_resets_without_overflow() {
+        let secs = |s: u64| Some(Duration::from_secs(s));
+        assert_eq!(wait_for(&[("retry-after", "7".into())]), secs(7));
+        assert_eq!(
+            wait_for(&[("retry-after", u64::MAX.to_string())]),
+            secs(u64::MAX)
+        );
+        let in_two_minutes = SystemTime::now() + Duration::from_secs(120);
+        let dated = wait_for(&[("retry-after", httpdate::fmt_http_date(in_two_minutes))]);
+        assert!(
+            dated.is_some_and(|d| (115..=120).contains(&d.as_secs())),
+            "{dated:?}"
+        );
+        let past = httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(60));
+        assert_eq!(wait_for(&[("retry-after", past)]), Some(Duration::ZERO));
+        assert_eq!(wait_for(&[("retry-after", "soon".into())]), None);
+
+        assert_eq!(wait_for(&[("x-ratelimit-reset", "30".into())]), secs(30));
+        let epoch = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let reset = wait_for(&[("x-ratelimit-reset", (epoch + 45).to_string())]);
+        assert!(
+            reset.is_some_and(|d| (40..=45).contains(&d.as_secs())),
+            "{reset:?}"
+        );
+        assert_eq!(
+            wait_for(&[("x-ratelimit-reset", u64::MAX.to_string())]),
+            Some(Duration::MAX)
+        );
+        // Retry-After wins over X-RateLimit-Reset.
+        assert_eq!(
+            wait_for(&[
+                ("retry-after", "3".into()),
+                ("x-ratelimit-reset", "30".into())
+            ]),
+            secs(3)
+        );
+    }
 
     #[test]
     fn a_base_url_joins_paths_and_queries_as_a_parsed_url_would() {

@@ -17,8 +17,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::{
-    BaseUrl, creditor_ref, http_client, is_domestic, reference_query, remote_status, status_error,
-    transport_error,
+    BaseUrl, Refusal, creditor_ref, http_client, is_domestic, read_success, reference_query,
+    remote_status, transport_error,
 };
 use crate::settings::NeonomicsSettings;
 
@@ -92,21 +92,16 @@ impl NeonomicsClient {
 
     /// Classifies a Neonomics error answer.
     async fn failure(response: Response) -> UpstreamError {
-        let status = response.status();
-        let headers = response.headers().clone();
-        let code = response
-            .json::<ErrorBody>()
-            .await
-            .ok()
-            .and_then(|b| b.error_code);
-        let class = match status.as_u16() {
+        let refusal = Refusal::<ErrorBody>::read(response).await;
+        let code = refusal.body.as_ref().and_then(|b| b.error_code.clone());
+        let class = match refusal.status.as_u16() {
             401 | 403 => FailureClass::Credentials,
             429 => FailureClass::RateLimited,
             510 if code.as_deref() == Some("1426") => FailureClass::Consent,
             500..=599 => FailureClass::Server,
             _ => FailureClass::Client,
         };
-        status_error(class, status, &headers, code.as_deref())
+        refusal.error(class, code.as_deref())
     }
 
     async fn send(request: RequestBuilder) -> Result<Response, UpstreamError> {
@@ -122,10 +117,7 @@ impl NeonomicsClient {
         request: RequestBuilder,
     ) -> Result<T, UpstreamError> {
         let response = Self::send(request).await?;
-        response
-            .json()
-            .await
-            .map_err(|_| UpstreamError::new(FailureClass::Server, "unexpected answer shape"))
+        read_success(response).await
     }
 
     async fn token(&self) -> Result<AccessToken, UpstreamError> {

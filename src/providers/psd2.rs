@@ -19,8 +19,8 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 
 use super::{
-    BaseUrl, creditor_ref, http_client, is_domestic, reference_query, remote_status, status_error,
-    transport_error,
+    BaseUrl, Refusal, creditor_ref, http_client, is_domestic, read_success, reference_query,
+    remote_status, transport_error,
 };
 use crate::settings::Psd2Settings;
 
@@ -115,16 +115,14 @@ impl Psd2Client {
 
     /// Classifies a NextGenPSD2 error answer by status and `tppMessages` code.
     async fn failure(response: Response) -> UpstreamError {
-        let status = response.status();
-        let headers = response.headers().clone();
-        let code = response
-            .json::<ErrorBody>()
-            .await
-            .ok()
-            .and_then(|b| b.tpp_messages.into_iter().next())
-            .map(|m| m.code);
+        let refusal = Refusal::<ErrorBody>::read(response).await;
+        let code = refusal
+            .body
+            .as_ref()
+            .and_then(|b| b.tpp_messages.first())
+            .map(|m| m.code.clone());
         let consent = code.as_deref().is_some_and(|c| c.starts_with("CONSENT_"));
-        let class = match status.as_u16() {
+        let class = match refusal.status.as_u16() {
             401 | 403 if consent => FailureClass::Consent,
             401 => FailureClass::Credentials,
             403 if code.as_deref() == Some("RESOURCE_UNKNOWN") => FailureClass::Client,
@@ -133,7 +131,7 @@ impl Psd2Client {
             500..=599 => FailureClass::Server,
             _ => FailureClass::Client,
         };
-        status_error(class, status, &headers, code.as_deref())
+        refusal.error(class, code.as_deref())
     }
 
     async fn json<T: serde::de::DeserializeOwned>(
@@ -143,10 +141,7 @@ impl Psd2Client {
         if !response.status().is_success() {
             return Err(Self::failure(response).await);
         }
-        response
-            .json()
-            .await
-            .map_err(|_| UpstreamError::new(FailureClass::Server, "unexpected answer shape"))
+        read_success(response).await
     }
 
     /// Creates a consent for all accounts of the user (`PSU-ID`) at the bank.

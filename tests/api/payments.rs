@@ -289,6 +289,34 @@ async fn client_retries_under_lost_answers_and_timeouts_initiate_each_payment_on
     }
 }
 
+/// A success status whose body is cut off or broken off proves nothing: Neonomics may have
+/// the payment, so it must not go to PSD2 as well; the look-up at Neonomics finds it.
+#[tokio::test]
+async fn a_payment_whose_answer_is_cut_off_or_broken_off_is_looked_up_not_sent_again() {
+    let app = spawn_app_with(&pay_settings(&[(
+        "BANKGATE__BREAKER__FAILURE_THRESHOLD",
+        "50",
+    )]))
+    .await;
+    let (token, account) = dnb_user(&app, "payer-spoiled").await;
+    for (n, kind) in ["garbled", "reset"].into_iter().enumerate() {
+        let fault = app
+            .sandbox
+            .add_fault(
+                json!({"provider": "neonomics", "bank": "dnb", "service": "pisp", "kind": kind}),
+            )
+            .await;
+        let body = payment(&account, &format!("{}", 130 + n));
+        let (status, first) = pay(&app, &token, kind, &body).await;
+        app.sandbox.remove_fault(fault).await;
+        assert!(matches!(status, 201 | 202), "{kind}: {status} {first}");
+        let id = first["payment_id"].as_str().unwrap().to_owned();
+        let view = wait_for_status(&app, &token, &id, "pending_sca").await;
+        assert_eq!(times_initiated(&app, &id).await, 1, "{kind}: {view}");
+        assert_eq!(view["provider"], "neonomics", "{kind}: {view}");
+    }
+}
+
 #[tokio::test]
 async fn payments_queue_while_dnb_is_down_and_drain_oldest_first_once_it_recovers() {
     let app = spawn_app_with(&pay_settings(&[(

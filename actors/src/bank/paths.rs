@@ -158,9 +158,11 @@ impl BankState {
             }
             Some(error) => match error.class {
                 FailureClass::RateLimited => {
+                    let breakers = &self.args.config.breaker;
                     let wait = error
                         .retry_after
-                        .unwrap_or(self.args.config.breaker.open_for);
+                        .unwrap_or(breakers.open_for)
+                        .min(breakers.max_open);
                     breaker.open_for(now, wait);
                     self.rate_limited_until = Some(now + wait);
                 }

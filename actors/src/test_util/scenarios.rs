@@ -21,7 +21,7 @@ use super::{Behaviour, Call, DEFAULT_BALANCE, PSU_IP, TestTree, eventually, test
 use crate::bank::{ActorUnavailable, BalanceAnswer, FetchRequest, Source, Warning};
 use crate::breaker::BreakerState;
 use crate::session::{AccountBalance, SessionError, SessionHandle};
-use crate::upstream::{ConsentCall, ConsentStart, ConsentState, FailureClass};
+use crate::upstream::{ConsentCall, ConsentStart, ConsentState, FailureClass, UpstreamError};
 use crate::{BankId, ProviderId};
 
 const DNB: BankId = BankId::Dnb;
@@ -418,4 +418,37 @@ async fn a_session_read_that_panics_answers_its_callers_and_is_forgotten() {
         DEFAULT_BALANCE,
     );
     assert_eq!(t.neonomics.calls(DNB, Call::Balance), 1);
+}
+
+/// DNB's Neonomics path answers 429 with an absurd `Retry-After` (u64::MAX seconds, as a
+/// broken proxy once sent): the bank actor must not overflow its clock into a restart loop.
+/// The breaker opens for `max_open` at most, the read fails over to PSD2, and once `max_open`
+/// has passed Neonomics is tried again.
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_beyond_any_clock_opens_the_breaker_for_max_open_at_most() {
+    let config = test_config();
+    let max_open = config.bank.breaker.max_open;
+    let t = TestTree::start_with(config).await;
+    t.store
+        .connect("kari", DNB, &[ProviderId::Neonomics, ProviderId::Psd2]);
+    let kari = t.session("kari");
+    let mut throttled = UpstreamError::new(FailureClass::RateLimited, "scripted 429");
+    throttled.status = Some(429);
+    throttled.retry_after = Some(Duration::from_secs(u64::MAX));
+    t.neonomics.set_balance(DNB, Behaviour::Fail(throttled));
+    t.psd2.set_balance(DNB, Behaviour::Answer(nok(900)));
+
+    assert_live(&read_one(&kari).await, ProviderId::Psd2, nok(900));
+    let status = t.bank(DNB).status().await.expect("DNB's actor answers");
+    let neonomics = status
+        .paths
+        .iter()
+        .find(|p| p.provider == ProviderId::Neonomics)
+        .expect("a Neonomics path");
+    assert_eq!(neonomics.breaker, BreakerState::Open);
+
+    t.neonomics.set_balance(DNB, Behaviour::Answer(nok(950)));
+    tokio::time::sleep(max_open + Duration::from_secs(1)).await;
+    assert_live(&read_one(&kari).await, ProviderId::Neonomics, nok(950));
+    t.shutdown().await;
 }

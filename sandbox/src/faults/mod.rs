@@ -170,7 +170,8 @@ impl FaultStore {
         for fault in faults.values() {
             let applies = fault.matches(target)
                 && (fault.kind != FaultKind::ConsentExpired || target.uses_consent)
-                && !matches!(fault.kind, FaultKind::Refuse | FaultKind::LostResponse);
+                && fault.kind != FaultKind::Refuse
+                && !fault.kind.is_after_payment();
             if !applies || fastrand::f64() >= fault.ratio {
                 continue;
             }
@@ -189,13 +190,13 @@ impl FaultStore {
     }
 
     /// Decides whether the answer to a payment initiation for `target`, already carried
-    /// out, is lost.
-    pub fn decide_lost(&self, target: Target) -> Option<Injected> {
+    /// out, is lost, cut off or broken off (the first such fault its ratio lets fire).
+    pub fn decide_after_payment(&self, target: Target) -> Option<Injected> {
         self.prune();
         let faults = self.faults.lock().expect("faults");
         faults
             .values()
-            .filter(|f| f.kind == FaultKind::LostResponse && f.matches(target))
+            .filter(|f| f.kind.is_after_payment() && f.matches(target))
             .find(|f| fastrand::f64() < f.ratio)
             .map(|f| Injected {
                 fault_id: f.id,

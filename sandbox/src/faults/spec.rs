@@ -33,6 +33,12 @@ pub enum FaultKind {
     /// A payment initiation is carried out, then its answer never comes (held like
     /// `timeout`): the caller cannot tell whether the payment was received.
     LostResponse,
+    /// A payment initiation is carried out, then answered with its success status and a
+    /// body cut off halfway, as from a proxy that gave up.
+    Garbled,
+    /// A payment initiation is carried out, then the connection is reset halfway through
+    /// the answer's body.
+    Reset,
 }
 
 impl FaultKind {
@@ -48,7 +54,18 @@ impl FaultKind {
             FaultKind::ConsentExpired => "consent_expired",
             FaultKind::Refuse => "refuse",
             FaultKind::LostResponse => "lost_response",
+            FaultKind::Garbled => "garbled",
+            FaultKind::Reset => "reset",
         }
+    }
+
+    /// Whether the fault spoils the answer to a payment initiation already carried out,
+    /// rather than failing the request before the provider acts on it.
+    pub fn is_after_payment(self) -> bool {
+        matches!(
+            self,
+            FaultKind::LostResponse | FaultKind::Garbled | FaultKind::Reset
+        )
     }
 }
 
@@ -180,10 +197,13 @@ impl FaultSpec {
                 ));
             }
         }
-        if self.kind == FaultKind::LostResponse && self.service == Some(Service::Aisp) {
+        if self.kind.is_after_payment() && self.service == Some(Service::Aisp) {
             return Err(ApiError::invalid_field(
                 "service",
-                "lost_response applies to payment initiation (pisp) only",
+                format!(
+                    "{} applies to payment initiation (pisp) only",
+                    self.kind.as_str()
+                ),
             ));
         }
         if self.kind == FaultKind::ConsentExpired && self.service == Some(Service::Pisp) {

@@ -133,6 +133,39 @@ fn invalid_combinations_are_rejected() {
     assert!(store.list().is_empty());
 }
 
+#[test]
+fn faults_on_a_payment_answer_spare_the_request_and_refuse_account_reads() {
+    let store = FaultStore::default();
+    for kind in [
+        FaultKind::LostResponse,
+        FaultKind::Garbled,
+        FaultKind::Reset,
+    ] {
+        let refused = store.add(FaultSpec {
+            service: Some(Service::Aisp),
+            ..spec(kind)
+        });
+        assert!(refused.is_err(), "{} on aisp", kind.as_str());
+        let id = store.add(spec(kind)).expect("a pisp fault").id;
+        let pay = target(BankId::Dnb, Service::Pisp);
+        assert!(
+            store.decide(pay).failure.is_none(),
+            "{} before",
+            kind.as_str()
+        );
+        let after = store
+            .decide_after_payment(pay)
+            .expect("fires after the payment");
+        assert_eq!(after.kind, kind);
+        assert!(
+            store
+                .decide_after_payment(target(BankId::Nordea, Service::Pisp))
+                .is_none()
+        );
+        store.remove(id);
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn faults_expire_after_their_duration() {
     let store = FaultStore::default();

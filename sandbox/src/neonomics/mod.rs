@@ -104,13 +104,15 @@ fn injected(failure: Injected, session_id: Option<&str>) -> Response {
             "BANK_ERROR",
         ),
         FaultKind::Error => error(520, "5200", "Internal error", "NEONOMICS", "INTERNAL_ERROR"),
-        FaultKind::Timeout | FaultKind::LostResponse => error(
-            504,
-            "5040",
-            "Timed out waiting for the bank",
-            source,
-            "TIMEOUT",
-        ),
+        FaultKind::Timeout | FaultKind::LostResponse | FaultKind::Garbled | FaultKind::Reset => {
+            error(
+                504,
+                "5040",
+                "Timed out waiting for the bank",
+                source,
+                "TIMEOUT",
+            )
+        }
         FaultKind::RateLimit => {
             let mut response = error(
                 429,

@@ -11,6 +11,8 @@ use warp::http::StatusCode;
 use warp::hyper::body::Bytes;
 use warp::reply::Response;
 
+use crate::faults::FaultKind;
+use crate::spoiled::spoil;
 use crate::world::{NewPayment, Payment};
 use crate::{AccountRef, is_redirect_url};
 
@@ -86,10 +88,7 @@ pub(super) async fn initiate(call: SessionCall, product: String, body: Bytes) ->
         Ok(payment) => payment,
         Err(reason) => return invalid(reason),
     };
-    if let Some(failure) = state.lose_answer(call.target).await {
-        return injected(failure, Some(&call.session_id));
-    }
-    warp::reply::with_status(
+    let answer = warp::reply::with_status(
         warp::reply::json(&json!({
             "paymentId": payment.payment_id,
             "status": payment.status,
@@ -97,7 +96,14 @@ pub(super) async fn initiate(call: SessionCall, product: String, body: Bytes) ->
         })),
         StatusCode::CREATED,
     )
-    .into_response()
+    .into_response();
+    match state.after_payment(call.target).await {
+        Some(failure) if failure.kind == FaultKind::LostResponse => {
+            injected(failure, Some(&call.session_id))
+        }
+        Some(failure) => spoil(answer, failure.kind).await,
+        None => answer,
+    }
 }
 
 #[derive(Deserialize)]

@@ -27,6 +27,7 @@ mod payments;
 use crate::answered::{Answered, answering};
 use crate::faults::{FaultKind, Injected, Target};
 use crate::rate_limit::{LimitState, Throttled, limited};
+use crate::spoiled::spoil;
 use crate::world::ConsentProblem;
 use crate::{SandboxState, header};
 
@@ -50,7 +51,9 @@ fn bare(status: StatusCode) -> Response {
 fn injected(failure: Injected) -> Response {
     match failure.kind {
         FaultKind::Error => bare(StatusCode::INTERNAL_SERVER_ERROR),
-        FaultKind::Timeout | FaultKind::LostResponse => bare(StatusCode::GATEWAY_TIMEOUT),
+        FaultKind::Timeout | FaultKind::LostResponse | FaultKind::Garbled | FaultKind::Reset => {
+            bare(StatusCode::GATEWAY_TIMEOUT)
+        }
         FaultKind::RateLimit => {
             let mut response = tpp_error(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -242,15 +245,18 @@ pub fn routes(
         .and(body)
         .then(|product: String, call: Call, body: Bytes| async move {
             let response = call.reply(payments::initiate(&call, product, &body));
-            if response.status() == StatusCode::CREATED
-                && let Some(failure) = call
-                    .state
-                    .lose_answer(call.target(Service::Pisp, false))
-                    .await
-            {
-                return injected(failure);
+            if response.status() != StatusCode::CREATED {
+                return response;
             }
-            response
+            match call
+                .state
+                .after_payment(call.target(Service::Pisp, false))
+                .await
+            {
+                Some(failure) if failure.kind == FaultKind::LostResponse => injected(failure),
+                Some(failure) => spoil(response, failure.kind).await,
+                None => response,
+            }
         });
     let find = at_bank()
         .and(warp::path!("payments" / String))
