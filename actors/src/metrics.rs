@@ -25,13 +25,14 @@ pub const PROVIDER_CREDENTIALS_VALID: &str = "bankgate_provider_credentials_vali
 pub const PAYMENTS: &str = "bankgate_payments_total";
 pub const PAYMENT_QUEUE_DEPTH: &str = "bankgate_payment_queue_depth";
 pub const PAYMENT_QUEUE_OLDEST: &str = "bankgate_payment_queue_oldest_seconds";
+pub const PAYMENT_UPKEEP_ERRORS: &str = "bankgate_payment_upkeep_errors_total";
 pub const WEBHOOKS: &str = "bankgate_webhooks_total";
 pub const MODE_CHANGES: &str = "bankgate_mode_changes_total";
 pub const BANK_DEGRADED: &str = "bankgate_bank_degraded";
 pub const PROBES: &str = "bankgate_health_probes_total";
 
 /// Every metric name, for the test that checks dashboards and alert rules against them.
-pub const ALL: [&str; 20] = [
+pub const ALL: [&str; 21] = [
     UPSTREAM_REQUESTS,
     UPSTREAM_DURATION,
     BREAKER_STATE,
@@ -48,6 +49,7 @@ pub const ALL: [&str; 20] = [
     PAYMENTS,
     PAYMENT_QUEUE_DEPTH,
     PAYMENT_QUEUE_OLDEST,
+    PAYMENT_UPKEEP_ERRORS,
     WEBHOOKS,
     MODE_CHANGES,
     BANK_DEGRADED,
@@ -198,6 +200,10 @@ pub fn describe() {
         PAYMENT_QUEUE_OLDEST,
         Unit::Seconds,
         "age of the oldest queued payment per bank, 0 when none"
+    );
+    describe_counter!(
+        PAYMENT_UPKEEP_ERRORS,
+        "payments the queue's upkeep could not move on, by bank and work (resolve, poll, send); the pass goes on"
     );
     describe_counter!(
         WEBHOOKS,

@@ -258,10 +258,15 @@ impl ConsentStore {
     }
 
     /// Removes one of the user's connections; returns whether it existed. The row stays,
-    /// marked removed, because payments refer to it.
+    /// marked removed, because payments refer to it. Its payments still waiting in the queue
+    /// are cancelled in the same transaction, each with an event in its history: a queued
+    /// payment is sent by the drainer long after the user asked, and from a removed
+    /// connection the user no longer expects it. (A payment the drainer has already claimed
+    /// is on its way and is left to finish.)
     pub async fn delete_connection(&self, user: &str, id: Uuid) -> Result<bool, StoreError> {
-        let client = self.client().await?;
-        let deleted = client
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(StoreError::caused_by)?;
+        let deleted = tx
             .execute(
                 "UPDATE connections SET removed_at = now()
                  WHERE id = $1 AND user_id = $2 AND removed_at IS NULL",
@@ -269,6 +274,22 @@ impl ConsentStore {
             )
             .await
             .map_err(StoreError::caused_by)?;
+        if deleted == 1 {
+            tx.execute(
+                "WITH cancelled AS (
+                     UPDATE payments SET status = 'cancelled', updated_at = now(),
+                         last_error = 'the connection was removed before it was sent'
+                     WHERE debtor_connection = $1 AND status = 'queued'
+                     RETURNING id
+                 )
+                 INSERT INTO payment_events (payment_id, from_status, to_status, reason)
+                 SELECT id, 'queued', 'cancelled', 'the connection was removed' FROM cancelled",
+                &[&id],
+            )
+            .await
+            .map_err(StoreError::caused_by)?;
+        }
+        tx.commit().await.map_err(StoreError::caused_by)?;
         Ok(deleted == 1)
     }
 }

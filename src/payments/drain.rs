@@ -15,6 +15,7 @@ use bankgate_actors::metrics;
 use bankgate_actors::upstream::StoreError;
 use futures_util::future::BoxFuture;
 use tracing::{info, warn};
+use uuid::Uuid;
 
 use super::service::count;
 use super::{PaymentStatus, Payments};
@@ -61,7 +62,8 @@ impl Payments {
             else {
                 break;
             };
-            self.resolve(id, true).await?;
+            let resolved = self.resolve(id, true).await.map(drop);
+            carry_on(bank, "resolve", id, resolved);
         }
         for _ in 0..BATCH {
             let Some(id) = self
@@ -71,7 +73,8 @@ impl Payments {
             else {
                 break;
             };
-            self.poll(id).await?;
+            let polled = self.poll(id).await.map(drop);
+            carry_on(bank, "poll", id, polled);
         }
         if !self.held(bank) {
             self.drain(bank).await?;
@@ -97,10 +100,11 @@ impl Payments {
                 return Ok(());
             };
             count(bank, PaymentStatus::Initiating, 1);
-            let sent = self.send(id).await?;
-            if sent.is_some_and(|p| p.status == PaymentStatus::Queued) {
+            match self.send(id).await {
                 // The path went down again: wait for the next wake.
-                return Ok(());
+                Ok(Some(payment)) if payment.status == PaymentStatus::Queued => return Ok(()),
+                Ok(_) => {}
+                Err(error) => carry_on(bank, "send", id, Err(error)),
             }
         }
         // More may be waiting: come back at once.
@@ -116,6 +120,17 @@ impl Payments {
     /// Wakes every bank's drain now.
     pub fn drain_now(&self) {
         self.drainer.wake_all();
+    }
+}
+
+/// Logs and counts a payment the pass could not move on, so that one bad payment does not stop
+/// its bank's queue: the pass goes on with the next. (A failure to find the next payment at
+/// all, PostgreSQL gone, still ends the pass.)
+fn carry_on(bank: BankId, work: &'static str, id: Uuid, outcome: Result<(), StoreError>) {
+    if let Err(error) = outcome {
+        warn!(bank = %bank, payment = %id, work, error = %error, "a payment could not be moved on; the pass goes on");
+        ::metrics::counter!(metrics::PAYMENT_UPKEEP_ERRORS, "bank" => bank.as_str(), "work" => work)
+            .increment(1);
     }
 }
 

@@ -49,15 +49,11 @@ pub(super) fn answer(payment: &PaymentRecord) -> Result<Created, PaymentError> {
         PaymentStatus::Completed | PaymentStatus::Rejected => {
             created(201, json!({"payment_id": id, "status": payment.status}))
         }
-        PaymentStatus::Queued => created(
-            202,
-            json!({"payment_id": id, "status": payment.status, "message": PAYMENT_QUEUED}),
-        ),
-        PaymentStatus::Received | PaymentStatus::Initiating | PaymentStatus::Unknown => created(
-            202,
-            json!({"payment_id": id, "status": payment.status, "message": PAYMENT_PROCESSING}),
-        ),
-        PaymentStatus::Failed | PaymentStatus::Expired => {
+        PaymentStatus::Queued
+        | PaymentStatus::Received
+        | PaymentStatus::Initiating
+        | PaymentStatus::Unknown => Ok(accepted(id, payment.status)),
+        PaymentStatus::Failed | PaymentStatus::Expired | PaymentStatus::Cancelled => {
             Err(if payment.failure == Some(FailureReason::ConsentExpired) {
                 PaymentError::ConsentExpired { payment_id: id }
             } else {
@@ -70,6 +66,28 @@ pub(super) fn answer(payment: &PaymentRecord) -> Result<Created, PaymentError> {
                 }
             })
         }
+    }
+}
+
+/// 202 for a payment stored and not yet settled, in `status`.
+fn accepted(id: Uuid, status: PaymentStatus) -> Created {
+    let message = if status == PaymentStatus::Queued {
+        PAYMENT_QUEUED
+    } else {
+        PAYMENT_PROCESSING
+    };
+    Created {
+        status: 202,
+        body: json!({"payment_id": id, "status": status, "message": message}),
+    }
+}
+
+/// The answer for a payment written `written` whose state since cannot be read: queued if it
+/// was written queued, else `unknown`, since it may have been sent.
+fn stored(id: Uuid, written: PaymentStatus) -> Created {
+    match written {
+        PaymentStatus::Queued => accepted(id, PaymentStatus::Queued),
+        _ => accepted(id, PaymentStatus::Unknown),
     }
 }
 
@@ -106,7 +124,7 @@ impl Payments {
                 return self.replay(user, &key, known, &hash).await;
             }
             self.check_debtor(user, &request).await?;
-            self.check_limits(user, user_ip)?;
+            self.check_limits(user, psu_ip)?;
             let mode = self.modes.payments_pin(request.bank);
             if mode == Some(PaymentsMode::Disabled) {
                 return Err(PaymentError::Disabled);
@@ -138,15 +156,31 @@ impl Payments {
                 continue;
             }
             count(request.bank, status, 1);
-            let payment = if status == PaymentStatus::Received {
-                self.send_new(id, request.bank).await?
+            // The payment is stored: from here on no failure may answer a 5xx, which would
+            // invite the client to try again with a new key. What cannot be learnt now is
+            // the drainer's to settle.
+            let sent = if status == PaymentStatus::Received {
+                self.send_new(id, request.bank).await
             } else {
-                self.store.payment(id).await?.expect("just written")
+                self.store
+                    .payment(id)
+                    .await
+                    .map(|p| p.expect("just written"))
             };
-            let created = answer(&payment).unwrap_or_else(error_answer);
-            self.store
+            let created = match sent {
+                Ok(payment) => answer(&payment).unwrap_or_else(error_answer),
+                Err(error) => {
+                    warn!(payment = %id, error = %error, "a stored payment's state could not be read back; answered as written");
+                    stored(id, status)
+                }
+            };
+            if let Err(error) = self
+                .store
                 .save_response(user, &key, created.status, &created.body)
-                .await?;
+                .await
+            {
+                warn!(payment = %id, error = %error, "the answer to a stored payment was not saved with its key");
+            }
             return Ok(created);
         }
         Err(PaymentError::InProgress)
@@ -170,24 +204,34 @@ impl Payments {
             .to_std()
             .is_ok_and(|age| age > self.config.in_flight_timeout);
         match known.payment_id {
-            // The first request died before answering: answer from where the payment is.
+            // The first request died before answering: answer from where the payment is (a
+            // stored payment is never answered 5xx, even when its state cannot be read).
             Some(id) if abandoned => {
-                let payment = self
+                let created = match self.store.payment(id).await {
+                    Ok(Some(payment)) => answer(&payment).unwrap_or_else(error_answer),
+                    Ok(None) => return Err(PaymentError::NotFound),
+                    Err(error) => {
+                        warn!(payment = %id, error = %error, "a stored payment's state could not be read");
+                        stored(id, PaymentStatus::Unknown)
+                    }
+                };
+                if let Err(error) = self
                     .store
-                    .payment(id)
-                    .await?
-                    .ok_or(PaymentError::NotFound)?;
-                let created = answer(&payment).unwrap_or_else(error_answer);
-                self.store
                     .save_response(user, key, created.status, &created.body)
-                    .await?;
+                    .await
+                {
+                    warn!(payment = %id, error = %error, "the answer to a stored payment was not saved with its key");
+                }
                 Ok(created)
             }
             _ => Err(PaymentError::InProgress),
         }
     }
 
-    fn check_limits(&self, user: &str, ip: IpAddr) -> Result<(), PaymentError> {
+    /// The per-user limit, and the per-IP one when the caller passed the user's address on:
+    /// without it the only address known is the caller's, which every user behind it shares,
+    /// so one bucket for it would let a few users' payments refuse everyone else's.
+    fn check_limits(&self, user: &str, psu_ip: Option<IpAddr>) -> Result<(), PaymentError> {
         let now = DefaultClock::default().now();
         let limited = |retry_after: Duration, what: &'static str| {
             ::metrics::counter!(metrics::RATE_LIMITED, "source" => "payments", "provider" => "none")
@@ -197,9 +241,11 @@ impl Payments {
         self.per_user
             .check_key(&user.to_owned())
             .map_err(|n| limited(n.wait_time_from(now), "for this user"))?;
-        self.per_ip
-            .check_key(&ip)
-            .map_err(|n| limited(n.wait_time_from(now), "from this address"))?;
+        if let Some(ip) = psu_ip {
+            self.per_ip
+                .check_key(&ip)
+                .map_err(|n| limited(n.wait_time_from(now), "from this address"))?;
+        }
         Ok(())
     }
 

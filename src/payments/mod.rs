@@ -48,10 +48,12 @@ pub enum PaymentStatus {
     Rejected,
     Expired,
     Failed,
+    /// Never sent: its connection was removed while it waited in the queue.
+    Cancelled,
 }
 
 impl PaymentStatus {
-    pub const ALL: [PaymentStatus; 9] = [
+    pub const ALL: [PaymentStatus; 10] = [
         PaymentStatus::Received,
         PaymentStatus::Queued,
         PaymentStatus::Initiating,
@@ -61,6 +63,7 @@ impl PaymentStatus {
         PaymentStatus::Rejected,
         PaymentStatus::Expired,
         PaymentStatus::Failed,
+        PaymentStatus::Cancelled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -74,6 +77,7 @@ impl PaymentStatus {
             PaymentStatus::Rejected => "rejected",
             PaymentStatus::Expired => "expired",
             PaymentStatus::Failed => "failed",
+            PaymentStatus::Cancelled => "cancelled",
         }
     }
 }

@@ -167,15 +167,23 @@ impl Payments {
         }
     }
 
-    /// Asks the providers (the one last used first) for the payment by its reference.
-    async fn look_up(&self, sendable: &Sendable, only_last: bool) -> Found {
+    /// Asks for the payment by its reference where it may be: at the provider it was last
+    /// sent to, through that provider's account whatever its consent's state, and only there
+    /// (only that provider's "not found" proves it never arrived); at every provider when
+    /// none is recorded (the bank actor restarted mid-call), each of which must then say "not
+    /// found". Any other answer is inconclusive.
+    async fn look_up(&self, sendable: &Sendable) -> Found {
         let order = self.order(sendable);
         let last = sendable.payment.provider;
-        let mut accounts = sendable.accounts.clone();
-        accounts.sort_by_key(|a| Some(a.provider) != last);
-        if only_last {
-            accounts.retain(|a| Some(a.provider) == last);
-        }
+        let accounts: Vec<_> = match last {
+            Some(provider) => sendable
+                .known
+                .iter()
+                .filter(|a| a.provider == provider)
+                .cloned()
+                .collect(),
+            None => sendable.known.clone(),
+        };
         if accounts.is_empty() {
             return Found::Inconclusive;
         }
@@ -210,7 +218,7 @@ impl Payments {
             return Ok(None);
         };
         let bank = sendable.payment.bank;
-        let found = self.look_up(&sendable, false).await;
+        let found = self.look_up(&sendable).await;
         let (to, change) = match &found {
             Found::Payment(remote) => (
                 remote_status(remote.status),
@@ -246,7 +254,7 @@ impl Payments {
         let Some(sendable) = self.store.sendable(id).await? else {
             return Ok(());
         };
-        let Found::Payment(remote) = self.look_up(&sendable, true).await else {
+        let Found::Payment(remote) = self.look_up(&sendable).await else {
             return Ok(());
         };
         let to = remote_status(remote.status);

@@ -89,3 +89,64 @@ async fn a_database_restart_keeps_balances_up_pauses_payments_and_heals_by_itsel
     app.gateway.shutdown().await;
     cluster.stop().await;
 }
+
+/// A payment stored before PostgreSQL went away is answered 202 with its id, never 503: a 5xx
+/// would invite the client to pay again under a new key. The drainer settles it once
+/// PostgreSQL is back, and the bank has it once.
+#[tokio::test]
+async fn a_payment_stored_before_the_database_went_away_is_answered_202_and_settled_later() {
+    let mut cluster = PrivateCluster::start_temporary().await.unwrap();
+    let database = cluster.ensure_database("stored").await.unwrap();
+    let mut settings = QUICK.to_vec();
+    settings.extend([
+        ("BANKGATE__PROVIDERS__NEONOMICS__TIMEOUT", "3s"),
+        ("BANKGATE__PAYMENTS__DRAIN_INTERVAL", "200ms"),
+        ("BANKGATE__PAYMENTS__IN_FLIGHT_TIMEOUT", "12s"),
+    ]);
+    let app = spawn_app_on(&database, &settings).await;
+    let token = app.token("stored-user");
+    app.connect(&token, BankId::Dnb).await;
+    let account = app.connection_at(&token, BankId::Dnb).await;
+    // Neonomics holds the initiation long enough for PostgreSQL to go away meanwhile.
+    let slow = app
+        .sandbox
+        .add_fault(json!({"provider": "neonomics", "bank": "dnb", "service": "pisp", "kind": "latency", "latency_ms": 2000}))
+        .await;
+    let calls_before = app.upstream_calls("neonomics", Some("dnb")).await;
+    // A call to the bank comes after the payment was written: PostgreSQL goes away then.
+    let database_away = async {
+        eventually(Duration::from_secs(10), || async {
+            (app.upstream_calls("neonomics", Some("dnb")).await > calls_before).then_some(())
+        })
+        .await;
+        cluster.pause().await;
+    };
+    let ((status, body), ()) = tokio::join!(pay(&app, &token, "stored", &account), database_away);
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["status"], "unknown", "{body}");
+    let id = body["payment_id"]
+        .as_str()
+        .expect("the payment's id")
+        .to_owned();
+    app.sandbox.remove_fault(slow).await;
+
+    cluster.resume().await.unwrap();
+    // It was left `initiating`: after `in_flight_timeout` it is looked up and found.
+    let view = eventually(Duration::from_secs(40), || async {
+        let response = app.payment(&token, &id).await;
+        let view: Value = response.json().await.ok()?;
+        (view["status"] == "pending_sca").then_some(view)
+    })
+    .await;
+    let reference = id.replace('-', "");
+    assert_eq!(
+        app.sandbox
+            .ledger(&format!("?end_to_end_id={reference}"))
+            .await
+            .len(),
+        1,
+        "{view}"
+    );
+    app.gateway.shutdown().await;
+    cluster.stop().await;
+}

@@ -289,6 +289,65 @@ async fn client_retries_under_lost_answers_and_timeouts_initiate_each_payment_on
     }
 }
 
+/// A payment whose outcome is unknown is looked up at the provider it was sent to, even after
+/// the gateway learnt that provider's consent expired: asking only the providers with an
+/// active consent would hear "not found" from one that never had it, and send it again.
+#[tokio::test]
+async fn an_unknown_payment_is_looked_up_where_it_was_sent_whatever_that_consents_state() {
+    let database = fresh_database().await;
+    let app = spawn_app_on(
+        &database,
+        &pay_settings(&[
+            ("BANKGATE__BREAKER__FAILURE_THRESHOLD", "50"),
+            ("BANKGATE__PROVIDERS__NEONOMICS__TIMEOUT", "2s"),
+            ("BANKGATE__PAYMENTS__IN_FLIGHT_TIMEOUT", "8s"),
+        ]),
+    )
+    .await;
+    let (token, account) = dnb_user(&app, "payer-lookup").await;
+    let lost = app
+        .sandbox
+        .add_fault(json!({"provider": "neonomics", "bank": "dnb", "service": "pisp", "kind": "lost_response"}))
+        .await;
+    // Once Neonomics has the payment, its look-ups fail too, so the first one settles nothing.
+    let look_ups_fail = async {
+        eventually(Duration::from_secs(10), || async {
+            (!app.sandbox.ledger("?bank=dnb").await.is_empty()).then_some(())
+        })
+        .await;
+        app.sandbox
+            .add_fault(json!({"provider": "neonomics", "bank": "dnb", "service": "pisp", "kind": "unavailable"}))
+            .await
+    };
+    let order = payment(&account, "140");
+    let ((status, body), unavailable) =
+        tokio::join!(pay(&app, &token, "lookup-1", &order), look_ups_fail);
+    assert_eq!(
+        (status, &body["status"]),
+        (202, &json!("unknown")),
+        "{body}"
+    );
+    let id = body["payment_id"].as_str().unwrap().to_owned();
+
+    // The gateway has meanwhile learnt that the Neonomics consent expired.
+    let (db, connection) = tokio_postgres::connect(&database, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    db.execute(
+        "UPDATE provider_consents SET status = 'expired' WHERE provider = 'neonomics'",
+        &[],
+    )
+    .await
+    .unwrap();
+    app.sandbox.remove_fault(unavailable).await;
+    app.sandbox.remove_fault(lost).await;
+
+    let view = wait_for_status(&app, &token, &id, "pending_sca").await;
+    assert_eq!(view["provider"], "neonomics", "{view}");
+    assert_eq!(times_initiated(&app, &id).await, 1, "{view}");
+}
+
 /// A success status whose body is cut off or broken off proves nothing: Neonomics may have
 /// the payment, so it must not go to PSD2 as well; the look-up at Neonomics finds it.
 #[tokio::test]
@@ -388,6 +447,123 @@ async fn a_payment_queued_by_its_request_is_answered_queued_while_the_drainer_re
         let id = body["payment_id"].as_str().unwrap();
         wait_for_status(&app, &token, id, "pending_sca").await;
     }
+}
+
+/// A queued payment of a connection the user removes is cancelled, with an event in its
+/// history, and never sent once the bank takes payments again.
+#[tokio::test]
+async fn removing_a_connection_cancels_its_queued_payments() {
+    let app = spawn_app_with(&pay_settings(&[])).await;
+    let (token, account) = dnb_user(&app, "payer-removes").await;
+    set_mode(
+        &app.gateway,
+        "dnb",
+        json!({"payments": "queue", "reason": "test"}),
+    )
+    .await;
+    let (status, body) = pay(&app, &token, "c-1", &payment(&account, "100")).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["payment_id"].as_str().unwrap().to_owned();
+    assert_eq!(app.delete_connection(&token, &account).await.status(), 204);
+    let view = payment_view(&app, &token, &id).await;
+    assert_eq!(view["status"], "cancelled", "{view}");
+    let last = view["history"].as_array().unwrap().last().cloned().unwrap();
+    assert_eq!(
+        (&last["from"], &last["to"]),
+        (&json!("queued"), &json!("cancelled"))
+    );
+
+    set_mode(
+        &app.gateway,
+        "dnb",
+        json!({"payments": "auto", "reason": "test"}),
+    )
+    .await;
+    // Three drain passes (one each 200 ms) in which it must not be sent: an absence takes a
+    // window to show.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(payment_view(&app, &token, &id).await["status"], "cancelled");
+    assert_eq!(times_initiated(&app, &id).await, 0);
+}
+
+/// The per-IP limit counts the end user's address (`x-psu-ip-address`). A caller that passes
+/// none is Drop's server, shared by every user: its address is no one's, and only the
+/// per-user limit applies.
+#[tokio::test]
+async fn without_the_users_address_the_per_ip_limit_does_not_pool_every_user() {
+    let app = spawn_app_with(&pay_settings(&[("BANKGATE__PAYMENTS__PER_IP_LIMIT", "2")])).await;
+    for n in 0..3 {
+        let (token, account) = dnb_user(&app, &format!("no-ip-{n}")).await;
+        let response = app
+            .http
+            .post(app.client_url("/v1/payments"))
+            .bearer_auth(&token)
+            .header("idempotency-key", format!("no-ip-{n}"))
+            .json(&payment(&account, "100"))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        assert!(matches!(status, 201 | 202), "user {n}: {status}");
+    }
+    // With the user's address, the limit holds: a third payment from it is refused.
+    let (token, account) = dnb_user(&app, "one-ip").await;
+    for n in 0..2 {
+        let (status, body) = pay(&app, &token, &format!("ip-{n}"), &payment(&account, "100")).await;
+        assert!(matches!(status, 201 | 202), "{body}");
+    }
+    let (status, body) = pay(&app, &token, "ip-2", &payment(&account, "100")).await;
+    assert_eq!(status, 429, "{body}");
+}
+
+/// A queued payment that cannot be moved on (here its stored creditor no longer reads)
+/// must not hold up the payments queued behind it: the drain pass logs it and goes on. The
+/// drainer's own interval is an hour, so the one pass that the queue mode's release asks for
+/// has to send them all.
+#[tokio::test]
+async fn one_payment_that_cannot_be_sent_does_not_stop_its_banks_queue() {
+    let database = fresh_database().await;
+    let app = spawn_app_on(
+        &database,
+        &pay_settings(&[("BANKGATE__PAYMENTS__DRAIN_INTERVAL", "1h")]),
+    )
+    .await;
+    let (token, account) = dnb_user(&app, "payer-stuck").await;
+    set_mode(
+        &app.gateway,
+        "dnb",
+        json!({"payments": "queue", "reason": "test"}),
+    )
+    .await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let (status, body) = pay(&app, &token, &format!("q-{n}"), &payment(&account, "100")).await;
+        assert_eq!(status, 202, "{body}");
+        ids.push(body["payment_id"].as_str().unwrap().to_owned());
+    }
+    let (db, connection) = tokio_postgres::connect(&database, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let oldest: uuid::Uuid = ids[0].parse().unwrap();
+    db.execute(
+        "UPDATE payments SET creditor = '{}'::jsonb WHERE id = $1",
+        &[&oldest],
+    )
+    .await
+    .unwrap();
+
+    set_mode(
+        &app.gateway,
+        "dnb",
+        json!({"payments": "auto", "reason": "test"}),
+    )
+    .await;
+    for id in &ids[1..] {
+        wait_for_status(&app, &token, id, "pending_sca").await;
+        assert_eq!(times_initiated(&app, id).await, 1, "payment {id}");
+    }
+    assert_eq!(times_initiated(&app, &ids[0]).await, 0);
 }
 
 #[tokio::test]

@@ -130,7 +130,10 @@ pub struct Change<'a> {
 pub struct Sendable {
     pub payment: PaymentRecord,
     pub debtor_iban: String,
+    /// The accounts to send it from: those with an active consent.
     pub accounts: Vec<ProviderAccount>,
+    /// The accounts to look it up at: every provider's, whatever its consent's state.
+    pub known: Vec<ProviderAccount>,
 }
 
 #[derive(Clone)]
@@ -222,7 +225,9 @@ impl PaymentStore {
     }
 
     /// The payment with what sending it needs: the debtor account's IBAN and its accounts at
-    /// each provider with an active consent.
+    /// each provider with an active consent; and, for looking it up, its accounts at every
+    /// provider with a consent in any state (one that expired since the payment was sent to
+    /// it still names where to ask).
     pub async fn sendable(&self, id: Uuid) -> Result<Option<Sendable>, StoreError> {
         let Some(payment) = self.payment(id).await? else {
             return Ok(None);
@@ -230,11 +235,11 @@ impl PaymentStore {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT c.iban, ca.provider, ca.account_id, pc.external_id
+                "SELECT c.iban, ca.provider, ca.account_id, pc.external_id, pc.status = 'active'
                  FROM connections c
                  LEFT JOIN connection_accounts ca ON ca.connection_id = c.id
                  LEFT JOIN provider_consents pc
-                        ON pc.consent_id = c.consent_id AND pc.provider = ca.provider AND pc.status = 'active'
+                        ON pc.consent_id = c.consent_id AND pc.provider = ca.provider
                  WHERE c.id = $1",
                 &[&payment.debtor_connection],
             )
@@ -244,24 +249,29 @@ impl PaymentStore {
             return Ok(None);
         };
         let debtor_iban: String = first.get(0);
-        let mut accounts = Vec::new();
+        let (mut accounts, mut known) = (Vec::new(), Vec::new());
         for row in &rows {
             if let (Some(provider), Some(account_id), Some(consent_ref)) = (
                 row.get::<_, Option<&str>>(1),
                 row.get::<_, Option<String>>(2),
                 row.get::<_, Option<String>>(3),
             ) {
-                accounts.push(ProviderAccount {
+                let account = ProviderAccount {
                     provider: parse_column(provider)?,
                     account_id,
                     consent_ref,
-                });
+                };
+                if row.get::<_, Option<bool>>(4) == Some(true) {
+                    accounts.push(account.clone());
+                }
+                known.push(account);
             }
         }
         Ok(Some(Sendable {
             payment,
             debtor_iban,
             accounts,
+            known,
         }))
     }
 

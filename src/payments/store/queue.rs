@@ -54,7 +54,9 @@ impl PaymentStore {
     }
 
     /// Claims the oldest queued payment of `bank` younger than `max_age` by moving it to
-    /// `initiating` (committed before anything is sent).
+    /// `initiating` (committed before anything is sent). A payment of a removed connection is
+    /// never claimed: removing it cancels those queued then, and one queued after (by a sweep)
+    /// waits until it expires.
     pub async fn claim_queued(
         &self,
         bank: BankId,
@@ -66,6 +68,8 @@ impl PaymentStore {
                 "WITH next AS (
                      SELECT id FROM payments
                      WHERE bank = $1 AND status = 'queued' AND queued_at >= now() - make_interval(secs => $2)
+                       AND EXISTS (SELECT 1 FROM connections c
+                                   WHERE c.id = payments.debtor_connection AND c.removed_at IS NULL)
                      ORDER BY queued_at, id LIMIT 1
                      FOR UPDATE SKIP LOCKED
                  ), claimed AS (
