@@ -7,13 +7,13 @@ use std::time::Duration;
 use bankgate_actors::modes::{BalancesMode, BreakerPin, PaymentsMode};
 use bankgate_actors::{BankId, ProviderId};
 use bankgate_sandbox::http::ApiError;
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::info;
 
 use super::Ops;
-use super::store::{mode_text, parse_mode};
+use super::store::{ModeChange, mode_text, parse_mode};
 
 const MAX_REASON_CHARS: usize = 500;
 
@@ -77,13 +77,21 @@ impl Ops {
                 "give balances, payments or both",
             ));
         }
-        let balances: Option<BalancesMode> = match &request.balances {
-            Some(text) => setting("balances", text, "live, cached, disabled, auto")?,
-            None => self.modes.balances_pin(bank),
+        let balances = match &request.balances {
+            Some(text) => Some(setting::<BalancesMode>(
+                "balances",
+                text,
+                "live, cached, disabled, auto",
+            )?),
+            None => None,
         };
-        let payments: Option<PaymentsMode> = match &request.payments {
-            Some(text) => setting("payments", text, "live, queue, disabled, auto")?,
-            None => self.modes.payments_pin(bank),
+        let payments = match &request.payments {
+            Some(text) => Some(setting::<PaymentsMode>(
+                "payments",
+                text,
+                "live, queue, disabled, auto",
+            )?),
+            None => None,
         };
         let expires_at = match &request.expires_in {
             None => None,
@@ -97,19 +105,27 @@ impl Ops {
                             "a duration such as 30m, up to 30 days",
                         )
                     })?;
-                Some(Utc::now() + chrono::Duration::from_std(duration).expect("bounded"))
+                // PostgreSQL keeps microseconds: answer what is stored.
+                let at = Utc::now() + chrono::Duration::from_std(duration).expect("bounded");
+                Some(Some(at.trunc_subsecs(6)))
             }
         };
-        self.store
-            .set_bank_mode(bank, balances, payments, actor, reason, expires_at)
+        let change = ModeChange {
+            balances,
+            payments,
+            expires_at,
+        };
+        let pins = self
+            .store
+            .set_bank_mode(bank, change, actor, reason)
             .await?;
         self.load().await?;
         info!(bank = %bank, actor, reason, "bank mode set by an operator");
         Ok(json!({
             "bank": bank,
-            "balances": mode_text(balances),
-            "payments": mode_text(payments),
-            "expires_at": expires_at,
+            "balances": mode_text(pins.balances),
+            "payments": mode_text(pins.payments),
+            "expires_at": pins.expires_at,
             "set_by": actor,
         }))
     }

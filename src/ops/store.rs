@@ -41,6 +41,23 @@ pub struct BankPins {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A bank's modes and their expiry, as pinned.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ModePins {
+    pub balances: Option<BalancesMode>,
+    pub payments: Option<PaymentsMode>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// An operator's change to a bank's pins: `None` keeps the stored value, `Some(None)` is
+/// `auto` (or no expiry).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ModeChange {
+    pub balances: Option<Option<BalancesMode>>,
+    pub payments: Option<Option<PaymentsMode>>,
+    pub expires_at: Option<Option<DateTime<Utc>>>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct BreakerOverride {
     pub provider: ProviderId,
@@ -64,26 +81,52 @@ impl OpsStore {
         self.pool.get().await.map_err(StoreError::caused_by)
     }
 
+    /// Applies `change` to the bank's stored pins and returns them as they now stand. What
+    /// the change leaves out keeps its stored value, read under `FOR UPDATE` in the same
+    /// transaction, so that a timed pin never loses its expiry and two instances cannot
+    /// overwrite each other's newer change. A row past its expiry counts as no pins.
     pub async fn set_bank_mode(
         &self,
         bank: BankId,
-        balances: Option<BalancesMode>,
-        payments: Option<PaymentsMode>,
+        change: ModeChange,
         actor: &str,
         reason: &str,
-        expires_at: Option<DateTime<Utc>>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<ModePins, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(StoreError::caused_by)?;
-        let before = tx
+        let stored = tx
             .query_opt(
-                "SELECT balances_mode, payments_mode FROM bank_modes WHERE bank = $1 FOR UPDATE",
+                "SELECT balances_mode, payments_mode, expires_at FROM bank_modes
+                 WHERE bank = $1 FOR UPDATE",
                 &[&bank.as_str()],
             )
             .await
-            .map_err(StoreError::caused_by)?
+            .map_err(StoreError::caused_by)?;
+        let before = stored
+            .as_ref()
             .map(|r| json!({"balances": r.get::<_, String>(0), "payments": r.get::<_, String>(1)}))
             .unwrap_or_else(|| json!({"balances": "auto", "payments": "auto"}));
+        let current = stored
+            .filter(|r| {
+                r.get::<_, Option<DateTime<Utc>>>(2)
+                    .is_none_or(|at| at > Utc::now())
+            })
+            .map(|r| ModePins {
+                balances: parse_mode(r.get::<_, &str>(0)),
+                payments: parse_mode(r.get::<_, &str>(1)),
+                expires_at: r.get(2),
+            })
+            .unwrap_or_default();
+        let pins = ModePins {
+            balances: change.balances.unwrap_or(current.balances),
+            payments: change.payments.unwrap_or(current.payments),
+            expires_at: change.expires_at.unwrap_or(current.expires_at),
+        };
+        let ModePins {
+            balances,
+            payments,
+            expires_at,
+        } = pins;
         let (balances, payments) = (mode_text(balances), mode_text(payments));
         tx.execute(
             "INSERT INTO bank_modes (bank, balances_mode, payments_mode, set_by, reason, expires_at, updated_at)
@@ -109,7 +152,8 @@ impl OpsStore {
         tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &"bank_mode"])
             .await
             .map_err(StoreError::caused_by)?;
-        tx.commit().await.map_err(StoreError::caused_by)
+        tx.commit().await.map_err(StoreError::caused_by)?;
+        Ok(pins)
     }
 
     pub async fn set_breaker(

@@ -187,6 +187,38 @@ async fn bank_modes_apply_at_once_persist_and_reach_every_instance() {
     assert_eq!(balance_at(&app, &token, BankId::Dnb).await.status(), 200);
 }
 
+/// A change that names one mode keeps the other and the expiry as stored, even when it
+/// comes through another instance at once: a timed pin never becomes permanent.
+#[tokio::test]
+async fn a_mode_change_keeps_what_it_leaves_out_as_stored() {
+    let database = fresh_database().await;
+    let app = spawn_app_on(&database, QUICK).await;
+    let other = start_gateway(&app.sandbox, &database, QUICK).await;
+    let path = "/ops/banks/dnb/mode";
+    let timed = json!({"payments": "queue", "reason": "INC-9", "expires_in": "1h"});
+    let (status, first) = ops_call(&app.gateway, Method::PUT, path, Some(timed)).await;
+    assert_eq!(status, 200, "{first}");
+    assert!(first["expires_at"].is_string(), "{first}");
+
+    let balances = json!({"balances": "cached", "reason": "INC-9 too"});
+    let (status, second) = ops_call(&other, Method::PUT, path, Some(balances)).await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(second["payments"], "queue", "{second}");
+    assert_eq!(second["balances"], "cached", "{second}");
+    assert_eq!(second["expires_at"], first["expires_at"], "{second}");
+
+    // Setting the expiry alone is refused no more than before: a mode is still needed.
+    let (status, _) = ops_call(
+        &app.gateway,
+        Method::PUT,
+        path,
+        Some(json!({"reason": "x", "expires_in": "5m"})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    other.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_breaker_forced_open_sends_traffic_to_the_backup_provider() {
     let app = spawn_app_with(QUICK).await;
