@@ -164,6 +164,12 @@ fn configured_pool(settings: &Settings) -> Result<crate::postgres::Database, Fai
 }
 
 async fn serve(settings: Settings) -> Result<(), Failure> {
+    if let Some(key) = settings.exposed_development_value() {
+        let var = format!("BANKGATE__{}", key.replace('.', "__").to_uppercase());
+        return Err(Failure::Config(format!(
+            "`{key}` is the built-in development value and a listener is bound beyond loopback: set your own ({var})"
+        )));
+    }
     let pool = configured_pool(&settings)?;
     crate::postgres::migrate(&pool)
         .await

@@ -1,6 +1,8 @@
 //! `bankgate demo`: the main job on one machine. Starts a private PostgreSQL (unless
 //! `database.url` names a server), the sandbox upstream and the gateway wired to it, prints
 //! where everything is, and on Ctrl-C stops all of it in order, leaving nothing running.
+//! The private PostgreSQL keeps its cluster under `database.data_dir` between runs, but the
+//! demo's database is made afresh each run, as the sandbox's world is.
 
 use anyhow::Context as _;
 use bankgate_actors::BankId;
@@ -22,7 +24,9 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
             let cluster = PrivateCluster::start(dir)
                 .await
                 .context("failed to start PostgreSQL")?;
-            let url = cluster.ensure_database("bankgate").await?;
+            // The sandbox's world is new on every run: so is the database, or payments and
+            // consents of an earlier run would be looked up in a world that never saw them.
+            let url = cluster.fresh_database("bankgate").await?;
             (url, Some(cluster))
         }
     };

@@ -209,8 +209,19 @@ impl PrivateCluster {
         format!("postgres://{SUPERUSER}@127.0.0.1:{}/{database}", self.port)
     }
 
+    /// Creates the database `name` afresh, dropping any left from before (connections to it
+    /// are ended), and returns its URL: for a run whose upstream world is new too, so that
+    /// nothing stored refers to payments or consents that world never saw.
+    pub async fn fresh_database(&self, name: &str) -> Result<String, ClusterError> {
+        self.create_database(name, true).await
+    }
+
     /// Creates `name` unless it exists, and returns its URL.
     pub async fn ensure_database(&self, name: &str) -> Result<String, ClusterError> {
+        self.create_database(name, false).await
+    }
+
+    async fn create_database(&self, name: &str, fresh: bool) -> Result<String, ClusterError> {
         let create = |source| ClusterError::CreateDatabase {
             name: name.to_owned(),
             source,
@@ -219,13 +230,21 @@ impl PrivateCluster {
             .await
             .map_err(create)?;
         let driver = tokio::spawn(connection);
+        let quoted = name.replace('"', "\"\"");
+        if fresh {
+            client
+                .batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS \"{quoted}\" WITH (FORCE)"
+                ))
+                .await
+                .map_err(create)?;
+        }
         let exists = client
             .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
             .await
             .map_err(create)?
             .is_some();
         if !exists {
-            let quoted = name.replace('"', "\"\"");
             client
                 .batch_execute(&format!("CREATE DATABASE \"{quoted}\""))
                 .await

@@ -5,9 +5,11 @@
 //! and `validate` rejects values that parse but cannot work: each section checks its own
 //! (`sections.rs` for this crate's, the actors crate's and the sandbox's beside their types),
 //! `Settings::validate` what spans sections. The loader takes the environment as a map
-//! (`env.rs`) so tests never touch the process environment.
+//! (`env.rs`) so tests never touch the process environment. `exposure.rs` refuses the
+//! built-in development secrets on a listener beyond loopback.
 
 mod env;
+mod exposure;
 mod sections;
 
 use std::collections::HashMap;

@@ -104,3 +104,43 @@ async fn a_private_cluster_stops_and_leaves_nothing_listening() {
     let refused = tokio::net::TcpStream::connect(("127.0.0.1", port)).await;
     assert!(refused.is_err(), "nothing listens on {port} after stop");
 }
+
+/// `bankgate demo` starts a new sandbox world each run, so its database starts afresh too:
+/// `fresh_database` drops what an earlier run left, even with a client still connected to
+/// it, while `ensure_database` keeps it.
+#[tokio::test]
+async fn a_fresh_database_leaves_nothing_of_the_run_before() {
+    let cluster = PrivateCluster::start_temporary().await.unwrap();
+    let url = cluster.ensure_database("demo").await.unwrap();
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute("CREATE TABLE left_behind (id int)")
+        .await
+        .unwrap();
+    let tables = |url: String| async move {
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let row = client
+            .query_one(
+                "SELECT count(*) FROM pg_tables WHERE tablename = 'left_behind'",
+                &[],
+            )
+            .await
+            .unwrap();
+        row.get::<_, i64>(0)
+    };
+    assert_eq!(
+        tables(cluster.ensure_database("demo").await.unwrap()).await,
+        1
+    );
+    assert_eq!(
+        tables(cluster.fresh_database("demo").await.unwrap()).await,
+        0
+    );
+    cluster.stop().await;
+}

@@ -146,3 +146,54 @@ fn production_example_needs_only_secrets_from_the_environment() {
         bankgate::settings::LogFormat::Json
     );
 }
+
+/// `serve` refuses the published development secrets once a listener is reachable from
+/// elsewhere, naming the first one still in force, and keeps them on loopback (the demo's
+/// and the tests' case).
+#[test]
+fn serve_refuses_development_secrets_beyond_loopback() {
+    let production = concat!(env!("CARGO_MANIFEST_DIR"), "/config/production.toml");
+    let serve = |vars: &[(&str, &str)]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_bankgate"));
+        command.args(["serve", "--config", production]).env(
+            "BANKGATE__DATABASE__URL",
+            "postgres://bankgate@127.0.0.1:1/x",
+        );
+        for (key, value) in vars {
+            command.env(key, value);
+        }
+        let output = command.output().unwrap();
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(output.status.code(), Some(64), "{stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        stderr
+    };
+    assert!(serve(&[]).contains("BANKGATE__AUTH__TOKEN_SECRET"));
+    let secret = (
+        "BANKGATE__AUTH__TOKEN_SECRET",
+        "0123456789abcdef0123456789abcdef",
+    );
+    assert!(serve(&[secret]).contains("BANKGATE__PROVIDERS__NEONOMICS__CLIENT_SECRET"));
+    let client = (
+        "BANKGATE__PROVIDERS__NEONOMICS__CLIENT_SECRET",
+        "from-the-dashboard",
+    );
+    assert!(serve(&[secret, client]).contains("BANKGATE__WEBHOOKS__SECRETS__NEONOMICS"));
+    let webhooks = [
+        (
+            "BANKGATE__WEBHOOKS__SECRETS__NEONOMICS",
+            "neonomics-signing",
+        ),
+        ("BANKGATE__WEBHOOKS__SECRETS__PSD2", "psd2-signing-secret-0"),
+    ];
+    assert!(serve(&[secret, client, webhooks[0], webhooks[1]]).contains("ops.admin_tokens"));
+
+    let loopback = Settings::load(None, &HashMap::new()).unwrap();
+    assert_eq!(loopback.exposed_development_value(), None);
+    let public = env(&[("BANKGATE__HTTP__OPS_ADDR", "0.0.0.0:8081")]);
+    let public = Settings::load(None, &public).unwrap();
+    assert_eq!(
+        public.exposed_development_value().as_deref(),
+        Some("auth.token_secret")
+    );
+}
