@@ -167,23 +167,17 @@ impl Payments {
         }
     }
 
-    /// Asks for the payment by its reference where it may be: at the provider it was last
-    /// sent to, through that provider's account whatever its consent's state, and only there
-    /// (only that provider's "not found" proves it never arrived); at every provider when
-    /// none is recorded (the bank actor restarted mid-call), each of which must then say "not
-    /// found". Any other answer is inconclusive.
+    /// Asks for the payment by its reference wherever it may be: at every provider the
+    /// connection has an account with, through that account's consent whatever the consent's
+    /// state, the provider it was last sent to first. It is "nowhere" only when every one of
+    /// them says "not found": the provider recorded last is not always the one that got it
+    /// (a gateway killed while sending records none), and a provider that never got it
+    /// proves nothing by not finding it. Any other answer is inconclusive.
     async fn look_up(&self, sendable: &Sendable) -> Found {
         let order = self.order(sendable);
         let last = sendable.payment.provider;
-        let accounts: Vec<_> = match last {
-            Some(provider) => sendable
-                .known
-                .iter()
-                .filter(|a| a.provider == provider)
-                .cloned()
-                .collect(),
-            None => sendable.known.clone(),
-        };
+        let mut accounts = sendable.known.clone();
+        accounts.sort_by_key(|a| Some(a.provider) != last);
         if accounts.is_empty() {
             return Found::Inconclusive;
         }
