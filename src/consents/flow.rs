@@ -21,9 +21,20 @@ pub struct Started {
     pub sca_redirect: String,
 }
 
-fn valid_redirect(url: &str) -> bool {
+/// Whether `url` is an absolute http(s) URL within one of the `allowed` prefixes: it starts
+/// with one, and the prefix ends at a `/`, `?` or `#` (or the URL), so `https://drop.example`
+/// does not admit `https://drop.example.evil.com`.
+fn valid_redirect(url: &str, allowed: &[String]) -> bool {
+    let within = |prefix: &String| {
+        url.strip_prefix(prefix.as_str()).is_some_and(|rest| {
+            prefix.ends_with(['/', '?', '#'])
+                || rest.is_empty()
+                || rest.starts_with(['/', '?', '#'])
+        })
+    };
     url.len() <= 2048
         && reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+        && allowed.iter().any(within)
 }
 
 /// The app's redirect URL with the consent's outcome appended.
@@ -68,6 +79,25 @@ impl Consents {
             .collect()
     }
 
+    /// Counts a new consent against the user's limits: so many per window, and so many
+    /// waiting for SCA at once (which bounds the rows a user can leave pending).
+    async fn admit(&self, user: &str) -> Result<(), ConsentError> {
+        let limits = &self.limits;
+        limits
+            .per_user
+            .check_key(&user.to_owned())
+            .map_err(|not_until| {
+                let now = governor::clock::Clock::now(&governor::clock::DefaultClock::default());
+                ConsentError::RateLimited {
+                    retry_after: not_until.wait_time_from(now),
+                }
+            })?;
+        if self.store.pending_consents(user).await? >= u64::from(limits.max_pending) {
+            return Err(ConsentError::TooManyPending);
+        }
+        Ok(())
+    }
+
     /// Starts a consent for `user` at `bank` with every open provider path.
     pub async fn start(
         &self,
@@ -75,9 +105,10 @@ impl Consents {
         bank: BankId,
         redirect_url: String,
     ) -> Result<Started, ConsentError> {
-        if !valid_redirect(&redirect_url) {
+        if !valid_redirect(&redirect_url, &self.limits.allowed_redirects) {
             return Err(ConsentError::InvalidRedirect);
         }
+        self.admit(user).await?;
         let id = Uuid::new_v4();
         let mut providers = Vec::new();
         for provider in self.open_paths(bank).await {
@@ -196,5 +227,35 @@ impl Consents {
                 valid_until: None,
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_redirect;
+
+    #[test]
+    fn a_redirect_must_lie_within_an_allowed_prefix_at_a_boundary() {
+        let allowed = [
+            "https://drop.example".to_owned(),
+            "https://app.drop.no/".to_owned(),
+        ];
+        for url in [
+            "https://drop.example",
+            "https://drop.example/connected",
+            "https://drop.example?x=1",
+            "https://app.drop.no/consents/done",
+        ] {
+            assert!(valid_redirect(url, &allowed), "{url}");
+        }
+        for url in [
+            "https://drop.example.evil.com/",
+            "https://drop.examplex/",
+            "https://evil.example/https://drop.example/",
+            "http://app.drop.no/",
+            "javascript:alert(1)",
+        ] {
+            assert!(!valid_redirect(url, &allowed), "{url}");
+        }
     }
 }

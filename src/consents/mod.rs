@@ -17,6 +17,7 @@ mod flow;
 mod store;
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use bankgate_actors::bank::BankHandle;
@@ -24,6 +25,7 @@ use bankgate_actors::provider::ProviderHandle;
 use bankgate_actors::session::Sessions;
 use bankgate_actors::upstream::StoreError;
 use bankgate_actors::{BankId, ProviderId};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tracing::warn;
 use uuid::Uuid;
 
@@ -31,12 +33,15 @@ pub use flow::Started;
 pub use store::{ConnectionView, ConsentStore};
 
 use crate::copy;
+use crate::settings::ConsentsSettings;
 use bankgate_sandbox::http::{ApiError, ErrorCode};
 
 /// Why the consent service said no.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsentError {
-    #[error("must be an absolute http(s) URL of at most 2048 characters")]
+    #[error(
+        "must be an absolute http(s) URL of at most 2048 characters within consents.allowed_redirect_urls"
+    )]
     InvalidRedirect,
     #[error("no such consent")]
     NoSuchConsent,
@@ -44,6 +49,10 @@ pub enum ConsentError {
     NotStartedWith,
     #[error("no such connection")]
     NoSuchConnection,
+    #[error("too many consents started; try again later")]
+    RateLimited { retry_after: std::time::Duration },
+    #[error("too many consents are waiting for their SCA; finish one or try again later")]
+    TooManyPending,
     /// No provider could start a consent at the bank.
     #[error("no provider could start a consent at {0}")]
     Unavailable(BankId),
@@ -57,6 +66,13 @@ impl From<ConsentError> for ApiError {
         match error {
             ConsentError::InvalidRedirect => ApiError::invalid_field("redirect_url", message),
             ConsentError::NotStartedWith => ApiError::invalid_field("provider", message),
+            ConsentError::RateLimited { retry_after } => {
+                ApiError::new(ErrorCode::RateLimited, message)
+                    .with_retry_after(retry_after.as_secs() + 1)
+            }
+            ConsentError::TooManyPending => {
+                ApiError::new(ErrorCode::RateLimited, message).with_retry_after(60)
+            }
             ConsentError::NoSuchConsent | ConsentError::NoSuchConnection => {
                 ApiError::not_found(message)
             }
@@ -85,6 +101,29 @@ pub struct Consents {
     order: Vec<ProviderId>,
     /// Where users' browsers reach the client API (the SCA return address).
     public_url: String,
+    limits: ConsentLimits,
+}
+
+/// What a user may ask of the consent service: where a consent may send the browser when it
+/// is done, how many consents may be started per window, and how many may wait for SCA.
+pub struct ConsentLimits {
+    pub allowed_redirects: Vec<String>,
+    pub per_user: DefaultKeyedRateLimiter<String>,
+    pub max_pending: u32,
+}
+
+impl ConsentLimits {
+    pub fn new(settings: &ConsentsSettings) -> ConsentLimits {
+        let burst = NonZeroU32::new(settings.per_user_limit).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(settings.limit_window / burst.get())
+            .expect("a non-zero window")
+            .allow_burst(burst);
+        ConsentLimits {
+            allowed_redirects: settings.allowed_redirect_urls.clone(),
+            per_user: RateLimiter::keyed(quota),
+            max_pending: settings.max_pending,
+        }
+    }
 }
 
 impl Consents {
@@ -95,6 +134,7 @@ impl Consents {
         sessions: Arc<Sessions>,
         order: Vec<ProviderId>,
         public_url: String,
+        limits: ConsentLimits,
     ) -> Consents {
         Consents {
             store,
@@ -103,6 +143,7 @@ impl Consents {
             sessions,
             order,
             public_url,
+            limits,
         }
     }
 

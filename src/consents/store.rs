@@ -61,6 +61,20 @@ impl ConsentStore {
     }
 
     /// Records a new consent and the provider consents started for it.
+    /// How many consents `user` started within the last hour that still wait for SCA.
+    pub async fn pending_consents(&self, user: &str) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT count(*) FROM consents
+                 WHERE user_id = $1 AND status = 'pending' AND created_at > now() - interval '1 hour'",
+                &[&user],
+            )
+            .await
+            .map_err(StoreError::caused_by)?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
     pub async fn create_consent(&self, consent: &ConsentRecord) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(StoreError::caused_by)?;

@@ -25,7 +25,7 @@ use deadpool_postgres::Pool;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::consents::{ConsentStore, Consents};
+use crate::consents::{ConsentLimits, ConsentStore, Consents};
 use crate::ops::{AdminTokens, Ops, OpsStore};
 use crate::payments::{
     AmountLimits, PaymentStore, Payments, PaymentsConfig, Queue, WebhookVerifier,
@@ -182,6 +182,7 @@ impl Gateway {
             tree.sessions.clone(),
             settings.banks.provider_order.clone(),
             public_url,
+            ConsentLimits::new(&settings.consents),
         ));
         let state = AppState(Arc::new(App {
             pool,

@@ -44,6 +44,7 @@ pub struct Settings {
     pub balances: BalancesSection,
     pub sessions: SessionsSection,
     pub payments: PaymentsSettings,
+    pub consents: ConsentsSettings,
     pub webhooks: WebhooksSettings,
     pub ops: OpsSettings,
     pub sandbox: SandboxSettings,
@@ -109,6 +110,7 @@ impl Settings {
             checked.map_err(|e| SettingsError::within(section, e))?;
         }
         self.payments.validate()?;
+        self.consents.validate()?;
         self.webhooks.validate()?;
         self.ops.validate()?;
         self.sandbox

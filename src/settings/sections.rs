@@ -98,6 +98,22 @@ pub struct PaymentsSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct ConsentsSettings {
+    /// Where a user's browser may be sent back to once a consent is done: a consent's
+    /// `redirect_url` must start with one of these (and continue with `/`, `?` or `#`, or
+    /// end), so that the gateway never forwards a browser to an address Drop did not name.
+    pub allowed_redirect_urls: Vec<String>,
+    /// Consents a user may start per `limit_window` (429 with Retry-After beyond).
+    pub per_user_limit: u32,
+    #[serde(with = "humantime_serde")]
+    pub limit_window: Duration,
+    /// Consents a user may have pending (started within the last hour, SCA not finished)
+    /// at once; a new one beyond is refused with 429.
+    pub max_pending: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WebhooksSettings {
     #[serde(with = "humantime_serde")]
     pub tolerance: Duration,
@@ -241,6 +257,36 @@ impl PaymentsSettings {
                 "payments",
                 "drain_interval and queue_max_age must be greater than zero",
             );
+        }
+        Ok(())
+    }
+}
+
+impl ConsentsSettings {
+    pub(super) fn validate(&self) -> Result<(), SettingsError> {
+        if self.per_user_limit == 0 || self.max_pending == 0 {
+            return invalid(
+                "consents.per_user_limit",
+                "per_user_limit and max_pending must be at least 1",
+            );
+        }
+        if self.limit_window.is_zero() {
+            return invalid("consents.limit_window", "must be longer than zero");
+        }
+        if self.allowed_redirect_urls.is_empty() {
+            return invalid(
+                "consents.allowed_redirect_urls",
+                "needs at least one URL users' browsers may return to",
+            );
+        }
+        for url in &self.allowed_redirect_urls {
+            let parsed = reqwest::Url::parse(url);
+            if !parsed.is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host()) {
+                return invalid(
+                    "consents.allowed_redirect_urls",
+                    format!("{url:?} is not an absolute http(s) URL"),
+                );
+            }
         }
         Ok(())
     }

@@ -739,6 +739,23 @@ async fn bad_tokens_get_401_in_the_envelope() {
         response.json::<Value>().await.unwrap()["details"][0]["field"],
         "redirect_url"
     );
+    // A browser is sent back only where consents.allowed_redirect_urls says.
+    for elsewhere in [
+        "https://evil.example/connected",
+        "https://drop.example.evil.com/",
+    ] {
+        let response = app
+            .http
+            .post(app.client_url("/v1/consents"))
+            .bearer_auth(&token)
+            .json(&json!({"bank": "dnb", "redirect_url": elsewhere}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{elsewhere}");
+        let body = response.json::<Value>().await.unwrap();
+        assert_eq!(body["details"][0]["field"], "redirect_url", "{body}");
+    }
 }
 
 #[tokio::test]
@@ -929,5 +946,53 @@ async fn idle_sessions_are_stopped() {
         app.balances(&token).await.status(),
         200,
         "a new session starts on demand"
+    );
+}
+
+/// Starting consents is limited per user, like payments: so many per window, and so many
+/// left waiting for SCA, so that one user cannot fill the providers' quotas or the consents
+/// table. Another user is not held back by it.
+#[tokio::test]
+async fn consents_are_limited_per_user_in_rate_and_in_those_left_pending() {
+    let start = |app: &TestApp, token: String| {
+        let request = app
+            .http
+            .post(app.client_url("/v1/consents"))
+            .bearer_auth(token)
+            .header("x-psu-ip-address", "192.0.2.1")
+            .json(&json!({"bank": "dnb", "redirect_url": "https://drop.example/connected"}));
+        async move { request.send().await.unwrap() }
+    };
+    let app = spawn_app_with(&[
+        ("BANKGATE__CONSENTS__PER_USER_LIMIT", "3"),
+        ("BANKGATE__CONSENTS__LIMIT_WINDOW", "1h"),
+        ("BANKGATE__CONSENTS__MAX_PENDING", "10"),
+    ])
+    .await;
+    for n in 0..3 {
+        let response = start(&app, app.token("eager")).await;
+        assert_eq!(response.status(), 201, "consent {n}");
+    }
+    let refused = start(&app, app.token("eager")).await;
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_eq!(start(&app, app.token("patient")).await.status(), 201);
+
+    let app = spawn_app_with(&[("BANKGATE__CONSENTS__MAX_PENDING", "2")]).await;
+    for _ in 0..2 {
+        assert_eq!(start(&app, app.token("abandons")).await.status(), 201);
+    }
+    let refused = start(&app, app.token("abandons")).await;
+    assert_eq!(refused.status(), 429);
+    let body: Value = refused.json().await.unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("waiting"),
+        "{body}"
+    );
+    let other = app.token("finishes");
+    assert!(
+        app.connect(&other, BankId::Nordea)
+            .await
+            .contains("status=active")
     );
 }
