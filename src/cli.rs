@@ -159,7 +159,7 @@ fn configured_pool(settings: &Settings) -> Result<crate::postgres::Database, Fai
         ));
     };
     let db = &settings.database;
-    crate::postgres::pool(url.expose_secret(), db.pool_size, db.connect_timeout)
+    crate::postgres::pool(url.expose_secret(), db.pool_options())
         .map_err(|e| Failure::Config(e.to_string()))
 }
 

@@ -42,7 +42,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     }
 
     let db = &settings.database;
-    let pool = postgres::pool(&url, db.pool_size, db.connect_timeout)?;
+    let pool = postgres::pool(&url, db.pool_options())?;
     postgres::migrate(&pool)
         .await
         .context("failed to migrate the database")?;

@@ -162,7 +162,11 @@ async fn start_gateway(
     let settings = against(settings, sandbox);
     let database = database.to_owned();
     on_own_runtime(runtimes, async move {
-        let pool = bankgate::postgres::pool(&database, 16, Duration::from_secs(5)).expect("pool");
+        let pool = bankgate::postgres::pool(
+            &database,
+            bankgate::postgres::PoolOptions::new(16, Duration::from_secs(5)),
+        )
+        .expect("pool");
         bankgate::postgres::migrate(&pool)
             .await
             .expect("migrations");

@@ -263,12 +263,17 @@ impl Payments {
         }
     }
 
-    /// Forgets old idempotency keys and idle rate-limiter entries.
+    /// Forgets old idempotency keys, webhook event ids past their replay window and idle
+    /// rate-limiter entries.
     pub async fn housekeeping(&self) {
         self.per_user.retain_recent();
         self.per_ip.retain_recent();
         if let Err(error) = self.store.purge_keys(self.config.idempotency_ttl).await {
             warn!(error = %error, "old idempotency keys not purged");
+        }
+        let window = self.webhooks.replay_window();
+        if let Err(error) = self.store.purge_webhook_events(window).await {
+            warn!(error = %error, "old webhook event ids not purged");
         }
     }
 }

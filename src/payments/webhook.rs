@@ -105,6 +105,13 @@ impl WebhookVerifier {
         WebhookVerifier { keys, tolerance }
     }
 
+    /// How long a delivery's event id must be remembered: a delivery is accepted while its
+    /// timestamp is within `tolerance` of now either way, so one first received at `t`
+    /// cannot be accepted again after `t + 2 × tolerance`.
+    pub fn replay_window(&self) -> Duration {
+        self.tolerance * 2
+    }
+
     /// Checks a delivery for `provider`; returns its event id.
     pub fn verify<'a>(
         &self,

@@ -75,13 +75,50 @@ impl Database {
     }
 }
 
+/// How a pool connects and how long its statements may run.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolOptions {
+    pub size: usize,
+    pub connect_timeout: Duration,
+    /// PostgreSQL cancels a statement running longer than this (`statement_timeout`), so a
+    /// lock wait or a slow plan cannot hold a request, or a pool connection, without end.
+    pub statement_timeout: Duration,
+}
+
+impl PoolOptions {
+    pub fn new(size: usize, connect_timeout: Duration) -> PoolOptions {
+        PoolOptions {
+            size,
+            connect_timeout,
+            statement_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How long a connection is idle before TCP keepalives probe it: a server that vanished
+/// without closing (a failed-over host, a dropped NAT entry) is noticed in about a minute,
+/// not after the kernel's two hours.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+
 /// Builds a pool for `url`. Connections are opened lazily; `migrate` or a query proves them.
-pub fn pool(url: &str, size: usize, connect_timeout: Duration) -> Result<Database, DbError> {
+/// Each connection has TCP keepalives and the statement timeout of `options`, added to any
+/// `options` the URL gives.
+pub fn pool(url: &str, options: PoolOptions) -> Result<Database, DbError> {
     let mut config: tokio_postgres::Config = url.parse().map_err(DbError::Url)?;
-    config.connect_timeout(connect_timeout);
+    config.connect_timeout(options.connect_timeout);
     if config.get_application_name().is_none() {
         config.application_name("bankgate");
     }
+    config.keepalives(true).keepalives_idle(KEEPALIVE_IDLE);
+    let timeout = format!(
+        "-c statement_timeout={}",
+        options.statement_timeout.as_millis()
+    );
+    let server_options = match config.get_options() {
+        Some(given) => format!("{given} {timeout}"),
+        None => timeout,
+    };
+    config.options(&server_options);
     let manager = Manager::from_config(
         config.clone(),
         NoTls,
@@ -89,8 +126,9 @@ pub fn pool(url: &str, size: usize, connect_timeout: Duration) -> Result<Databas
             recycling_method: RecyclingMethod::Fast,
         },
     );
+    let connect_timeout = options.connect_timeout;
     let pool = Pool::builder(manager)
-        .max_size(size)
+        .max_size(options.size)
         .runtime(Runtime::Tokio1)
         .wait_timeout(Some(connect_timeout))
         .create_timeout(Some(connect_timeout))

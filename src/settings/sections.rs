@@ -39,7 +39,20 @@ pub struct DatabaseSettings {
     pub pool_size: usize,
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// PostgreSQL cancels a statement that runs longer.
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
     pub data_dir: PathBuf,
+}
+
+impl DatabaseSettings {
+    pub fn pool_options(&self) -> crate::postgres::PoolOptions {
+        crate::postgres::PoolOptions {
+            size: self.pool_size,
+            connect_timeout: self.connect_timeout,
+            statement_timeout: self.statement_timeout,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -193,6 +206,9 @@ impl DatabaseSettings {
         }
         if self.pool_size == 0 {
             return invalid("database.pool_size", "must be at least 1");
+        }
+        if self.statement_timeout < Duration::from_millis(100) {
+            return invalid("database.statement_timeout", "must be at least 100ms");
         }
         Ok(())
     }

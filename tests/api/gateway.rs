@@ -94,8 +94,7 @@ async fn readiness_fails_while_the_database_is_unreachable() {
     let settings = test_settings(&[]);
     let pool = bankgate::postgres::pool(
         "postgres://bankgate@127.0.0.1:1/none",
-        1,
-        Duration::from_millis(300),
+        bankgate::postgres::PoolOptions::new(1, Duration::from_millis(300)),
     )
     .unwrap();
     let gateway = bankgate::gateway::Gateway::start(&settings, pool)
@@ -127,8 +126,7 @@ async fn slow_clients_are_disconnected_after_the_header_timeout() {
     let settings = test_settings(&[("BANKGATE__HTTP__HEADER_READ_TIMEOUT", "4s")]);
     let pool = bankgate::postgres::pool(
         "postgres://bankgate@127.0.0.1:1/none",
-        1,
-        Duration::from_millis(300),
+        bankgate::postgres::PoolOptions::new(1, Duration::from_millis(300)),
     )
     .unwrap();
     let gateway = bankgate::gateway::Gateway::start(&settings, pool)

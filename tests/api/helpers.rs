@@ -391,7 +391,14 @@ pub async fn start_gateway(
             .insert(bank, sandbox.sandbox.psd2_url(bank));
     }
     let db = &settings.database;
-    let pool = bankgate::postgres::pool(database_url, 4, db.connect_timeout).expect("pool");
+    let pool = bankgate::postgres::pool(
+        database_url,
+        bankgate::postgres::PoolOptions {
+            size: 4,
+            ..db.pool_options()
+        },
+    )
+    .expect("pool");
     bankgate::postgres::migrate(&pool)
         .await
         .expect("migrations apply");

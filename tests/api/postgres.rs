@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use bankgate::postgres::{PrivateCluster, migrate, pool};
+use bankgate::postgres::{PoolOptions, PrivateCluster, migrate, pool};
 
 use crate::helpers::fresh_database;
 
@@ -22,7 +22,7 @@ fn migrations() -> usize {
 #[tokio::test]
 async fn migrations_apply_once_and_are_idempotent() {
     let url = fresh_database().await;
-    let pool = pool(&url, 2, Duration::from_secs(5)).unwrap();
+    let pool = pool(&url, PoolOptions::new(2, Duration::from_secs(5))).unwrap();
     assert_eq!(migrate(&pool).await.unwrap(), migrations());
     assert_eq!(
         migrate(&pool).await.unwrap(),
@@ -65,8 +65,8 @@ async fn migrations_apply_once_and_are_idempotent() {
 #[tokio::test]
 async fn instances_starting_together_migrate_once() {
     let url = fresh_database().await;
-    let a = pool(&url, 2, Duration::from_secs(5)).unwrap();
-    let b = pool(&url, 2, Duration::from_secs(5)).unwrap();
+    let a = pool(&url, PoolOptions::new(2, Duration::from_secs(5))).unwrap();
+    let b = pool(&url, PoolOptions::new(2, Duration::from_secs(5))).unwrap();
     let (first, second) = tokio::join!(migrate(&a), migrate(&b));
     assert_eq!(first.unwrap() + second.unwrap(), migrations());
 }
@@ -74,7 +74,7 @@ async fn instances_starting_together_migrate_once() {
 #[tokio::test]
 async fn schema_refuses_what_must_never_be_stored() {
     let url = fresh_database().await;
-    let pool = pool(&url, 2, Duration::from_secs(5)).unwrap();
+    let pool = pool(&url, PoolOptions::new(2, Duration::from_secs(5))).unwrap();
     migrate(&pool).await.unwrap();
     let client = pool.get().await.unwrap();
     let bad_bank = client
@@ -143,4 +143,69 @@ async fn a_fresh_database_leaves_nothing_of_the_run_before() {
         0
     );
     cluster.stop().await;
+}
+
+/// The pool's connections carry a statement timeout, added to any server options the URL
+/// gives: a statement that runs past it is cancelled instead of holding the connection.
+#[tokio::test]
+async fn a_statement_past_the_pools_timeout_is_cancelled() {
+    let url = fresh_database().await;
+    let url = format!("{url}?options=-c%20lock_timeout%3D5000");
+    let options = PoolOptions {
+        statement_timeout: Duration::from_millis(200),
+        ..PoolOptions::new(1, Duration::from_secs(5))
+    };
+    let database = pool(&url, options).unwrap();
+    let client = database.get().await.unwrap();
+    let error = client.query("SELECT pg_sleep(2)", &[]).await.unwrap_err();
+    assert_eq!(
+        error.code(),
+        Some(&tokio_postgres::error::SqlState::QUERY_CANCELED),
+        "{error}"
+    );
+    let lock_timeout: String = client
+        .query_one("SHOW lock_timeout", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(lock_timeout, "5s", "the URL's own options still apply");
+}
+
+/// The gateway's housekeeping (at start, then hourly) forgets idempotency keys past their
+/// TTL, answered or not, and webhook event ids past their replay window, and keeps the
+/// recent ones.
+#[tokio::test]
+async fn housekeeping_purges_old_keys_and_webhook_event_ids() {
+    let url = fresh_database().await;
+    let database = pool(&url, PoolOptions::new(2, Duration::from_secs(5))).unwrap();
+    migrate(&database).await.unwrap();
+    let client = database.get().await.unwrap();
+    client
+        .batch_execute(
+            "INSERT INTO idempotency_keys (user_id, key, request_hash, created_at)
+                 VALUES ('u', 'old-unanswered', '\\x00', now() - interval '2 days'),
+                        ('u', 'recent', '\\x00', now());
+             INSERT INTO webhook_events (provider, event_id, received_at)
+                 VALUES ('neonomics', 'old', now() - interval '1 day'),
+                        ('neonomics', 'recent', now());",
+        )
+        .await
+        .unwrap();
+    let app = crate::helpers::spawn_app_on(&url, crate::helpers::QUICK).await;
+    let left = |table: &'static str| {
+        let client = &client;
+        async move {
+            let sql = format!("SELECT count(*) FROM {table}");
+            client
+                .query_one(sql.as_str(), &[])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    crate::helpers::eventually(Duration::from_secs(10), || async {
+        (left("idempotency_keys").await == 1 && left("webhook_events").await == 1).then_some(())
+    })
+    .await;
+    app.gateway.shutdown().await;
 }

@@ -144,13 +144,14 @@ impl PaymentStore {
         Ok(())
     }
 
-    /// Forgets idempotency keys older than `ttl` whose answer was given.
+    /// Forgets idempotency keys older than `ttl`, answered or not: one whose request died
+    /// unanswered would otherwise stay for ever (its payment, if any, stays).
     pub async fn purge_keys(&self, ttl: std::time::Duration) -> Result<u64, StoreError> {
         let client = self.client().await?;
         client
             .execute(
                 "DELETE FROM idempotency_keys
-                 WHERE completed_at IS NOT NULL AND created_at < now() - make_interval(secs => $1)",
+                 WHERE created_at < now() - make_interval(secs => $1)",
                 &[&ttl.as_secs_f64()],
             )
             .await

@@ -275,6 +275,22 @@ impl PaymentStore {
         }))
     }
 
+    /// Forgets the event ids of webhook deliveries received more than `window` ago: a
+    /// replay of one would be refused by its timestamp by now.
+    pub async fn purge_webhook_events(
+        &self,
+        window: std::time::Duration,
+    ) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM webhook_events WHERE received_at < now() - make_interval(secs => $1)",
+                &[&window.as_secs_f64()],
+            )
+            .await
+            .map_err(StoreError::caused_by)
+    }
+
     /// Records a webhook delivery and applies its status to the payment it names, in one
     /// transaction. Returns `None` for a delivery seen before, else the payment moved (if
     /// the event named one of ours in a status it could leave).
