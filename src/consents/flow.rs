@@ -2,10 +2,11 @@
 //! them; `callback` runs each time the user's browser comes back from a provider's SCA, asks
 //! that provider where the consent stands, and sends the browser on to the next provider
 //! still waiting or, after the last, stores the accounts and answers the app's redirect URL.
+//! A browser back before its SCA is done is sent back to it; a provider that cannot say
+//! where the consent stands leaves it pending and the callback answers 503, to be retried.
 
 use bankgate_actors::upstream::{
     ConsentCall, ConsentStart, ConsentState, ConsentStatus, RemoteAccount, StartedConsent,
-    UpstreamError,
 };
 use bankgate_actors::{BankId, ProviderId};
 use tracing::{info, warn};
@@ -21,7 +22,34 @@ pub struct Started {
     pub sca_redirect: String,
 }
 
-/// Whether `url` is an absolute http(s) URL within one of the `allowed` prefixes: it starts
+/// The rule of `valid_redirect` as a regular expression over the URL, for the OpenAPI
+/// document: one of the prefixes, at a `/`, `?` or `#` or the URL's end.
+pub fn redirect_pattern(allowed: &[String]) -> String {
+    let escape = |prefix: &str| {
+        prefix
+            .chars()
+            .flat_map(|c| {
+                let special = "\\.+*?()|[]{}^$".contains(c);
+                special.then_some('\\').into_iter().chain([c])
+            })
+            .collect::<String>()
+    };
+    let alternatives: Vec<String> = allowed
+        .iter()
+        .map(|prefix| {
+            let boundary = if prefix.ends_with(['/', '?', '#']) {
+                ""
+            } else {
+                "(?:[/?#]|$)"
+            };
+            format!("{}{boundary}", escape(prefix))
+        })
+        .collect();
+    format!("^(?:{})", alternatives.join("|"))
+}
+
+/// Whether `url` is an absolute http(s) URL, written in printable ASCII as a URI is, within
+/// one of the `allowed` prefixes: it starts
 /// with one, and the prefix ends at a `/`, `?` or `#` (or the URL), so `https://drop.example`
 /// does not admit `https://drop.example.evil.com`.
 fn valid_redirect(url: &str, allowed: &[String]) -> bool {
@@ -33,6 +61,7 @@ fn valid_redirect(url: &str, allowed: &[String]) -> bool {
         })
     };
     url.len() <= 2048
+        && url.bytes().all(|b| b.is_ascii_graphic())
         && reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
         && allowed.iter().any(within)
 }
@@ -51,9 +80,9 @@ fn finished_url(record: &ConsentRecord, status: &str) -> String {
 }
 
 impl Consents {
-    fn callback_url(&self, consent: Uuid, provider: ProviderId) -> String {
+    fn callback_url(&self, consent: Uuid, provider: ProviderId, state: &str) -> String {
         format!(
-            "{}/v1/consents/{consent}/callback?provider={provider}",
+            "{}/v1/consents/{consent}/callback?provider={provider}&state={state}",
             self.public_url
         )
     }
@@ -112,10 +141,12 @@ impl Consents {
         let id = Uuid::new_v4();
         let mut providers = Vec::new();
         for provider in self.open_paths(bank).await {
+            // 122 random bits: the callback for this provider's step carries it.
+            let state = Uuid::new_v4().simple().to_string();
             let start = ConsentStart {
                 bank,
                 psu: user.to_owned(),
-                redirect_url: self.callback_url(id, provider),
+                redirect_url: self.callback_url(id, provider, &state),
             };
             match self.provider(provider).start_consent(start).await {
                 Ok(StartedConsent {
@@ -126,6 +157,7 @@ impl Consents {
                     external_id,
                     sca_redirect: Some(sca_redirect),
                     status: "pending".to_owned(),
+                    callback_state: Some(state),
                 }),
                 Err(error) => {
                     warn!(bank = %bank, provider = %provider, error = %error, "consent not started")
@@ -155,25 +187,53 @@ impl Consents {
         &self,
         id: Uuid,
         provider: ProviderId,
+        state: Option<&str>,
         psu_ip: String,
     ) -> Result<String, ConsentError> {
         let record = self.consent(id).await?;
-        if record.status != "pending" {
-            return Ok(finished_url(&record, &record.status));
-        }
         let Some(step) = record.providers.iter().find(|p| p.provider == provider) else {
             return Err(ConsentError::NotStartedWith);
         };
+        // Only the browser the provider sent back, once: the state is the step's own and
+        // is used up when the step concludes.
+        let expected = step.callback_state.as_deref().map(str::as_bytes);
+        let given = state.map(str::as_bytes);
+        let matches = match (expected, given) {
+            (Some(expected), Some(given)) => {
+                aws_lc_rs::constant_time::verify_slices_are_equal(expected, given).is_ok()
+            }
+            _ => false,
+        };
+        if !matches {
+            return Err(ConsentError::BadState);
+        }
+        if record.status != "pending" {
+            return Ok(finished_url(&record, &record.status));
+        }
         let call = ConsentCall {
             bank: record.bank,
             external_id: step.external_id.clone(),
             psu_ip,
         };
-        let ConsentStatus { state, valid_until } = self.check(provider, call.clone()).await;
+        let ConsentStatus { state, valid_until } = self
+            .provider(provider)
+            .consent_state(call.clone())
+            .await
+            .map_err(|error| {
+                warn!(bank = %record.bank, provider = %provider, error = %error, "consent state unknown; the callback may be retried");
+                ConsentError::NotConfirmed(record.bank)
+            })?;
         let status = match state {
             ConsentState::Valid => "active",
             ConsentState::Rejected => "rejected",
-            ConsentState::Pending => "pending",
+            // Back before the user finished this provider's SCA: back to it, and the consent
+            // stays pending.
+            ConsentState::Pending => {
+                return Ok(match &step.sca_redirect {
+                    Some(sca) => sca.clone(),
+                    None => finished_url(&record, "pending"),
+                });
+            }
         };
         self.store
             .set_provider_consent(id, provider, status, valid_until)
@@ -215,24 +275,23 @@ impl Consents {
     async fn consent(&self, id: Uuid) -> Result<ConsentRecord, ConsentError> {
         (self.store.consent(id).await?).ok_or(ConsentError::NoSuchConsent)
     }
-
-    /// Asks the provider where the user's SCA left the consent; a provider that cannot say
-    /// leaves it rejected (the user starts again rather than waiting on a provider).
-    async fn check(&self, provider: ProviderId, call: ConsentCall) -> ConsentStatus {
-        let state: Result<_, UpstreamError> = self.provider(provider).consent_state(call).await;
-        state.unwrap_or_else(|error| {
-            warn!(provider = %provider, error = %error, "consent state unknown");
-            ConsentStatus {
-                state: ConsentState::Rejected,
-                valid_until: None,
-            }
-        })
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::valid_redirect;
+    use super::{redirect_pattern, valid_redirect};
+
+    #[test]
+    fn the_redirect_pattern_escapes_each_prefix_and_marks_its_boundary() {
+        let allowed = [
+            "https://drop.example/".to_owned(),
+            "https://app.drop.no".to_owned(),
+        ];
+        assert_eq!(
+            redirect_pattern(&allowed),
+            r"^(?:https://drop\.example/|https://app\.drop\.no(?:[/?#]|$))"
+        );
+    }
 
     #[test]
     fn a_redirect_must_lie_within_an_allowed_prefix_at_a_boundary() {
@@ -253,6 +312,8 @@ mod tests {
             "https://drop.examplex/",
             "https://evil.example/https://drop.example/",
             "http://app.drop.no/",
+            "https://drop.example/\u{84}",
+            "https://drop.example/a b",
             "javascript:alert(1)",
         ] {
             assert!(!valid_redirect(url, &allowed), "{url}");

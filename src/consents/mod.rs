@@ -47,12 +47,19 @@ pub enum ConsentError {
     NoSuchConsent,
     #[error("this consent was not started with that provider")]
     NotStartedWith,
+    /// The callback's `state` is missing, wrong or already used.
+    #[error("the callback's state is missing, does not match or was used")]
+    BadState,
     #[error("no such connection")]
     NoSuchConnection,
     #[error("too many consents started; try again later")]
     RateLimited { retry_after: std::time::Duration },
     #[error("too many consents are waiting for their SCA; finish one or try again later")]
     TooManyPending,
+    /// The provider could not say where the user's SCA left the consent: it stays pending
+    /// and the callback may be tried again.
+    #[error("{0} could not confirm the consent yet; try again shortly")]
+    NotConfirmed(BankId),
     /// No provider could start a consent at the bank.
     #[error("no provider could start a consent at {0}")]
     Unavailable(BankId),
@@ -66,9 +73,13 @@ impl From<ConsentError> for ApiError {
         match error {
             ConsentError::InvalidRedirect => ApiError::invalid_field("redirect_url", message),
             ConsentError::NotStartedWith => ApiError::invalid_field("provider", message),
+            ConsentError::BadState => ApiError::new(ErrorCode::Forbidden, message),
             ConsentError::RateLimited { retry_after } => {
                 ApiError::new(ErrorCode::RateLimited, message)
                     .with_retry_after(retry_after.as_secs() + 1)
+            }
+            ConsentError::NotConfirmed(_) => {
+                ApiError::new(ErrorCode::Unavailable, message).with_retry_after(5)
             }
             ConsentError::TooManyPending => {
                 ApiError::new(ErrorCode::RateLimited, message).with_retry_after(60)
@@ -145,6 +156,14 @@ impl Consents {
             public_url,
             limits,
         }
+    }
+
+    /// This gateway's OpenAPI document, with its redirect allow-list as the pattern a
+    /// consent's `redirect_url` must match.
+    pub fn openapi(&self, document: &str) -> String {
+        let pattern = flow::redirect_pattern(&self.limits.allowed_redirects);
+        // Inside a YAML double-quoted string, a backslash is written twice.
+        document.replace("{redirect_url_pattern}", &pattern.replace('\\', "\\\\"))
     }
 
     fn provider(&self, provider: ProviderId) -> &ProviderHandle {

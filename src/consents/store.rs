@@ -28,6 +28,8 @@ pub struct ProviderConsent {
     pub external_id: String,
     pub sca_redirect: Option<String>,
     pub status: String,
+    /// The state its SCA callback must carry; `None` once the step has concluded.
+    pub callback_state: Option<String>,
 }
 
 /// A connection as `GET /v1/connections` lists it.
@@ -60,7 +62,6 @@ impl ConsentStore {
         self.pool.get().await.map_err(StoreError::caused_by)
     }
 
-    /// Records a new consent and the provider consents started for it.
     /// How many consents `user` started within the last hour that still wait for SCA.
     pub async fn pending_consents(&self, user: &str) -> Result<u64, StoreError> {
         let client = self.client().await?;
@@ -75,6 +76,7 @@ impl ConsentStore {
         Ok(row.get::<_, i64>(0) as u64)
     }
 
+    /// Records a new consent and the provider consents started for it.
     pub async fn create_consent(&self, consent: &ConsentRecord) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(StoreError::caused_by)?;
@@ -86,14 +88,15 @@ impl ConsentStore {
         .map_err(StoreError::caused_by)?;
         for pc in &consent.providers {
             tx.execute(
-                "INSERT INTO provider_consents (consent_id, provider, external_id, session_id, sca_redirect, status)
-                 VALUES ($1, $2, $3, $4, $5, 'pending')",
+                "INSERT INTO provider_consents (consent_id, provider, external_id, session_id, sca_redirect, status, callback_state)
+                 VALUES ($1, $2, $3, $4, $5, 'pending', $6)",
                 &[
                     &consent.id,
                     &pc.provider.as_str(),
                     &pc.external_id,
                     &(pc.provider == ProviderId::Neonomics).then_some(&pc.external_id),
                     &pc.sca_redirect,
+                    &pc.callback_state,
                 ],
             )
             .await
@@ -116,7 +119,8 @@ impl ConsentStore {
         };
         let rows = client
             .query(
-                "SELECT provider, external_id, sca_redirect, status FROM provider_consents WHERE consent_id = $1",
+                "SELECT provider, external_id, sca_redirect, status, callback_state
+                 FROM provider_consents WHERE consent_id = $1",
                 &[&id],
             )
             .await
@@ -128,6 +132,7 @@ impl ConsentStore {
                 external_id: r.get(1),
                 sca_redirect: r.get(2),
                 status: r.get(3),
+                callback_state: r.get(4),
             });
         }
         Ok(Some(ConsentRecord {
@@ -150,7 +155,8 @@ impl ConsentStore {
         let client = self.client().await?;
         client
             .execute(
-                "UPDATE provider_consents SET status = $3, valid_until = $4, updated_at = now()
+                "UPDATE provider_consents SET status = $3, valid_until = $4, updated_at = now(),
+                     callback_state = CASE WHEN $3 = 'pending' THEN callback_state END
                  WHERE consent_id = $1 AND provider = $2",
                 &[&consent, &provider.as_str(), &status, &valid_until],
             )

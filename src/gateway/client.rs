@@ -105,9 +105,13 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         warp::reply::with_header(r#"{"status":"ok"}"#, "content-type", "application/json")
             .into_response()
     });
-    let openapi = warp::path!("v1" / "openapi.yaml").and(warp::get()).map(|| {
-        warp::reply::with_header(OPENAPI, "content-type", "application/yaml").into_response()
-    });
+    let document = state.consents.openapi(OPENAPI);
+    let openapi = warp::path!("v1" / "openapi.yaml")
+        .and(warp::get())
+        .map(move || {
+            let document = document.clone();
+            warp::reply::with_header(document, "content-type", "application/yaml").into_response()
+        });
     let balances_all = warp::path!("v1" / "balances")
         .and(warp::get())
         .and(with_state.clone())

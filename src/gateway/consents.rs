@@ -27,6 +27,9 @@ pub struct NewConsent {
 #[serde(deny_unknown_fields)]
 pub struct CallbackQuery {
     pub provider: ProviderId,
+    /// The state the consent's start gave this provider's callback.
+    #[serde(default)]
+    pub state: Option<String>,
 }
 
 pub async fn create(
@@ -54,7 +57,9 @@ pub async fn callback(
     peer: Option<IpAddr>,
 ) -> Result<Response, ApiError> {
     let psu_ip = peer.map_or_else(|| "127.0.0.1".to_owned(), |ip| ip.to_string());
-    let to = state.consents.callback(id, query.provider, psu_ip).await?;
+    let to = (state.consents)
+        .callback(id, query.provider, query.state.as_deref(), psu_ip)
+        .await?;
     let uri = to.parse::<warp::http::Uri>().map_err(|_| {
         ApiError::new(
             ErrorCode::Unprocessable,

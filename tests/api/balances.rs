@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use bankgate_actors::BankId;
 use bankgate_actors::breaker::BreakerState;
+use bankgate_actors::{BankId, ProviderId};
 use serde_json::{Value, json};
 
 use crate::helpers::{
@@ -769,6 +769,11 @@ async fn the_openapi_document_matches_the_routes() {
         .unwrap();
     assert_eq!(response.status(), 200);
     let document = response.text().await.unwrap();
+    // The consent's redirect_url is described by this gateway's allow-list.
+    assert!(
+        document.contains(r#"pattern: "^(?:https://drop\\.example/)""#),
+        "{document}"
+    );
     // Paths sit at two spaces of indentation under `paths:`, methods at four.
     let mut documented = Vec::new();
     let mut path = None;
@@ -995,4 +1000,81 @@ async fn consents_are_limited_per_user_in_rate_and_in_those_left_pending() {
             .await
             .contains("status=active")
     );
+}
+
+/// The SCA callback needs the unguessable state the consent's start gave the provider, once,
+/// and leaves a consent pending until the provider says otherwise: a browser
+/// back before its SCA is done is sent back to that SCA, and a provider that cannot say
+/// where the consent stands answers 503, for the browser to try again. Then the flow
+/// completes as ever.
+#[tokio::test]
+async fn an_early_or_unconfirmed_sca_callback_leaves_the_consent_pending() {
+    let app = spawn_app().await;
+    let token = app.token("early-bird");
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let started: Value = http
+        .post(app.client_url("/v1/consents"))
+        .bearer_auth(&token)
+        .json(&json!({"bank": "dnb", "redirect_url": "https://drop.example/connected"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = started["consent_id"].as_str().unwrap();
+    let first_sca = started["sca_redirect"].as_str().unwrap().to_owned();
+    // The callback address the gateway gave the bank's own API, with its state. (The bank's
+    // API says a consent is still waiting for SCA; Neonomics' account listing cannot yet.)
+    let consents = app.sandbox.control.consents().await.unwrap();
+    let psd2 = consents
+        .iter()
+        .find(|c| c.provider == ProviderId::Psd2 && c.redirect_url.contains(id))
+        .expect("the bank's API has the consent");
+    let (callback, psd2_sca) = (
+        psd2.redirect_url.clone(),
+        format!("/sandbox/sca/{}", psd2.sca_id),
+    );
+    assert!(callback.contains("state="), "{callback}");
+    let location = |response: &reqwest::Response| {
+        let location = response.headers().get("location").expect("a redirect");
+        location.to_str().unwrap().to_owned()
+    };
+    // Without the state, or with another, the callback is refused.
+    let bare = app.client_url(&format!("/v1/consents/{id}/callback?provider=psd2"));
+    let forged = format!("{bare}&state=00000000000000000000000000000000");
+    for url in [&bare, &forged] {
+        let refused = http.get(url).send().await.unwrap();
+        assert_eq!(refused.status(), 403, "{url}");
+    }
+
+    let early = http.get(&callback).send().await.unwrap();
+    assert!(early.status().is_redirection(), "{}", early.status());
+    assert!(
+        location(&early).ends_with(&psd2_sca),
+        "back to the SCA not yet done"
+    );
+
+    let down = app
+        .sandbox
+        .add_fault(json!({"provider": "psd2", "bank": "dnb", "kind": "unavailable"}))
+        .await;
+    let unconfirmed = http.get(&callback).send().await.unwrap();
+    assert_eq!(unconfirmed.status(), 503);
+    assert!(unconfirmed.headers().contains_key("retry-after"));
+    app.sandbox.remove_fault(down).await;
+
+    let mut next = first_sca;
+    for _ in 0..10 {
+        if next.starts_with("https://drop.example/connected") {
+            break;
+        }
+        next = location(&http.get(&next).send().await.unwrap());
+    }
+    assert!(next.contains("status=active"), "{next}");
+    // The state was used: the same callback again is refused.
+    assert_eq!(http.get(&callback).send().await.unwrap().status(), 403);
 }
