@@ -18,6 +18,7 @@
 //! - `payments`: payment initiation with idempotency keys, the durable state machine, the
 //!   queue during outages and its drain, provider webhooks.
 //! - `providers`: HTTP clients of Neonomics and the banks' PSD2 APIs (the actors' `Upstream`).
+//! - `quota`: a limit of so many per window (payments per user and IP, consents per user).
 //! - `store`: PostgreSQL behind the actors' `Store` (connections, last balances).
 //! - `token`: client bearer tokens.
 //! - `demo`: PostgreSQL, sandbox and gateway in one process tree.
@@ -46,6 +47,7 @@ pub mod ops_cli;
 pub mod payments;
 pub mod postgres;
 pub mod providers;
+pub mod quota;
 pub mod settings;
 pub mod shutdown;
 pub mod soak;

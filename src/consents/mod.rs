@@ -17,7 +17,6 @@ mod flow;
 mod store;
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use bankgate_actors::bank::BankHandle;
@@ -25,7 +24,7 @@ use bankgate_actors::provider::ProviderHandle;
 use bankgate_actors::session::Sessions;
 use bankgate_actors::upstream::StoreError;
 use bankgate_actors::{BankId, ProviderId};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::{DefaultKeyedRateLimiter, RateLimiter};
 use tracing::warn;
 use uuid::Uuid;
 
@@ -33,6 +32,7 @@ pub use flow::Started;
 pub use store::{ConnectionView, ConsentStore};
 
 use crate::copy;
+use crate::quota::per_window;
 use crate::settings::ConsentsSettings;
 use bankgate_sandbox::http::{ApiError, ErrorCode};
 
@@ -125,10 +125,7 @@ pub struct ConsentLimits {
 
 impl ConsentLimits {
     pub fn new(settings: &ConsentsSettings) -> ConsentLimits {
-        let burst = NonZeroU32::new(settings.per_user_limit).unwrap_or(NonZeroU32::MIN);
-        let quota = Quota::with_period(settings.limit_window / burst.get())
-            .expect("a non-zero window")
-            .allow_burst(burst);
+        let quota = per_window(settings.per_user_limit, settings.limit_window);
         ConsentLimits {
             allowed_redirects: settings.allowed_redirect_urls.clone(),
             per_user: RateLimiter::keyed(quota),

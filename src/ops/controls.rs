@@ -77,22 +77,12 @@ impl Ops {
                 "give balances, payments or both",
             ));
         }
-        let balances = match &request.balances {
-            Some(text) => Some(setting::<BalancesMode>(
-                "balances",
-                text,
-                "live, cached, disabled, auto",
-            )?),
-            None => None,
-        };
-        let payments = match &request.payments {
-            Some(text) => Some(setting::<PaymentsMode>(
-                "payments",
-                text,
-                "live, queue, disabled, auto",
-            )?),
-            None => None,
-        };
+        let balances = (request.balances.as_deref())
+            .map(|text| setting::<BalancesMode>("balances", text, "live, cached, disabled, auto"))
+            .transpose()?;
+        let payments = (request.payments.as_deref())
+            .map(|text| setting::<PaymentsMode>("payments", text, "live, queue, disabled, auto"))
+            .transpose()?;
         let expires_at = match &request.expires_in {
             None => None,
             Some(text) => {

@@ -4,12 +4,10 @@
 //! anything is sent; a payment the bank cannot take now is written `queued`.
 
 use std::net::IpAddr;
-use std::num::NonZeroU32;
 use std::time::Duration;
 
 use bankgate_actors::metrics;
 use chrono::Utc;
-use governor::Quota;
 use governor::clock::{Clock, DefaultClock};
 use serde_json::json;
 use tracing::warn;
@@ -28,13 +26,6 @@ use bankgate_sandbox::http::ApiError;
 pub struct Created {
     pub status: u16,
     pub body: serde_json::Value,
-}
-
-pub(super) fn quota(limit: u32, window: Duration) -> Quota {
-    let burst = NonZeroU32::new(limit).unwrap_or(NonZeroU32::MIN);
-    Quota::with_period(window / burst.get())
-        .expect("a non-zero window")
-        .allow_burst(burst)
 }
 
 /// The answer a client gets for a payment in its current state.

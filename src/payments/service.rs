@@ -24,11 +24,11 @@ use bankgate_actors::upstream::RemoteStatus;
 use bankgate_actors::{BankId, ProviderId};
 use governor::{DefaultKeyedRateLimiter, RateLimiter};
 
-use super::intake::quota;
 use super::request::AmountLimits;
 use super::store::PaymentStore;
 use super::webhook::WebhookVerifier;
 use super::{PaymentStatus, PaymentsMode};
+use crate::quota::per_window;
 
 #[derive(Debug, Clone)]
 pub struct PaymentsConfig {
@@ -80,8 +80,8 @@ impl Payments {
         config: PaymentsConfig,
     ) -> Payments {
         Payments {
-            per_user: RateLimiter::keyed(quota(config.per_user_limit, config.limit_window)),
-            per_ip: RateLimiter::keyed(quota(config.per_ip_limit, config.limit_window)),
+            per_user: RateLimiter::keyed(per_window(config.per_user_limit, config.limit_window)),
+            per_ip: RateLimiter::keyed(per_window(config.per_ip_limit, config.limit_window)),
             modes,
             store,
             banks,
