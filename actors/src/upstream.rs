@@ -150,14 +150,15 @@ impl UpstreamError {
     }
 
     /// Whether the failure proves the provider did not carry the request out: the request
-    /// never left, or the provider's answer, read in full, refused it (a 4xx, or 503). A
-    /// success status whose body could not be read proves nothing, nor does any other 5xx.
+    /// never left, or the provider's answer, read in full, refused it (a 4xx, a provider's
+    /// own status for a client error such as Neonomics' 510, or 503). A success status whose
+    /// body could not be read proves nothing, nor does any other 5xx.
     pub fn proves_not_carried_out(&self) -> bool {
         if self.maybe_delivered {
             return false;
         }
         match self.status {
-            Some(status) => (400..500).contains(&status) || status == 503,
+            Some(status) => status == 503 || self.class != FailureClass::Server,
             None => true,
         }
     }

@@ -26,6 +26,21 @@ const TOKEN_PATH: &str = "/auth/realms/sandbox/protocol/openid-connect/token";
 /// Identifies bankgate's installation to Neonomics (`x-device-id`).
 const DEVICE_ID: &str = "bankgate";
 
+/// What a Neonomics error status says, by its error handling page
+/// (<https://docs.neonomics.io/docs/error-handling>): 510 is a client error (the request as
+/// sent, a session it does not know, a consent to be given: errorCode 1426), 520 Neonomics'
+/// own failure and 530 the bank's. Only the last two, and a proxy's 5xx, say the path is down.
+fn failure_class(status: u16, code: Option<&str>) -> FailureClass {
+    match status {
+        401 | 403 => FailureClass::Credentials,
+        429 => FailureClass::RateLimited,
+        510 if code == Some("1426") => FailureClass::Consent,
+        510 => FailureClass::Client,
+        500..=599 => FailureClass::Server,
+        _ => FailureClass::Client,
+    }
+}
+
 #[derive(Clone)]
 pub struct NeonomicsClient {
     http: reqwest::Client,
@@ -94,13 +109,7 @@ impl NeonomicsClient {
     async fn failure(response: Response) -> UpstreamError {
         let refusal = Refusal::<ErrorBody>::read(response).await;
         let code = refusal.body.as_ref().and_then(|b| b.error_code.clone());
-        let class = match refusal.status.as_u16() {
-            401 | 403 => FailureClass::Credentials,
-            429 => FailureClass::RateLimited,
-            510 if code.as_deref() == Some("1426") => FailureClass::Consent,
-            500..=599 => FailureClass::Server,
-            _ => FailureClass::Client,
-        };
+        let class = failure_class(refusal.status.as_u16(), code.as_deref());
         refusal.error(class, code.as_deref())
     }
 
@@ -430,5 +439,24 @@ impl Upstream for NeonomicsClient {
     ) -> BoxFuture<'static, Result<Vec<RemoteAccount>, UpstreamError>> {
         let this = self.clone();
         Box::pin(async move { Ok(this.session_accounts(token, consent).await?.1) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_neonomics_and_bank_errors_say_the_path_is_down() {
+        // An unknown session (1003) is a client error: counted as the bank failing, a
+        // fresh sandbox behind an old database read as `bank_down`.
+        assert_eq!(failure_class(510, Some("1003")), FailureClass::Client);
+        assert_eq!(failure_class(510, Some("1426")), FailureClass::Consent);
+        assert_eq!(failure_class(520, Some("5200")), FailureClass::Server);
+        assert_eq!(failure_class(530, None), FailureClass::Server);
+        assert_eq!(failure_class(503, None), FailureClass::Server);
+        assert_eq!(failure_class(404, Some("1404")), FailureClass::Client);
+        assert_eq!(failure_class(401, None), FailureClass::Credentials);
+        assert_eq!(failure_class(429, None), FailureClass::RateLimited);
     }
 }

@@ -149,12 +149,9 @@ impl BankState {
             }
             Err(error) => error,
         };
-        let answer = match error.class {
-            FailureClass::Consent => PayAnswer::ConsentExpired {
-                provider: Some(provider),
-            },
-            FailureClass::Client => PayAnswer::Refused { provider, error },
-            _ if error.proves_not_carried_out() => {
+        let answer = match settle(provider, error) {
+            Ok(answer) => answer,
+            Err(error) => {
                 // Failed before the provider accepted it: the next provider may take it.
                 debug!(bank = %self.bank(), provider = %provider, error = %error, "payment not accepted; failing over");
                 if let Some(pending) = self.pending_pays.get_mut(&ticket) {
@@ -162,10 +159,69 @@ impl BankState {
                 }
                 return self.dispatch_pay(myself, ticket);
             }
-            _ => PayAnswer::Unknown { provider, error },
         };
         if let Some(pending) = self.pending_pays.remove(&ticket) {
             let _ = pending.reply.send(answer);
         }
+    }
+}
+
+/// What a failed attempt at `provider` settles about the payment, or the error back when it
+/// proves the provider did not carry it out, so that the next provider may take it.
+fn settle(provider: ProviderId, error: UpstreamError) -> Result<PayAnswer, UpstreamError> {
+    if !error.proves_not_carried_out() {
+        // A timeout, a broken answer, or a refusal broken off mid-way (it may not be the
+        // provider's): the provider may hold it.
+        return Ok(PayAnswer::Unknown { provider, error });
+    }
+    match error.class {
+        FailureClass::Consent => Ok(PayAnswer::ConsentExpired {
+            provider: Some(provider),
+        }),
+        FailureClass::Client => Ok(PayAnswer::Refused { provider, error }),
+        _ => Err(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answered(class: FailureClass, status: u16) -> UpstreamError {
+        let mut error = UpstreamError::new(class, "provider answered");
+        error.status = Some(status);
+        error
+    }
+
+    #[test]
+    fn only_a_refusal_read_in_full_settles_a_payment_as_not_carried_out() {
+        let neonomics = ProviderId::Neonomics;
+        let settled = |error| settle(neonomics, error);
+        // Neonomics' client error (510) refuses it; its own and the bank's failures do not.
+        assert!(matches!(
+            settled(answered(FailureClass::Client, 510)),
+            Ok(PayAnswer::Refused { .. })
+        ));
+        for status in [520, 530, 500] {
+            assert!(matches!(
+                settled(answered(FailureClass::Server, status)),
+                Ok(PayAnswer::Unknown { .. })
+            ));
+        }
+        assert!(settled(answered(FailureClass::Server, 503)).is_err());
+        assert!(settled(answered(FailureClass::RateLimited, 429)).is_err());
+        // A 400 whose body broke off mid-way may be a proxy's: the provider may hold it.
+        assert!(matches!(
+            settled(answered(FailureClass::Client, 400).maybe_delivered()),
+            Ok(PayAnswer::Unknown { .. })
+        ));
+        assert!(matches!(
+            settled(answered(FailureClass::Consent, 401).maybe_delivered()),
+            Ok(PayAnswer::Unknown { .. })
+        ));
+        assert!(matches!(
+            settled(answered(FailureClass::Consent, 401)),
+            Ok(PayAnswer::ConsentExpired { .. })
+        ));
     }
 }
