@@ -110,6 +110,7 @@ impl Route {
                 Route::PaymentCallback
             }
             (Some("v1"), Some("webhooks"), Some(_), None, ..) => Route::Webhook,
+            (Some("v1"), Some("webhooks"), Some(_), Some(_), None) => Route::Webhook,
             (Some("v1"), Some("openapi.yaml"), None, ..) => Route::OpenApi,
             (Some("ops"), ..) => Route::Ops,
             _ => Route::Other,
@@ -131,7 +132,7 @@ impl Route {
             Route::Payments => "/v1/payments",
             Route::Payment => "/v1/payments/{id}",
             Route::PaymentCallback => "/v1/payments/{id}/callback",
-            Route::Webhook => "/v1/webhooks/{provider}",
+            Route::Webhook => "/v1/webhooks/{source}",
             Route::OpenApi => "/v1/openapi.yaml",
             Route::Ops => "/ops",
             Route::Other => "other",
@@ -210,7 +211,9 @@ mod tests {
             ("/v1/payments", "/v1/payments"),
             ("/v1/payments/abc", "/v1/payments/{id}"),
             ("/v1/payments/abc/callback", "/v1/payments/{id}/callback"),
-            ("/v1/webhooks/neonomics", "/v1/webhooks/{provider}"),
+            ("/v1/webhooks/neonomics", "/v1/webhooks/{source}"),
+            ("/v1/webhooks/psd2/dnb", "/v1/webhooks/{source}"),
+            ("/v1/webhooks/psd2/dnb/x", "other"),
             ("/ops/banks/dnb/modes", "/ops"),
             ("/v1/accounts/7f6d97bd", "other"),
             ("/wp-admin/setup.php", "other"),

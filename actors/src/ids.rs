@@ -69,6 +69,63 @@ impl ProviderId {
     }
 }
 
+/// Who pushes a payment's status changes, with a secret of its own: Neonomics for all the
+/// banks it reaches, each bank's own PSD2 API for itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WebhookSource {
+    pub provider: ProviderId,
+    /// The bank, for a provider that is one bank's own API.
+    pub bank: Option<BankId>,
+}
+
+impl WebhookSource {
+    /// Where the status of a payment sent through `provider` to `bank` comes from.
+    pub fn of(provider: ProviderId, bank: BankId) -> WebhookSource {
+        let bank = (provider == ProviderId::Psd2).then_some(bank);
+        WebhookSource { provider, bank }
+    }
+
+    /// Every source, each once.
+    pub fn all() -> Vec<WebhookSource> {
+        let mut all: Vec<WebhookSource> = ProviderId::ALL
+            .into_iter()
+            .flat_map(|p| BankId::ALL.map(|b| WebhookSource::of(p, b)))
+            .collect();
+        all.dedup();
+        all
+    }
+
+    /// Whether a payment sent through `provider` to `bank` is this source's to settle.
+    pub fn covers(self, provider: ProviderId, bank: BankId) -> bool {
+        self == WebhookSource::of(provider, bank)
+    }
+}
+
+/// `neonomics`, `psd2/dnb`: the source's part of its webhook URL and its settings key.
+impl fmt::Display for WebhookSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.bank {
+            Some(bank) => write!(f, "{}/{bank}", self.provider),
+            None => write!(f, "{}", self.provider),
+        }
+    }
+}
+
+impl FromStr for WebhookSource {
+    type Err = ParseIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        WebhookSource::all()
+            .into_iter()
+            .find(|source| source.to_string() == s)
+            .ok_or_else(|| ParseIdError {
+                kind: "webhook source",
+                value: s.to_owned(),
+                expected: "neonomics, psd2/dnb, psd2/nordea, psd2/sparebank1",
+            })
+    }
+}
+
 /// The PSD2 service a call belongs to: account information or payment initiation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -140,6 +197,26 @@ mod tests {
             assert_eq!(provider.as_str().parse::<ProviderId>().unwrap(), provider);
         }
         assert_eq!("pisp".parse::<Service>().unwrap(), Service::Pisp);
+    }
+
+    #[test]
+    fn neonomics_pushes_for_every_bank_and_each_bank_for_itself() {
+        let all = WebhookSource::all();
+        assert_eq!(all.len(), 4);
+        for source in &all {
+            assert_eq!(
+                source.to_string().parse::<WebhookSource>().unwrap(),
+                *source
+            );
+        }
+        let neonomics = WebhookSource::of(ProviderId::Neonomics, BankId::Dnb);
+        assert!(neonomics.covers(ProviderId::Neonomics, BankId::Nordea));
+        assert!(!neonomics.covers(ProviderId::Psd2, BankId::Dnb));
+        let dnb = "psd2/dnb".parse::<WebhookSource>().unwrap();
+        assert!(dnb.covers(ProviderId::Psd2, BankId::Dnb));
+        assert!(!dnb.covers(ProviderId::Psd2, BankId::Nordea));
+        assert!("psd2".parse::<WebhookSource>().is_err());
+        assert!("neonomics/dnb".parse::<WebhookSource>().is_err());
     }
 
     #[test]

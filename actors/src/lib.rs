@@ -73,4 +73,4 @@ pub mod test_util;
 pub mod tree;
 pub mod upstream;
 
-pub use ids::{BankId, ParseIdError, ProviderId, Service};
+pub use ids::{BankId, ParseIdError, ProviderId, Service, WebhookSource};

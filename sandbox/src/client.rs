@@ -2,7 +2,7 @@
 //! types on the wire. Tests, benches, the demo and the soak drive the sandbox through it, so a
 //! renamed field or route breaks them at compile time instead of as a silent `null`.
 
-use bankgate_actors::{BankId, ProviderId};
+use bankgate_actors::{BankId, WebhookSource};
 use reqwest::{Method, RequestBuilder, Response};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -149,31 +149,31 @@ impl SandboxClient {
     /// provider's portal.
     pub async fn register_webhook(
         &self,
-        provider: ProviderId,
+        source: WebhookSource,
         target: &WebhookTarget,
     ) -> Result<(), ControlError> {
         let request = self
-            .request(Method::PUT, &format!("/sandbox/webhooks/{provider}"))
+            .request(Method::PUT, &format!("/sandbox/webhooks/{source}"))
             .json(target);
-        send(request, &format!("the {provider} webhook")).await?;
+        send(request, &format!("the {source} webhook")).await?;
         Ok(())
     }
 
-    /// Registers each provider's webhook in turn.
+    /// Registers each source's webhook in turn.
     pub async fn register_webhooks(
         &self,
-        targets: impl IntoIterator<Item = (ProviderId, WebhookTarget)>,
+        targets: impl IntoIterator<Item = (WebhookSource, WebhookTarget)>,
     ) -> Result<(), ControlError> {
-        for (provider, target) in targets {
-            self.register_webhook(provider, &target).await?;
+        for (source, target) in targets {
+            self.register_webhook(source, &target).await?;
         }
         Ok(())
     }
 
-    /// Stops `provider`'s status pushes.
-    pub async fn remove_webhook(&self, provider: ProviderId) -> Result<(), ControlError> {
-        let request = self.request(Method::DELETE, &format!("/sandbox/webhooks/{provider}"));
-        send(request, &format!("removing the {provider} webhook")).await?;
+    /// Stops `source`'s status pushes.
+    pub async fn remove_webhook(&self, source: WebhookSource) -> Result<(), ControlError> {
+        let request = self.request(Method::DELETE, &format!("/sandbox/webhooks/{source}"));
+        send(request, &format!("removing the {source} webhook")).await?;
         Ok(())
     }
 

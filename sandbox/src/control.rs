@@ -4,13 +4,13 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use bankgate_actors::{BankId, ProviderId, Service};
+use bankgate_actors::{BankId, ProviderId, Service, WebhookSource};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use warp::http::StatusCode;
 use warp::reply::Response;
-use warp::{Filter, Reply};
+use warp::{Filter, Rejection, Reply};
 
 use super::SandboxState;
 use super::faults::FaultSpec;
@@ -121,12 +121,12 @@ pub fn routes(
                 None => ApiError::not_found(format!("no consent {id}")).into_response(),
             }
         });
-    let register_webhook = warp::path!("sandbox" / "webhooks" / ProviderId)
+    let register_webhook = webhook_source()
         .and(warp::put())
         .and(with_state.clone())
         .and(json_body())
         .map(
-            |provider: ProviderId, state: Arc<SandboxState>, target: WebhookTarget| {
+            |source: WebhookSource, state: Arc<SandboxState>, target: WebhookTarget| {
                 if !super::is_redirect_url(&target.url) {
                     return ApiError::invalid_field("url", "must be an absolute http(s) URL")
                         .into_response();
@@ -135,20 +135,19 @@ pub fn routes(
                     return ApiError::invalid_field("secret", "must be at least 16 characters")
                         .into_response();
                 }
-                state.webhooks.register(provider, target);
+                state.webhooks.register(source, target);
                 no_content()
             },
         );
-    let unregister_webhook = warp::path!("sandbox" / "webhooks" / ProviderId)
-        .and(warp::delete())
-        .and(with_state)
-        .map(|provider: ProviderId, state: Arc<SandboxState>| {
-            if state.webhooks.unregister(provider) {
+    let unregister_webhook = webhook_source().and(warp::delete()).and(with_state).map(
+        |source: WebhookSource, state: Arc<SandboxState>| {
+            if state.webhooks.unregister(source) {
                 no_content()
             } else {
-                ApiError::not_found(format!("no webhook for {provider}")).into_response()
+                ApiError::not_found(format!("no webhook for {source}")).into_response()
             }
-        });
+        },
+    );
 
     health
         .or(add_fault)
@@ -281,4 +280,15 @@ fn sca(id: String, state: Arc<SandboxState>, query: ScaQuery) -> Response {
         )
         .into_response(),
     }
+}
+
+/// The webhook source a `/sandbox/webhooks/{source}` path names: `neonomics`, `psd2/dnb`.
+fn webhook_source() -> impl Filter<Extract = (WebhookSource,), Error = Rejection> + Clone {
+    warp::path!("sandbox" / "webhooks" / ..)
+        .and(warp::path::tail())
+        .and_then(|tail: warp::path::Tail| async move {
+            tail.as_str()
+                .parse::<WebhookSource>()
+                .map_err(|_| warp::reject::not_found())
+        })
 }

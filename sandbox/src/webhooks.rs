@@ -1,7 +1,9 @@
 //! Signed webhook pushes of payment status changes, as the providers send them.
 //!
-//! The receiver registers a URL and a secret per provider (`PUT /sandbox/webhooks/{provider}`).
-//! Each event is POSTed as JSON with `x-webhook-id`, `x-webhook-timestamp` (Unix seconds) and
+//! The receiver registers a URL and a secret per source (`PUT /sandbox/webhooks/{source}`):
+//! Neonomics pushes for every bank (`neonomics`), each bank's own PSD2 API for itself
+//! (`psd2/dnb`, …). Each event is POSTed as JSON, its `event_id` in the signed body, with
+//! `x-webhook-timestamp` (Unix seconds) and
 //! `x-webhook-signature: v1=<hex HMAC-SHA256 of "{timestamp}.{body}">`, and retried with
 //! back-off until the receiver answers 2xx.
 
@@ -9,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use bankgate_actors::ProviderId;
+use bankgate_actors::{ProviderId, WebhookSource};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
@@ -18,7 +20,7 @@ use super::world::Payment;
 const ATTEMPTS: u32 = 6;
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 
-/// Where a provider pushes its status changes, as `PUT /sandbox/webhooks/{provider}` takes
+/// Where a source pushes its status changes, as `PUT /sandbox/webhooks/{source}` takes
 /// it. The control API never answers with one, so the secret is only ever serialized by
 /// `SandboxClient::register_webhook` on its way in.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -44,7 +46,7 @@ pub struct PaymentEvent {
 
 #[derive(Default)]
 pub struct Webhooks {
-    targets: Mutex<HashMap<ProviderId, WebhookTarget>>,
+    targets: Mutex<HashMap<WebhookSource, WebhookTarget>>,
 }
 
 /// Returns the signature header value for `body` sent at `timestamp`.
@@ -60,31 +62,26 @@ pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
 }
 
 impl Webhooks {
-    pub fn register(&self, provider: ProviderId, target: WebhookTarget) {
+    pub fn register(&self, source: WebhookSource, target: WebhookTarget) {
         self.targets
             .lock()
             .expect("webhooks")
-            .insert(provider, target);
+            .insert(source, target);
     }
 
-    pub fn unregister(&self, provider: ProviderId) -> bool {
+    pub fn unregister(&self, source: WebhookSource) -> bool {
         self.targets
             .lock()
             .expect("webhooks")
-            .remove(&provider)
+            .remove(&source)
             .is_some()
     }
 
-    /// Pushes the payment's new status to the provider's registered receiver, if any, in
-    /// the background.
+    /// Pushes the payment's new status to its source's registered receiver, if any, in the
+    /// background.
     pub fn payment_changed(&self, http: &reqwest::Client, payment: &Payment) {
-        let Some(target) = self
-            .targets
-            .lock()
-            .expect("webhooks")
-            .get(&payment.provider)
-            .cloned()
-        else {
+        let source = WebhookSource::of(payment.provider, payment.bank);
+        let Some(target) = self.targets.lock().expect("webhooks").get(&source).cloned() else {
             return;
         };
         let event = PaymentEvent {
@@ -111,7 +108,6 @@ async fn deliver(http: reqwest::Client, target: WebhookTarget, event: PaymentEve
         let result = http
             .post(&target.url)
             .header("content-type", "application/json")
-            .header("x-webhook-id", &event.event_id)
             .header("x-webhook-timestamp", timestamp.to_string())
             .header(
                 "x-webhook-signature",

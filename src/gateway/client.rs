@@ -37,7 +37,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/v1/payments", "GET, POST"),
     ("/v1/payments/{payment_id}", "GET"),
     ("/v1/payments/{payment_id}/callback", "GET"),
-    ("/v1/webhooks/{provider}", "POST"),
+    ("/v1/webhooks/neonomics", "POST"),
+    ("/v1/webhooks/psd2/{bank}", "POST"),
 ];
 
 /// The methods `path` answers to, if it is a route.
@@ -190,13 +191,15 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .and(warp::get())
         .and(with_state.clone())
         .then(|id, state| async move { respond(payments::sca_returned(state, id).await) });
-    let webhook = warp::path!("v1" / "webhooks" / String)
+    let webhook = warp::path!("v1" / "webhooks" / ..)
+        .and(warp::path::tail())
+        .map(|tail: warp::path::Tail| tail.as_str().to_owned())
         .and(warp::post())
         .and(with_state.clone())
         .and(warp::header::headers_cloned())
         .and(warp::body::content_length_limit(state.body_limit).and(warp::body::bytes()))
-        .then(|provider, state, headers, body| async move {
-            respond(payments::webhook(state, provider, headers, body).await)
+        .then(|source, state, headers, body| async move {
+            respond(payments::webhook(state, source, headers, body).await)
         });
     let delete_connection = warp::path!("v1" / "connections" / Uuid)
         .and(warp::delete())

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use bankgate_actors::ProviderId;
+use bankgate_actors::WebhookSource;
 use serde::Deserialize;
 use uuid::Uuid;
 use warp::Reply;
@@ -74,20 +74,19 @@ pub async fn sca_returned(state: AppState, id: Uuid) -> Result<Response, ApiErro
 
 pub async fn webhook(
     state: AppState,
-    provider: String,
+    source: String,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let provider: ProviderId = provider.parse().map_err(|_| {
+    let source: WebhookSource = source.parse().map_err(|_| {
         ::metrics::counter!(bankgate_actors::metrics::WEBHOOKS, "provider" => "unknown", "outcome" => "unknown_provider")
             .increment(1);
-        ApiError::new(ErrorCode::NotFound, "no such provider")
+        ApiError::new(ErrorCode::NotFound, "no such webhook source")
     })?;
     let delivery = Delivery {
-        id: header(&headers, "x-webhook-id"),
         timestamp: header(&headers, "x-webhook-timestamp"),
         signature: header(&headers, "x-webhook-signature"),
     };
-    let answer = state.payments.webhook(provider, delivery, &body).await?;
+    let answer = state.payments.webhook(source, delivery, &body).await?;
     Ok(warp::reply::json(&answer).into_response())
 }

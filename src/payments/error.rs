@@ -46,8 +46,6 @@ pub enum PaymentError {
     NotCarriedOut { payment_id: Uuid, reason: String },
     #[error(transparent)]
     Webhook(#[from] WebhookError),
-    #[error("unexpected event body: {0}")]
-    UnexpectedEvent(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -93,12 +91,11 @@ impl From<PaymentError> for ApiError {
             }
             PaymentError::Webhook(error) => {
                 let code = match error {
-                    WebhookError::Malformed => ErrorCode::BadRequest,
+                    WebhookError::Malformed | WebhookError::BadEvent => ErrorCode::BadRequest,
                     WebhookError::Stale | WebhookError::BadSignature => ErrorCode::Unauthorized,
                 };
                 ApiError::new(code, message)
             }
-            PaymentError::UnexpectedEvent(_) => ApiError::new(ErrorCode::BadRequest, message),
             PaymentError::Store(error) => error.into(),
         }
     }

@@ -1,17 +1,25 @@
-//! The providers' payment status pushes (`POST /v1/webhooks/{provider}`): verified, then
-//! applied to the payment they name.
+//! The webhooks' status pushes (`POST /v1/webhooks/neonomics`, `POST /v1/webhooks/psd2/{bank}`):
+//! verified, then applied to the payment they name.
 //!
-//! Verification: `x-webhook-signature: v1=<hex HMAC-SHA256>` over
-//! `"{x-webhook-timestamp}.{raw body}"` with the provider's secret, and a timestamp within the
+//! Each source signs with a secret of its own: Neonomics one for all its banks, each bank's
+//! own PSD2 push another. Verification: `x-webhook-signature: v1=<hex HMAC-SHA256>` over
+//! `"{x-webhook-timestamp}.{raw body}"` with the source's secret, and a timestamp within the
 //! tolerance window so that a captured delivery cannot be replayed later. The comparison is
-//! constant-time (`aws_lc_rs::hmac::verify`). A delivery seen before is
-//! recognised by its event id and changes nothing.
+//! constant-time (`aws_lc_rs::hmac::verify`). The event id is the body's, so the signature
+//! covers it: a delivery seen before is recognised by it and changes nothing, and a replay
+//! cannot pass as new under another id.
+//!
+//! A push settles only a payment its source may hold: sent through its provider, at its bank
+//! (the path's for a bank's own API; the body's, signed, for Neonomics), named by that
+//! provider's payment id or by bankgate's reference while no payment id is recorded. It is
+//! applied in any state a push can still move: before the send's answer came back, while
+//! unknown, while waiting for SCA, and after a look-up found it nowhere and queued it again.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bankgate_actors::ProviderId;
 use bankgate_actors::metrics;
+use bankgate_actors::{BankId, WebhookSource};
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -22,29 +30,29 @@ use super::service::count;
 use super::{PaymentStatus, Payments};
 use bankgate_sandbox::webhooks::WebhookTarget;
 
-use crate::settings::WebhooksSettings;
+use crate::settings::{WebhookSecrets, WebhooksSettings};
 
-/// Why a delivery was refused.
-/// Where each provider with a secret in `settings` is to push its status changes: this
-/// gateway's webhook route at `client_url`, as an operator enters it in the provider's portal
+/// Where each webhook source is to push its status changes: this gateway's webhook route at
+/// `client_url`, as an operator enters it in the provider's portal or agrees it with the bank
 /// (the demo and the soak register them at the sandbox).
 pub fn webhook_targets(
     settings: &WebhooksSettings,
     client_url: &str,
-) -> Vec<(ProviderId, WebhookTarget)> {
+) -> Vec<(WebhookSource, WebhookTarget)> {
     settings
         .secrets
         .iter()
-        .map(|(&provider, secret)| {
+        .map(|(source, secret)| {
             let target = WebhookTarget {
-                url: format!("{client_url}/v1/webhooks/{provider}"),
+                url: format!("{client_url}/v1/webhooks/{source}"),
                 secret: secret.expose_secret().to_owned(),
             };
-            (provider, target)
+            (source, target)
         })
         .collect()
 }
 
+/// Why a delivery was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum WebhookError {
     #[error("missing or malformed webhook headers")]
@@ -53,6 +61,10 @@ pub enum WebhookError {
     Stale,
     #[error("the webhook signature does not match")]
     BadSignature,
+    #[error(
+        "the signed body is not a payment event of this source (event_id, bank, payment_id, status)"
+    )]
+    BadEvent,
 }
 
 impl WebhookError {
@@ -62,6 +74,7 @@ impl WebhookError {
             WebhookError::Malformed => "malformed",
             WebhookError::Stale => "stale",
             WebhookError::BadSignature => "bad_signature",
+            WebhookError::BadEvent => "malformed",
         }
     }
 }
@@ -69,14 +82,17 @@ impl WebhookError {
 /// A delivery's headers.
 #[derive(Debug, Clone, Copy)]
 pub struct Delivery<'a> {
-    pub id: Option<&'a str>,
     pub timestamp: Option<&'a str>,
     pub signature: Option<&'a str>,
 }
 
-/// The event a provider pushes when a payment's status changes.
+/// The event a source pushes when a payment's status changes.
 #[derive(Debug, Clone, Deserialize)]
 pub struct PaymentEventBody {
+    /// The event's id, the same on every retry of its delivery.
+    pub event_id: String,
+    /// The bank the payment is at.
+    pub bank: BankId,
     pub payment_id: String,
     #[serde(default)]
     pub end_to_end_id: Option<String>,
@@ -86,20 +102,20 @@ pub struct PaymentEventBody {
 }
 
 pub struct WebhookVerifier {
-    keys: BTreeMap<ProviderId, aws_lc_rs::hmac::Key>,
+    keys: BTreeMap<WebhookSource, aws_lc_rs::hmac::Key>,
     tolerance: Duration,
 }
 
 impl WebhookVerifier {
-    pub fn new(secrets: &BTreeMap<ProviderId, SecretString>, tolerance: Duration) -> Self {
+    pub fn new(secrets: &WebhookSecrets, tolerance: Duration) -> Self {
         let keys = secrets
             .iter()
-            .map(|(provider, secret)| {
+            .map(|(source, secret): (WebhookSource, &SecretString)| {
                 let key = aws_lc_rs::hmac::Key::new(
                     aws_lc_rs::hmac::HMAC_SHA256,
                     secret.expose_secret().as_bytes(),
                 );
-                (*provider, key)
+                (source, key)
             })
             .collect();
         WebhookVerifier { keys, tolerance }
@@ -112,18 +128,14 @@ impl WebhookVerifier {
         self.tolerance * 2
     }
 
-    /// Checks a delivery for `provider`; returns its event id.
-    pub fn verify<'a>(
+    /// Checks a delivery from `source`; returns its event, whose bank must be the source's.
+    pub fn verify(
         &self,
-        provider: ProviderId,
-        delivery: Delivery<'a>,
+        source: WebhookSource,
+        delivery: Delivery<'_>,
         body: &[u8],
         now: DateTime<Utc>,
-    ) -> Result<&'a str, WebhookError> {
-        let id = delivery
-            .id
-            .filter(|id| !id.is_empty() && id.len() <= 200)
-            .ok_or(WebhookError::Malformed)?;
+    ) -> Result<PaymentEventBody, WebhookError> {
         let timestamp_text = delivery.timestamp.ok_or(WebhookError::Malformed)?;
         let timestamp: i64 = timestamp_text
             .parse()
@@ -133,7 +145,7 @@ impl WebhookVerifier {
             .and_then(|s| s.strip_prefix("v1="))
             .and_then(decode_hex)
             .ok_or(WebhookError::Malformed)?;
-        let key = self.keys.get(&provider).ok_or(WebhookError::BadSignature)?;
+        let key = self.keys.get(&source).ok_or(WebhookError::BadSignature)?;
         let mut signed = Vec::with_capacity(timestamp_text.len() + 1 + body.len());
         signed.extend_from_slice(timestamp_text.as_bytes());
         signed.push(b'.');
@@ -145,7 +157,13 @@ impl WebhookVerifier {
         if skew > self.tolerance.as_secs() {
             return Err(WebhookError::Stale);
         }
-        Ok(id)
+        let event: PaymentEventBody =
+            serde_json::from_slice(body).map_err(|_| WebhookError::BadEvent)?;
+        let id_fits = !event.event_id.is_empty() && event.event_id.len() <= 200;
+        if !id_fits || source.bank.is_some_and(|bank| bank != event.bank) {
+            return Err(WebhookError::BadEvent);
+        }
+        Ok(event)
     }
 }
 
@@ -160,25 +178,22 @@ fn decode_hex(text: &str) -> Option<Vec<u8>> {
 }
 
 impl Payments {
-    /// `POST /v1/webhooks/{provider}`: verifies and applies one delivery.
+    /// `POST /v1/webhooks/{source}`: verifies and applies one delivery.
     pub async fn webhook(
         &self,
-        provider: ProviderId,
+        source: WebhookSource,
         delivery: Delivery<'_>,
         body: &[u8],
     ) -> Result<serde_json::Value, PaymentError> {
+        let provider = source.provider;
         let outcome = |outcome: &'static str| {
             ::metrics::counter!(metrics::WEBHOOKS, "provider" => provider.as_str(), "outcome" => outcome)
                 .increment(1);
         };
-        let event_id = self
+        let event = self
             .webhooks
-            .verify(provider, delivery, body, Utc::now())
+            .verify(source, delivery, body, Utc::now())
             .inspect_err(|error| outcome(error.outcome()))?;
-        let event: PaymentEventBody = serde_json::from_slice(body).map_err(|e| {
-            outcome("malformed");
-            PaymentError::UnexpectedEvent(e.to_string())
-        })?;
         let to = match event.status.as_str() {
             "ACSC" | "ACCC" => PaymentStatus::Completed,
             "RJCT" | "CANC" => PaymentStatus::Rejected,
@@ -193,14 +208,7 @@ impl Payments {
         };
         let applied = self
             .store
-            .apply_webhook(
-                provider,
-                event_id,
-                event.end_to_end_id.as_deref(),
-                &event.payment_id,
-                to,
-                &reason,
-            )
+            .apply_webhook(source, &event, to, &reason)
             .await?;
         let status = match applied {
             None => "duplicate",
@@ -220,78 +228,97 @@ mod tests {
     use super::*;
     use bankgate_sandbox::webhooks::sign;
 
+    const NEONOMICS: &str = "neonomics-secret-of-sixteen";
+    const DNB: &str = "dnb-psd2-secret-of-sixteen";
+
     fn verifier() -> WebhookVerifier {
-        let secrets = BTreeMap::from([(
-            ProviderId::Neonomics,
-            SecretString::from("webhook-secret-of-sixteen"),
-        )]);
+        let secrets = WebhookSecrets {
+            neonomics: SecretString::from(NEONOMICS),
+            psd2: BTreeMap::from([(BankId::Dnb, SecretString::from(DNB))]),
+        };
         WebhookVerifier::new(&secrets, Duration::from_secs(300))
     }
 
     fn delivery<'a>(timestamp: &'a str, signature: &'a str) -> Delivery<'a> {
         Delivery {
-            id: Some("evt-1"),
             timestamp: Some(timestamp),
             signature: Some(signature),
         }
+    }
+
+    fn source(text: &str) -> WebhookSource {
+        text.parse().unwrap()
     }
 
     #[test]
     fn a_signed_fresh_delivery_passes_and_forgeries_do_not() {
         let now = Utc::now();
         let ts = now.timestamp();
-        let body = br#"{"payment_id":"p1","status":"ACSC"}"#;
-        let good = sign(b"webhook-secret-of-sixteen", ts, body);
+        let body = br#"{"event_id":"evt-1","bank":"dnb","payment_id":"p1","status":"ACSC"}"#;
+        let good = sign(NEONOMICS.as_bytes(), ts, body);
         let ts_text = ts.to_string();
         let v = verifier();
+        let neonomics = source("neonomics");
+        let event = v.verify(neonomics, delivery(&ts_text, &good), body, now);
+        assert_eq!(event.map(|e| e.event_id).as_deref(), Ok("evt-1"));
+        // The body changed after signing.
+        let other = br#"{"event_id":"evt-2","bank":"dnb","payment_id":"p1","status":"ACSC"}"#;
+        let check = |source, signature: &str, body: &[u8], at| {
+            v.verify(source, delivery(&ts_text, signature), body, at)
+                .map(|e| e.event_id)
+        };
         assert_eq!(
-            v.verify(ProviderId::Neonomics, delivery(&ts_text, &good), body, now),
+            check(neonomics, &good, other, now),
+            Err(WebhookError::BadSignature)
+        );
+        // Signed with another source's secret: DNB's push cannot pass as Neonomics', nor
+        // Neonomics' as DNB's, nor DNB's as Nordea's (which has no secret here).
+        let by_dnb = sign(DNB.as_bytes(), ts, body);
+        assert_eq!(
+            check(neonomics, &by_dnb, body, now),
+            Err(WebhookError::BadSignature)
+        );
+        assert_eq!(
+            check(source("psd2/dnb"), &good, body, now),
+            Err(WebhookError::BadSignature)
+        );
+        assert_eq!(
+            check(source("psd2/dnb"), &by_dnb, body, now).as_deref(),
             Ok("evt-1")
         );
-        // The body changed after signing.
         assert_eq!(
-            v.verify(ProviderId::Neonomics, delivery(&ts_text, &good), b"{}", now),
+            check(source("psd2/nordea"), &by_dnb, body, now),
             Err(WebhookError::BadSignature)
         );
-        // Signed with another secret.
-        let forged = sign(b"another-secret-entirely", ts, body);
+        // DNB's secret, signing an event about another bank.
+        let nordea_body =
+            br#"{"event_id":"evt-3","bank":"nordea","payment_id":"p1","status":"ACSC"}"#;
+        let dnb_about_nordea = sign(DNB.as_bytes(), ts, nordea_body);
         assert_eq!(
-            v.verify(
-                ProviderId::Neonomics,
-                delivery(&ts_text, &forged),
-                body,
-                now
-            ),
-            Err(WebhookError::BadSignature)
-        );
-        // A provider without a secret.
-        assert_eq!(
-            v.verify(ProviderId::Psd2, delivery(&ts_text, &good), body, now),
-            Err(WebhookError::BadSignature)
+            check(source("psd2/dnb"), &dnb_about_nordea, nordea_body, now),
+            Err(WebhookError::BadEvent)
         );
         // Replayed ten minutes later.
         let later = now + chrono::Duration::minutes(10);
         assert_eq!(
-            v.verify(
-                ProviderId::Neonomics,
-                delivery(&ts_text, &good),
-                body,
-                later
-            ),
+            check(neonomics, &good, body, later),
             Err(WebhookError::Stale)
         );
         assert_eq!(
-            v.verify(ProviderId::Neonomics, delivery("soon", &good), body, now),
+            v.verify(neonomics, delivery("soon", &good), body, now)
+                .map(|e| e.event_id),
             Err(WebhookError::Malformed)
         );
         assert_eq!(
-            v.verify(
-                ProviderId::Neonomics,
-                delivery(&ts_text, "v1=zz"),
-                body,
-                now
-            ),
+            check(neonomics, "v1=zz", body, now),
             Err(WebhookError::Malformed)
+        );
+        // Signed, but without an event id.
+        let anonymous = br#"{"bank":"dnb","payment_id":"p1","status":"ACSC"}"#;
+        let signed = sign(NEONOMICS.as_bytes(), ts, anonymous);
+        assert_eq!(
+            check(neonomics, &signed, anonymous, now),
+            Err(WebhookError::BadEvent)
         );
     }
 }

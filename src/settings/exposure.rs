@@ -8,7 +8,7 @@ use figment::Figment;
 use figment::providers::{Format, Toml};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{DEFAULT_TOML, Settings};
+use super::{DEFAULT_TOML, Settings, webhook_secret_key};
 
 impl Settings {
     /// The key of the first built-in development value in force, when a listener is bound
@@ -31,9 +31,14 @@ impl Settings {
         if same(neonomics, &defaults.providers.neonomics.client_secret) {
             return Some("providers.neonomics.client_secret".to_owned());
         }
-        for (provider, secret) in &self.webhooks.secrets {
-            if defaults.webhooks.secrets.values().any(|d| same(secret, d)) {
-                return Some(format!("webhooks.secrets.{provider}"));
+        for (source, secret) in self.webhooks.secrets.iter() {
+            if defaults
+                .webhooks
+                .secrets
+                .iter()
+                .any(|(_, d)| same(secret, d))
+            {
+                return Some(webhook_secret_key(source));
             }
         }
         let development_tokens: Vec<_> =

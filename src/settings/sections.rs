@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bankgate_actors::provider::ProviderLimits;
-use bankgate_actors::{BankId, ProviderId};
+use bankgate_actors::{BankId, ProviderId, WebhookSource};
 use rust_decimal::Decimal;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -130,7 +130,38 @@ pub struct ConsentsSettings {
 pub struct WebhooksSettings {
     #[serde(with = "humantime_serde")]
     pub tolerance: Duration,
-    pub secrets: BTreeMap<ProviderId, SecretString>,
+    pub secrets: WebhookSecrets,
+}
+
+/// The HMAC-SHA256 secret of each webhook source: Neonomics' one, and one per bank for the
+/// banks' own PSD2 pushes (each bank's is agreed with that bank).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSecrets {
+    pub neonomics: SecretString,
+    pub psd2: BTreeMap<BankId, SecretString>,
+}
+
+impl WebhookSecrets {
+    pub fn get(&self, source: WebhookSource) -> Option<&SecretString> {
+        match (source.provider, source.bank) {
+            (ProviderId::Neonomics, _) => Some(&self.neonomics),
+            (ProviderId::Psd2, Some(bank)) => self.psd2.get(&bank),
+            (ProviderId::Psd2, None) => None,
+        }
+    }
+
+    /// Each source that has a secret, with it.
+    pub fn iter(&self) -> impl Iterator<Item = (WebhookSource, &SecretString)> {
+        WebhookSource::all()
+            .into_iter()
+            .filter_map(|source| Some((source, self.get(source)?)))
+    }
+}
+
+/// A source's settings key: `webhooks.secrets.psd2.dnb`.
+pub fn webhook_secret_key(source: WebhookSource) -> String {
+    format!("webhooks.secrets.{}", source.to_string().replace('/', "."))
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -310,16 +341,28 @@ impl ConsentsSettings {
 
 impl WebhooksSettings {
     pub(super) fn validate(&self) -> Result<(), SettingsError> {
-        for provider in ProviderId::ALL {
-            match self.secrets.get(&provider) {
+        for source in WebhookSource::all() {
+            match self.secrets.get(source) {
                 Some(secret) if secret.expose_secret().len() >= 16 => {}
                 _ => {
                     return invalid(
                         "webhooks.secrets",
-                        format!("needs a secret of at least 16 bytes for {provider}"),
+                        format!("needs a secret of at least 16 bytes for {source}"),
                     );
                 }
             }
+        }
+        let mut secrets: Vec<&str> = self
+            .secrets
+            .iter()
+            .map(|(_, s)| s.expose_secret())
+            .collect();
+        secrets.sort_unstable();
+        if secrets.windows(2).any(|pair| pair[0] == pair[1]) {
+            return invalid(
+                "webhooks.secrets",
+                "each source needs its own secret: a shared one lets one bank's pushes pass as another's",
+            );
         }
         Ok(())
     }

@@ -205,7 +205,8 @@ async fn a_full_scenario_logs_no_token_secret_account_number_or_national_id() {
     )
     .await;
     assert_eq!(status, 422, "{refused}");
-    let body = json!({"payment_id": id, "status": "ACSC"}).to_string();
+    let body = json!({"event_id": "forged-1", "bank": "dnb", "payment_id": id, "status": "ACSC"})
+        .to_string();
     let now = chrono::Utc::now().timestamp();
     let timestamp = now.to_string();
     for (timestamp, signature) in [
@@ -220,7 +221,6 @@ async fn a_full_scenario_logs_no_token_secret_account_number_or_national_id() {
     ] {
         let response = http
             .post(format!("{url}/v1/webhooks/neonomics"))
-            .header("x-webhook-id", uuid::Uuid::new_v4().to_string())
             .header("x-webhook-timestamp", &timestamp)
             .header("x-webhook-signature", signature)
             .body(body.clone())

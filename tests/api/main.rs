@@ -19,3 +19,4 @@ mod sandbox_payments;
 mod schemathesis;
 mod settings;
 mod soak;
+mod webhooks;

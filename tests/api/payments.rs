@@ -15,7 +15,9 @@ use crate::helpers::{
 const WEBHOOK_SECRET: &str = "sandbox-neonomics-webhook-secret";
 
 /// QUICK, plus a drainer that looks every 200 ms and limits tests do not hit by accident.
-fn pay_settings(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+pub(crate) fn pay_settings(
+    extra: &[(&'static str, &'static str)],
+) -> Vec<(&'static str, &'static str)> {
     let mut settings = QUICK.to_vec();
     settings.extend([
         ("BANKGATE__PAYMENTS__DRAIN_INTERVAL", "200ms"),
@@ -29,14 +31,14 @@ fn pay_settings(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'
 }
 
 /// A user connected to DNB, and the id of their first DNB account.
-async fn dnb_user(app: &TestApp, user: &str) -> (String, String) {
+pub(crate) async fn dnb_user(app: &TestApp, user: &str) -> (String, String) {
     let token = app.token(user);
     app.connect(&token, BankId::Dnb).await;
     let account = app.connection_at(&token, BankId::Dnb).await;
     (token, account)
 }
 
-fn payment(account: &str, amount: &str) -> Value {
+pub(crate) fn payment(account: &str, amount: &str) -> Value {
     json!({
         "bank": "dnb",
         "debtor_account_id": account,
@@ -49,7 +51,7 @@ fn payment(account: &str, amount: &str) -> Value {
 }
 
 /// Pays with the user present; returns the answer's status and body.
-async fn pay(app: &TestApp, token: &str, key: &str, body: &Value) -> (u16, Value) {
+pub(crate) async fn pay(app: &TestApp, token: &str, key: &str, body: &Value) -> (u16, Value) {
     let response = app.pay(token, key, body).await;
     let status = response.status().as_u16();
     (status, response.json().await.unwrap())
@@ -68,11 +70,11 @@ async fn dnb_payments_down(app: &TestApp) -> Vec<u64> {
     faults
 }
 
-async fn payment_view(app: &TestApp, token: &str, id: &str) -> Value {
+pub(crate) async fn payment_view(app: &TestApp, token: &str, id: &str) -> Value {
     app.payment(token, id).await.json().await.unwrap()
 }
 
-async fn wait_for_status(app: &TestApp, token: &str, id: &str, status: &str) -> Value {
+pub(crate) async fn wait_for_status(app: &TestApp, token: &str, id: &str, status: &str) -> Value {
     eventually(Duration::from_secs(20), || async {
         let view = payment_view(app, token, id).await;
         (view["status"] == status).then_some(view)
@@ -81,12 +83,12 @@ async fn wait_for_status(app: &TestApp, token: &str, id: &str, status: &str) -> 
 }
 
 /// The gateway's reference for a payment, as sent in endToEndIdentification.
-fn reference(payment_id: &str) -> String {
+pub(crate) fn reference(payment_id: &str) -> String {
     payment_id.replace('-', "")
 }
 
 /// How many times the sandbox's banks recorded the payment.
-async fn times_initiated(app: &TestApp, payment_id: &str) -> usize {
+pub(crate) async fn times_initiated(app: &TestApp, payment_id: &str) -> usize {
     app.sandbox
         .ledger(&format!("?end_to_end_id={}", reference(payment_id)))
         .await
@@ -844,12 +846,12 @@ async fn bad_payments_keys_and_forged_webhooks_get_their_4xx() {
 
     // Webhooks: signature, freshness, provider.
     let url = app.client_url("/v1/webhooks/neonomics");
-    let event = json!({"event_id": "e-1", "payment_id": "p-1", "status": "ACSC"}).to_string();
+    let event = json!({"event_id": "e-1", "bank": "dnb", "payment_id": "p-1", "status": "ACSC"})
+        .to_string();
     let now = chrono::Utc::now().timestamp();
-    let deliver = |url: String, id: &'static str, ts: i64, signature: String, body: String| {
+    let deliver = |url: String, ts: i64, signature: String, body: String| {
         app.http
             .post(url)
-            .header("x-webhook-id", id)
             .header("x-webhook-timestamp", ts.to_string())
             .header("x-webhook-signature", signature)
             .body(body)
@@ -859,25 +861,28 @@ async fn bad_payments_keys_and_forged_webhooks_get_their_4xx() {
     let forged = sign(b"not-the-provider-secret", now, event.as_bytes());
     let old = now - 3600;
     let replayed = sign(WEBHOOK_SECRET.as_bytes(), old, event.as_bytes());
-    for (target, id, ts, signature, status) in [
-        (url.clone(), "e-1", now, forged, 401),
-        (url.clone(), "e-1", old, replayed, 401),
+    for (target, ts, signature, status) in [
+        (url.clone(), now, forged, 401),
+        (url.clone(), old, replayed, 401),
         (
             app.client_url("/v1/webhooks/acme"),
-            "e-1",
             now,
             signed.clone(),
             404,
         ),
-        (url.clone(), "e-1", now, "v1=nothex".to_owned(), 400),
-        (url.clone(), "e-1", now, signed.clone(), 200),
+        (
+            app.client_url("/v1/webhooks/psd2/handelsbanken"),
+            now,
+            signed.clone(),
+            404,
+        ),
+        (url.clone(), now, "v1=nothex".to_owned(), 400),
+        (url.clone(), now, signed.clone(), 200),
     ] {
-        let response = deliver(target, id, ts, signature, event.clone())
-            .await
-            .unwrap();
+        let response = deliver(target, ts, signature, event.clone()).await.unwrap();
         assert_eq!(response.status().as_u16(), status);
     }
-    let again: Value = deliver(url, "e-1", now, signed, event)
+    let again: Value = deliver(url, now, signed, event)
         .await
         .unwrap()
         .json()

@@ -185,7 +185,7 @@ async fn housekeeping_purges_old_keys_and_webhook_event_ids() {
             "INSERT INTO idempotency_keys (user_id, key, request_hash, created_at)
                  VALUES ('u', 'old-unanswered', '\\x00', now() - interval '2 days'),
                         ('u', 'recent', '\\x00', now());
-             INSERT INTO webhook_events (provider, event_id, received_at)
+             INSERT INTO webhook_events (source, event_id, received_at)
                  VALUES ('neonomics', 'old', now() - interval '1 day'),
                         ('neonomics', 'recent', now());",
         )

@@ -78,7 +78,7 @@ async fn payment_is_recorded_once_settles_after_sca_and_is_pushed_signed() {
     let secret = "webhook-secret-for-tests";
     let response = sandbox
         .http
-        .put(sandbox.control("/sandbox/webhooks/psd2"))
+        .put(sandbox.control("/sandbox/webhooks/psd2/dnb"))
         .json(&json!({"url": hook_url, "secret": secret}))
         .send()
         .await
@@ -156,6 +156,8 @@ async fn payment_is_recorded_once_settles_after_sca_and_is_pushed_signed() {
     assert_eq!(event["payment_id"], payment_id);
     assert_eq!(event["status"], "ACSC");
     assert_eq!(event["end_to_end_id"], "bg-ref-1");
+    assert_eq!(event["bank"], "dnb");
+    assert!(event["event_id"].as_str().is_some_and(|id| !id.is_empty()));
 }
 
 #[tokio::test]

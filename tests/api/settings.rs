@@ -102,6 +102,13 @@ fn invalid_values_are_rejected_with_the_key() {
         let message = error.to_string().to_ascii_lowercase();
         assert!(message.contains(leaf), "{key}={value}: {error}");
     }
+    // One secret for two sources would let one bank's pushes pass as another's.
+    let shared = env(&[(
+        "BANKGATE__WEBHOOKS__SECRETS__PSD2__NORDEA",
+        "sandbox-dnb-psd2-webhook-secret",
+    )]);
+    let error = Settings::load(None, &shared).unwrap_err().to_string();
+    assert!(error.contains("its own secret"), "{error}");
     assert!(matches!(
         Settings::load(
             Some(std::path::Path::new("/nonexistent.toml")),
@@ -184,9 +191,30 @@ fn serve_refuses_development_secrets_beyond_loopback() {
             "BANKGATE__WEBHOOKS__SECRETS__NEONOMICS",
             "neonomics-signing",
         ),
-        ("BANKGATE__WEBHOOKS__SECRETS__PSD2", "psd2-signing-secret-0"),
+        (
+            "BANKGATE__WEBHOOKS__SECRETS__PSD2__DNB",
+            "dnb-signing-secret-0",
+        ),
+        (
+            "BANKGATE__WEBHOOKS__SECRETS__PSD2__NORDEA",
+            "nordea-signing-secret",
+        ),
+        (
+            "BANKGATE__WEBHOOKS__SECRETS__PSD2__SPAREBANK1",
+            "sparebank1-signing-secret",
+        ),
     ];
-    assert!(serve(&[secret, client, webhooks[0], webhooks[1]]).contains("ops.admin_tokens"));
+    // Each bank's PSD2 push has a secret of its own: one left at its development value is named.
+    assert!(
+        serve(&[secret, client, webhooks[0]]).contains("BANKGATE__WEBHOOKS__SECRETS__PSD2__DNB")
+    );
+    assert!(
+        serve(&[secret, client, webhooks[0], webhooks[1], webhooks[2]])
+            .contains("BANKGATE__WEBHOOKS__SECRETS__PSD2__SPAREBANK1")
+    );
+    let mut all = vec![secret, client];
+    all.extend(webhooks);
+    assert!(serve(&all).contains("ops.admin_tokens"));
 
     let loopback = Settings::load(None, &HashMap::new()).unwrap();
     assert_eq!(loopback.exposed_development_value(), None);

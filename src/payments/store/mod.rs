@@ -14,7 +14,7 @@ mod queue;
 use std::collections::HashMap;
 
 use bankgate_actors::upstream::{ProviderAccount, StoreError};
-use bankgate_actors::{BankId, ProviderId};
+use bankgate_actors::{BankId, ProviderId, WebhookSource};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Pool};
 use rust_decimal::Decimal;
@@ -25,6 +25,7 @@ use uuid::Uuid;
 use crate::postgres::parse_column;
 
 use super::request::Creditor;
+use super::webhook::PaymentEventBody;
 use super::{FailureReason, PaymentStatus};
 
 /// A payment row.
@@ -291,24 +292,25 @@ impl PaymentStore {
             .map_err(StoreError::caused_by)
     }
 
-    /// Records a webhook delivery and applies its status to the payment it names, in one
-    /// transaction. Returns `None` for a delivery seen before, else the payment moved (if
-    /// the event named one of ours in a status it could leave).
+    /// Records a webhook delivery from `source` and applies its status to the payment it
+    /// names, in one transaction. Returns `None` for a delivery seen before, else the
+    /// payment moved (if the event named one the source may hold, in a status it could
+    /// leave): at the event's bank, sent through the source's provider, by that provider's
+    /// payment id, or by bankgate's reference while it was not known which provider got it.
     pub async fn apply_webhook(
         &self,
-        provider: ProviderId,
-        event_id: &str,
-        reference: Option<&str>,
-        provider_payment_id: &str,
+        source: WebhookSource,
+        event: &PaymentEventBody,
         to: PaymentStatus,
         reason: &str,
     ) -> Result<Option<Option<(Uuid, BankId)>>, StoreError> {
+        let provider = source.provider;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(StoreError::caused_by)?;
         let fresh = tx
             .execute(
-                "INSERT INTO webhook_events (provider, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                &[&provider.as_str(), &event_id],
+                "INSERT INTO webhook_events (source, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&source.to_string(), &event.event_id],
             )
             .await
             .map_err(StoreError::caused_by)?;
@@ -317,13 +319,16 @@ impl PaymentStore {
         }
         let row = tx
             .query_opt(
-                "SELECT id, bank FROM payments
-                 WHERE request_reference = $1 OR (provider = $2 AND provider_payment_id = $3)
+                "SELECT id FROM payments
+                 WHERE bank = $1 AND (
+                     (provider = $2 AND provider_payment_id = $3)
+                     OR (request_reference = $4 AND (provider IS NULL OR provider = $2)))
                  LIMIT 1",
                 &[
-                    &reference.unwrap_or_default(),
+                    &event.bank.as_str(),
                     &provider.as_str(),
-                    &provider_payment_id,
+                    &event.payment_id,
+                    &event.end_to_end_id,
                 ],
             )
             .await
@@ -334,16 +339,19 @@ impl PaymentStore {
             let change = Change {
                 reason,
                 provider: Some(provider),
-                provider_payment_id: Some(provider_payment_id),
+                provider_payment_id: Some(&event.payment_id),
                 ..Change::default()
             };
+            // `queued`: a look-up found it nowhere and queued it again, and the provider
+            // that had it after all tells now; applied, it is not sent a second time.
             let from = [
                 PaymentStatus::Initiating,
                 PaymentStatus::Unknown,
                 PaymentStatus::PendingSca,
+                PaymentStatus::Queued,
             ];
             if transition(&tx, id, &from, to, change).await?.is_some() {
-                moved = Some((id, parse_column(row.get::<_, &str>(1))?));
+                moved = Some((id, event.bank));
             }
         }
         tx.commit().await.map_err(StoreError::caused_by)?;

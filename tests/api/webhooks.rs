@@ -1,0 +1,151 @@
+//! Webhooks settle only what their source may hold: a payment sent through the source's
+//! provider, at its bank, once per signed event, and still when a look-up had queued it again.
+
+use bankgate_sandbox::webhooks::sign;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, fresh_database, set_mode, spawn_app_on};
+use crate::payments::{
+    dnb_user, pay, pay_settings, payment, payment_view, reference, times_initiated, wait_for_status,
+};
+
+const NEONOMICS_SECRET: &str = "sandbox-neonomics-webhook-secret";
+const DNB_PSD2_SECRET: &str = "sandbox-dnb-psd2-webhook-secret";
+
+/// Delivers `event`, signed now with `secret`, to `/v1/webhooks/{source}`; returns the
+/// outcome the gateway reports.
+async fn deliver(app: &TestApp, source: &str, secret: &str, event: &Value) -> String {
+    let body = event.to_string();
+    let now = chrono::Utc::now().timestamp();
+    let response = app
+        .http
+        .post(app.client_url(&format!("/v1/webhooks/{source}")))
+        .header("x-webhook-timestamp", now.to_string())
+        .header(
+            "x-webhook-signature",
+            sign(secret.as_bytes(), now, body.as_bytes()),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    answer["status"].as_str().unwrap().to_owned()
+}
+
+/// The provider's payment id for a payment of ours, from the sandbox's ledger.
+async fn provider_payment_id(app: &TestApp, id: &str) -> String {
+    let ledger = app
+        .sandbox
+        .ledger(&format!("?end_to_end_id={}", reference(id)))
+        .await;
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(ledger[0]["provider"], "neonomics");
+    ledger[0]["payment_id"].as_str().unwrap().to_owned()
+}
+
+fn completed(event_id: &str, bank: &str, payment_id: &str, id: &str) -> Value {
+    json!({
+        "event_id": event_id,
+        "bank": bank,
+        "payment_id": payment_id,
+        "end_to_end_id": reference(id),
+        "status": "ACSC",
+    })
+}
+
+#[tokio::test]
+async fn a_webhook_settles_only_a_payment_its_source_holds_once_per_signed_event() {
+    let database = fresh_database().await;
+    let app = spawn_app_on(&database, &pay_settings(&[])).await;
+    let (token, account) = dnb_user(&app, "hooked").await;
+    let (status, body) = pay(&app, &token, "w-1", &payment(&account, "120")).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["status"], "pending_sca");
+    let id = body["payment_id"].as_str().unwrap().to_owned();
+    let remote = provider_payment_id(&app, &id).await;
+
+    // DNB's own API did not get it: its push, signed with DNB's secret and naming our
+    // reference and Neonomics' id, settles nothing. Nor does Neonomics' push about Nordea.
+    let by_dnb = completed("evt-dnb", "dnb", &remote, &id);
+    assert_eq!(
+        deliver(&app, "psd2/dnb", DNB_PSD2_SECRET, &by_dnb).await,
+        "ignored"
+    );
+    let about_nordea = completed("evt-nordea", "nordea", &remote, &id);
+    assert_eq!(
+        deliver(&app, "neonomics", NEONOMICS_SECRET, &about_nordea).await,
+        "ignored"
+    );
+    assert_eq!(
+        payment_view(&app, &token, &id).await["status"],
+        "pending_sca"
+    );
+
+    // Neonomics' own push settles it; the same signed event delivered again, even signed
+    // afresh, is recognised by its id.
+    let genuine = completed("evt-neonomics", "dnb", &remote, &id);
+    assert_eq!(
+        deliver(&app, "neonomics", NEONOMICS_SECRET, &genuine).await,
+        "applied"
+    );
+    assert_eq!(
+        deliver(&app, "neonomics", NEONOMICS_SECRET, &genuine).await,
+        "duplicate"
+    );
+    assert_eq!(payment_view(&app, &token, &id).await["status"], "completed");
+}
+
+/// A look-up that found a payment nowhere queues it to be sent again; if the provider that
+/// had it after all then says it is done, that is applied and the payment is not sent twice.
+#[tokio::test]
+async fn a_webhook_for_a_payment_queued_again_is_applied_and_it_is_not_resent() {
+    let database = fresh_database().await;
+    let app = spawn_app_on(&database, &pay_settings(&[])).await;
+    let (token, account) = dnb_user(&app, "requeued").await;
+    let (status, body) = pay(&app, &token, "w-2", &payment(&account, "180")).await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["payment_id"].as_str().unwrap().to_owned();
+    let remote = provider_payment_id(&app, &id).await;
+
+    // Hold DNB's queue, and leave the payment as a look-up that found it nowhere does:
+    // queued, still naming the provider it was last sent to.
+    set_mode(
+        &app.gateway,
+        "dnb",
+        json!({"payments": "queue", "reason": "test"}),
+    )
+    .await;
+    let (db, connection) = tokio_postgres::connect(&database, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let uuid: uuid::Uuid = id.parse().unwrap();
+    let moved = db
+        .execute(
+            "UPDATE payments SET status = 'queued', provider_payment_id = NULL,
+                 queued_at = now() WHERE id = $1 AND provider = 'neonomics'",
+            &[&uuid],
+        )
+        .await
+        .unwrap();
+    assert_eq!(moved, 1);
+
+    let late = completed("evt-late", "dnb", &remote, &id);
+    assert_eq!(
+        deliver(&app, "neonomics", NEONOMICS_SECRET, &late).await,
+        "applied"
+    );
+    set_mode(
+        &app.gateway,
+        "dnb",
+        json!({"payments": "auto", "reason": "test"}),
+    )
+    .await;
+    // A few drain passes (one each 200 ms) in which it must not be sent again.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let view = wait_for_status(&app, &token, &id, "completed").await;
+    assert_eq!(view["provider"], "neonomics");
+    assert_eq!(times_initiated(&app, &id).await, 1);
+}
