@@ -204,6 +204,11 @@ impl PrivateCluster {
         self.port
     }
 
+    /// The cluster's data directory (owned by the user the server runs as).
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
     /// Returns the connection URL of `database` on this cluster.
     pub fn url(&self, database: &str) -> String {
         format!("postgres://{SUPERUSER}@127.0.0.1:{}/{database}", self.port)

@@ -2,14 +2,16 @@
 //! for `demo` and the tests.
 
 mod cluster;
+mod tls;
 
 pub use cluster::{ClusterError, PrivateCluster};
+pub use tls::{TlsError, connection};
 
 use std::time::Duration;
 
 use bankgate_actors::upstream::StoreError;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -20,8 +22,8 @@ const MIGRATION_LOCK: i64 = 0x6261_6e6b_6761_7465; // "bankgate"
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("invalid database URL: {0}")]
-    Url(#[source] tokio_postgres::Error),
+    #[error(transparent)]
+    Url(#[from] TlsError),
     #[error("cannot build the connection pool: {0}")]
     Build(#[from] deadpool_postgres::BuildError),
     #[error("cannot connect to PostgreSQL: {0}")]
@@ -38,6 +40,7 @@ pub enum DbError {
 pub struct Database {
     pub pool: Pool,
     config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
 }
 
 impl std::ops::Deref for Database {
@@ -61,7 +64,7 @@ impl Database {
         ),
         DbError,
     > {
-        let (client, mut connection) = self.config.connect(NoTls).await?;
+        let (client, mut connection) = self.config.connect(self.tls.clone()).await?;
         let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
             let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
@@ -102,9 +105,9 @@ const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
 
 /// Builds a pool for `url`. Connections are opened lazily; `migrate` or a query proves them.
 /// Each connection has TCP keepalives and the statement timeout of `options`, added to any
-/// `options` the URL gives.
+/// `options` the URL gives, and TLS as the URL's `sslmode` and `sslrootcert` ask (`tls.rs`).
 pub fn pool(url: &str, options: PoolOptions) -> Result<Database, DbError> {
-    let mut config: tokio_postgres::Config = url.parse().map_err(DbError::Url)?;
+    let tls::Connection { mut config, tls } = tls::connection(url)?;
     config.connect_timeout(options.connect_timeout);
     if config.get_application_name().is_none() {
         config.application_name("bankgate");
@@ -121,7 +124,7 @@ pub fn pool(url: &str, options: PoolOptions) -> Result<Database, DbError> {
     config.options(&server_options);
     let manager = Manager::from_config(
         config.clone(),
-        NoTls,
+        tls.clone(),
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -134,7 +137,7 @@ pub fn pool(url: &str, options: PoolOptions) -> Result<Database, DbError> {
         .create_timeout(Some(connect_timeout))
         .recycle_timeout(Some(connect_timeout))
         .build()?;
-    Ok(Database { pool, config })
+    Ok(Database { pool, config, tls })
 }
 
 /// Applies every migration not yet applied. Safe to run concurrently and repeatedly.

@@ -228,12 +228,16 @@ impl HttpSettings {
 impl DatabaseSettings {
     pub(super) fn validate(&self) -> Result<(), SettingsError> {
         if let Some(url) = &self.url
-            && url
-                .expose_secret()
-                .parse::<tokio_postgres::Config>()
-                .is_err()
+            && let Err(error) = crate::postgres::connection(url.expose_secret())
         {
-            return invalid("database.url", "is not a PostgreSQL connection string");
+            // The URL may hold a password: say what is wrong, never the URL.
+            let reason = match error {
+                crate::postgres::TlsError::Url(_) => {
+                    "is not a PostgreSQL connection string".to_owned()
+                }
+                other => other.to_string(),
+            };
+            return invalid("database.url", reason);
         }
         if self.pool_size == 0 {
             return invalid("database.pool_size", "must be at least 1");

@@ -12,6 +12,7 @@ mod logs;
 mod ops;
 mod payments;
 mod postgres;
+mod postgres_tls;
 mod prometheus;
 mod sandbox_consent;
 mod sandbox_faults;

@@ -83,6 +83,10 @@ fn invalid_values_are_rejected_with_the_key() {
         ("BANKGATE__HTTP__HEADER_READ_TIMEOUT", "soon"),
         ("BANKGATE__AUTH__TOKEN_SECRET", "short"),
         ("BANKGATE__DATABASE__URL", "mysql:/nope"),
+        (
+            "BANKGATE__DATABASE__URL",
+            "postgres://u@db/x?sslmode=verify-full",
+        ),
         ("BANKGATE__PROVIDERS__NEONOMICS__BASE_URL", "ftp://example"),
         ("BANKGATE__SANDBOX__RATE_LIMIT_PER_S", "0"),
         ("BANKGATE__BREAKER__FAILURE_THRESHOLD", "0"),
