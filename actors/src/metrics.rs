@@ -30,9 +30,10 @@ pub const WEBHOOKS: &str = "bankgate_webhooks_total";
 pub const MODE_CHANGES: &str = "bankgate_mode_changes_total";
 pub const BANK_DEGRADED: &str = "bankgate_bank_degraded";
 pub const PROBES: &str = "bankgate_health_probes_total";
+pub const HTTP_CONNECTIONS_REFUSED: &str = "bankgate_http_connections_refused_total";
 
 /// Every metric name, for the test that checks dashboards and alert rules against them.
-pub const ALL: [&str; 21] = [
+pub const ALL: [&str; 22] = [
     UPSTREAM_REQUESTS,
     UPSTREAM_DURATION,
     BREAKER_STATE,
@@ -54,6 +55,7 @@ pub const ALL: [&str; 21] = [
     MODE_CHANGES,
     BANK_DEGRADED,
     PROBES,
+    HTTP_CONNECTIONS_REFUSED,
 ];
 
 /// How a balance read was answered: the `source` label of `bankgate_balance_reads_total`.
@@ -143,6 +145,10 @@ fn outcome_index(failure: Option<FailureClass>) -> usize {
 /// Registers descriptions with the installed recorder.
 pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        HTTP_CONNECTIONS_REFUSED,
+        "connections closed on arrival by listener port: the listener held http.max_connections"
+    );
     describe_counter!(
         UPSTREAM_REQUESTS,
         "calls to providers by provider, bank, service and outcome"

@@ -120,10 +120,8 @@ async fn hello_world() -> String {
         .await
         .expect("bind");
     let url = format!("http://{}/hello", listener.local_addr().expect("addr"));
-    let options = bankgate_sandbox::http::ServeOptions {
-        header_read_timeout: Duration::from_secs(10),
-        drain: Duration::ZERO,
-    };
+    let options =
+        bankgate_sandbox::http::ServeOptions::new(Duration::from_secs(10), Duration::ZERO);
     tokio::spawn(bankgate_sandbox::http::serve(
         listener,
         hello,

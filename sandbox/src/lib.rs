@@ -231,10 +231,7 @@ impl Sandbox {
         let control_routes =
             control::routes(state.clone()).with(warp::log("bankgate::sandbox::control"));
         let control_stop = wait_for(stopped.clone());
-        let control_options = ServeOptions {
-            header_read_timeout: Duration::from_secs(10),
-            drain: Duration::from_secs(1),
-        };
+        let control_options = ServeOptions::new(Duration::from_secs(10), Duration::from_secs(1));
         tasks.spawn(serve(
             control_listener,
             control_routes,

@@ -17,10 +17,7 @@ use warp::{Filter, Reply};
 use super::faults::FaultStore;
 use crate::http::{ServeOptions, serve};
 
-const OPTIONS: ServeOptions = ServeOptions {
-    header_read_timeout: Duration::from_secs(10),
-    drain: Duration::ZERO,
-};
+const OPTIONS: ServeOptions = ServeOptions::new(Duration::from_secs(10), Duration::ZERO);
 
 /// Runs `filter` for `provider` on `addr` until `shutdown` turns true, closing and reopening
 /// the listener as `refuse` faults come and go. `first` is the listener bound at start-up.

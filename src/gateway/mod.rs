@@ -36,7 +36,7 @@ use crate::providers::psd2::Psd2Client;
 use crate::settings::Settings;
 use crate::store::PgStore;
 use crate::token::TokenVerifier;
-use bankgate_sandbox::http::{ServeOptions, bind, serve};
+use bankgate_sandbox::http::{bind, serve};
 
 /// What the gateway's handlers share; a clone is one reference count.
 #[derive(Clone)]
@@ -196,10 +196,7 @@ impl Gateway {
             modes: tree.modes.clone(),
             body_limit: settings.http.body_limit_bytes,
         }));
-        let options = ServeOptions {
-            header_read_timeout: settings.http.header_read_timeout,
-            drain: settings.http.shutdown_grace,
-        };
+        let options = settings.http.serve_options();
 
         let (shutdown, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();

@@ -25,6 +25,14 @@ pub struct HttpSettings {
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
     #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub keep_alive_interval: Duration,
+    /// Connections each listener holds at once.
+    pub max_connections: usize,
+    #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
     /// Where browsers reach the client API; `None` means the bound client address.
     #[serde(default)]
@@ -208,6 +216,18 @@ fn check_url(key: &str, url: &str) -> Result<(), SettingsError> {
 }
 
 impl HttpSettings {
+    /// How each listener treats its connections.
+    pub fn serve_options(&self) -> bankgate_sandbox::http::ServeOptions {
+        bankgate_sandbox::http::ServeOptions {
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            body_read_timeout: self.body_read_timeout,
+            keep_alive_interval: self.keep_alive_interval,
+            max_connections: self.max_connections,
+            drain: self.shutdown_grace,
+        }
+    }
+
     pub(super) fn validate(&self) -> Result<(), SettingsError> {
         if self.client_addr == self.ops_addr && self.client_addr.port() != 0 {
             return invalid("http.ops_addr", "must differ from http.client_addr");
@@ -215,8 +235,18 @@ impl HttpSettings {
         if !(1024..=16 * 1024 * 1024).contains(&self.body_limit_bytes) {
             return invalid("http.body_limit_bytes", "must be between 1024 and 16777216");
         }
-        if self.header_read_timeout.is_zero() {
-            return invalid("http.header_read_timeout", "must be greater than zero");
+        for (key, value) in [
+            ("http.header_read_timeout", self.header_read_timeout),
+            ("http.idle_timeout", self.idle_timeout),
+            ("http.body_read_timeout", self.body_read_timeout),
+            ("http.keep_alive_interval", self.keep_alive_interval),
+        ] {
+            if value.is_zero() {
+                return invalid(key, "must be greater than zero");
+            }
+        }
+        if self.max_connections == 0 {
+            return invalid("http.max_connections", "must be at least 1");
         }
         match &self.public_url {
             Some(url) => check_url("http.public_url", url),

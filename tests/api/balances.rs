@@ -793,7 +793,7 @@ async fn the_openapi_document_matches_the_routes() {
             documented.push((method.to_uppercase(), path.clone().unwrap()));
         }
     }
-    assert_eq!(documented.len(), 14, "{documented:?}");
+    assert_eq!(documented.len(), 15, "{documented:?}");
     let token = app.token("kari");
     let id = uuid::Uuid::new_v4().to_string();
     let concrete = |path: &str| {
@@ -803,7 +803,7 @@ async fn the_openapi_document_matches_the_routes() {
                 .replace("{consent_id}", &id)
                 .replace("{connection_id}", &id)
                 .replace("{payment_id}", &id)
-                .replace("{provider}", "neonomics"),
+                .replace("{bank}", "dnb"),
         )
     };
     for (method, path) in &documented {

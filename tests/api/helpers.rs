@@ -556,6 +556,43 @@ pub fn serve(
     extra: &[(&str, &str)],
     logs: Option<&std::path::Path>,
 ) -> ServeProcess {
+    let mut command = serve_command(sandbox, database, client_port, ops_port, extra, logs);
+    ServeProcess(command.spawn().expect("bankgate serve starts"))
+}
+
+/// Runs `bankgate serve` as `serve` does, with at most `files` open file descriptors.
+pub fn serve_with_fd_limit(
+    sandbox: &TestSandbox,
+    database: &str,
+    ports: (u16, u16),
+    extra: &[(&str, &str)],
+    files: u32,
+) -> ServeProcess {
+    let inner = serve_command(sandbox, database, ports.0, ports.1, extra, None);
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(format!("ulimit -n {files} && exec \"$0\" serve"))
+        .arg(env!("CARGO_BIN_EXE_bankgate"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (key, value) in inner.get_envs() {
+        if let Some(value) = value {
+            command.env(key, value);
+        }
+    }
+    ServeProcess(command.spawn().expect("bankgate serve starts"))
+}
+
+/// The command `serve` runs.
+fn serve_command(
+    sandbox: &TestSandbox,
+    database: &str,
+    client_port: u16,
+    ops_port: u16,
+    extra: &[(&str, &str)],
+    logs: Option<&std::path::Path>,
+) -> Command {
     let output = || match logs {
         Some(path) => Stdio::from(
             std::fs::OpenOptions::new()
@@ -600,7 +637,7 @@ pub fn serve(
             sandbox.sandbox.psd2_url(bank),
         );
     }
-    ServeProcess(command.spawn().expect("bankgate serve starts"))
+    command
 }
 
 /// Waits for a gateway's `/healthz` at `url`.

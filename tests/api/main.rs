@@ -20,4 +20,5 @@ mod sandbox_payments;
 mod schemathesis;
 mod settings;
 mod soak;
+mod sockets;
 mod webhooks;

@@ -57,10 +57,7 @@ async fn webhook_receiver() -> (
         });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hooks/psd2", listener.local_addr().unwrap());
-    let options = bankgate_sandbox::http::ServeOptions {
-        header_read_timeout: Duration::from_secs(5),
-        drain: Duration::ZERO,
-    };
+    let options = bankgate_sandbox::http::ServeOptions::new(Duration::from_secs(5), Duration::ZERO);
     let route = route.recover(bankgate_sandbox::http::error::recover);
     tokio::spawn(bankgate_sandbox::http::serve(
         listener,

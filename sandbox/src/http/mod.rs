@@ -1,6 +1,7 @@
 //! HTTP plumbing shared by every listener bankgate runs: the connection loop, the error
 //! envelope and request ids.
 
+mod connection;
 pub mod error;
 pub mod request_id;
 pub mod server;

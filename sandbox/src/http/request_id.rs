@@ -8,7 +8,7 @@ use warp::http::header::{HeaderMap, HeaderName};
 
 const NAME: &str = "x-request-id";
 /// Parsed once: it is looked up and set on every request.
-const HEADER: HeaderName = HeaderName::from_static(NAME);
+pub(super) const HEADER: HeaderName = HeaderName::from_static(NAME);
 
 /// The request id of the request being handled, as the header value it travels in.
 #[derive(Debug, Clone)]
