@@ -9,11 +9,13 @@
 //! covers it: a delivery seen before is recognised by it and changes nothing, and a replay
 //! cannot pass as new under another id.
 //!
-//! A push settles only a payment its source may hold: sent through its provider, at its bank
+//! A push settles only a payment recorded as sent through its source's provider, at its bank
 //! (the path's for a bank's own API; the body's, signed, for Neonomics), named by that
-//! provider's payment id or by bankgate's reference while no payment id is recorded. It is
-//! applied in any state a push can still move: before the send's answer came back, while
-//! unknown, while waiting for SCA, and after a look-up found it nowhere and queued it again.
+//! provider's payment id or by bankgate's reference. It is applied in any state a push can
+//! still move: unknown, waiting for SCA, and queued again after a look-up found it nowhere.
+//! A payment never recorded as sent there (queued unsent, or its first send still in
+//! flight) is not the source's to settle, whatever the push claims: the look-up at every
+//! provider settles it.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

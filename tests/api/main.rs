@@ -6,6 +6,7 @@ mod cli;
 mod crash;
 mod dashboards;
 mod database_outage;
+mod exactly_once;
 mod gateway;
 mod helpers;
 mod logs;

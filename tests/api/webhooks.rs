@@ -149,3 +149,31 @@ async fn a_webhook_for_a_payment_queued_again_is_applied_and_it_is_not_resent() 
     assert_eq!(view["provider"], "neonomics");
     assert_eq!(times_initiated(&app, &id).await, 1);
 }
+
+/// Found by the randomized exactly-once test: a push naming our reference settled a payment
+/// that was queued and never sent, so it would have been marked completed without a krone
+/// moving. A push settles only what was recorded as sent through its source.
+#[tokio::test]
+async fn a_push_for_a_payment_never_sent_through_its_source_is_ignored() {
+    let database = fresh_database().await;
+    let app = spawn_app_on(&database, &pay_settings(&[])).await;
+    let (token, account) = dnb_user(&app, "unsent").await;
+    set_mode(
+        &app.gateway,
+        "dnb",
+        json!({"payments": "queue", "reason": "test"}),
+    )
+    .await;
+    let (status, body) = pay(&app, &token, "w-3", &payment(&account, "140")).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["payment_id"].as_str().unwrap().to_owned();
+    for (source, secret) in [
+        ("neonomics", NEONOMICS_SECRET),
+        ("psd2/dnb", DNB_PSD2_SECRET),
+    ] {
+        let claim = completed(&format!("evt-{source}"), "dnb", "made-up", &id);
+        assert_eq!(deliver(&app, source, secret, &claim).await, "ignored");
+    }
+    assert_eq!(payment_view(&app, &token, &id).await["status"], "queued");
+    assert_eq!(times_initiated(&app, &id).await, 0);
+}

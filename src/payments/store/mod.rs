@@ -295,8 +295,10 @@ impl PaymentStore {
     /// Records a webhook delivery from `source` and applies its status to the payment it
     /// names, in one transaction. Returns `None` for a delivery seen before, else the
     /// payment moved (if the event named one the source may hold, in a status it could
-    /// leave): at the event's bank, sent through the source's provider, by that provider's
-    /// payment id, or by bankgate's reference while it was not known which provider got it.
+    /// leave): at the event's bank, recorded as sent through the source's provider, by that
+    /// provider's payment id or by bankgate's reference. A payment not recorded as sent
+    /// there (queued unsent, or its first send's answer not in yet) is not the source's to
+    /// settle: a look-up at every provider settles it.
     pub async fn apply_webhook(
         &self,
         source: WebhookSource,
@@ -320,9 +322,8 @@ impl PaymentStore {
         let row = tx
             .query_opt(
                 "SELECT id FROM payments
-                 WHERE bank = $1 AND (
-                     (provider = $2 AND provider_payment_id = $3)
-                     OR (request_reference = $4 AND (provider IS NULL OR provider = $2)))
+                 WHERE bank = $1 AND provider = $2
+                     AND (provider_payment_id = $3 OR request_reference = $4)
                  LIMIT 1",
                 &[
                     &event.bank.as_str(),
