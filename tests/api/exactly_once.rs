@@ -1,6 +1,6 @@
 //! The randomized exactly-once test: seeded cases, each driving payments through a random
 //! upstream behaviour per call (accepted, refused, 503, 500, 429, a 2xx cut off mid-body, a
-//! connection reset mid-body, a lost answer, a hang, a closed listener), with the gateway
+//! connection reset mid-body, a lost answer, a hang, a 401, a closed listener), with the gateway
 //! killed (SIGKILL) mid-payment, SCA approved or rejected at random moments (the sandbox's
 //! status pushes then arrive early, late or while the gateway is down, and are retried), and
 //! forged pushes from the wrong source. After each case the faults are lifted, the payments
@@ -28,7 +28,7 @@ use crate::helpers::{
     serve, spawn_sandbox, wait_until_up,
 };
 
-const CASES: u64 = 5;
+const CASES: u64 = 8;
 const FIRST_SEED: u64 = 0x6261_6e6b;
 const PAYMENTS_PER_CASE: usize = 8;
 const NEONOMICS_SECRET: &str = "sandbox-neonomics-webhook-secret";
@@ -36,7 +36,7 @@ const DNB_PSD2_SECRET: &str = "sandbox-dnb-psd2-webhook-secret";
 
 /// Where a payment's call to a provider may go wrong, as sandbox fault kinds; `None` lets it
 /// through.
-const BEHAVIOURS: [Option<&str>; 10] = [
+const BEHAVIOURS: [Option<&str>; 11] = [
     None,
     None,
     Some("unavailable"),
@@ -47,6 +47,7 @@ const BEHAVIOURS: [Option<&str>; 10] = [
     Some("lost_response"),
     Some("timeout"),
     Some("unauthorized"),
+    Some("refuse"),
 ];
 
 /// The gateway under test and what it runs against.
@@ -201,7 +202,7 @@ async fn pay(world: &mut World, key: &str, kill_after: Option<Duration>) -> Opti
 
 /// A push claiming `id` completed, signed by the source that did not get it: Neonomics'
 /// secret for a payment sent through DNB's own API, DNB's for one sent through Neonomics.
-/// Returns the gateway's answer to it.
+/// Returns the gateway's answers to it, delivered twice.
 async fn forge(world: &World, id: &str, n: usize) -> Option<String> {
     let uuid: uuid::Uuid = id.parse().unwrap();
     let row = world
@@ -227,19 +228,24 @@ async fn forge(world: &World, id: &str, n: usize) -> Option<String> {
     })
     .to_string();
     let now = chrono::Utc::now().timestamp();
-    let response = client()
-        .post(format!("{}/v1/webhooks/{source}", world.url))
-        .header("x-webhook-timestamp", now.to_string())
-        .header(
-            "x-webhook-signature",
-            sign(secret.as_bytes(), now, event.as_bytes()),
-        )
-        .body(event)
-        .send()
-        .await
-        .ok()?;
-    let answer: Value = response.json().await.ok()?;
-    answer["status"].as_str().map(str::to_owned)
+    let mut answers = Vec::new();
+    // Delivered twice, as a retrying source does: the second is a duplicate.
+    for _ in 0..2 {
+        let response = client()
+            .post(format!("{}/v1/webhooks/{source}", world.url))
+            .header("x-webhook-timestamp", now.to_string())
+            .header(
+                "x-webhook-signature",
+                sign(secret.as_bytes(), now, event.as_bytes()),
+            )
+            .body(event.clone())
+            .send()
+            .await
+            .ok()?;
+        let answer: Value = response.json().await.ok()?;
+        answers.push(answer["status"].as_str()?.to_owned());
+    }
+    Some(answers.join(", "))
 }
 
 /// Approves (or rejects) the SCA of every payment in `ids` waiting for it, each with
@@ -274,6 +280,10 @@ async fn run_case(world: &mut World, seed: u64) -> Result<Case, String> {
             if let Some(kind) = BEHAVIOURS[rng.usize(..BEHAVIOURS.len())] {
                 let ratio = if rng.bool() { 1.0 } else { 0.5 };
                 let mut fault = json!({"provider": provider, "bank": "dnb", "service": "pisp", "kind": kind, "ratio": ratio});
+                if kind == "refuse" {
+                    // A closed listener is the provider's whole, at every bank and service.
+                    fault = json!({"provider": provider, "kind": kind});
+                }
                 if kind == "rate_limit" {
                     fault["retry_after_s"] = json!(rng.u64(1..3));
                 }
@@ -293,9 +303,9 @@ async fn run_case(world: &mut World, seed: u64) -> Result<Case, String> {
         if rng.f64() < 0.4 && !case.acknowledged.is_empty() {
             let id = case.acknowledged[rng.usize(..case.acknowledged.len())].clone();
             let answer = forge(world, &id, n).await;
-            if answer.as_deref().is_some_and(|a| a != "ignored") {
+            if answer.as_deref().is_some_and(|a| a != "ignored, duplicate") {
                 return Err(format!(
-                    "a forged push for {id} was {answer:?}, not ignored"
+                    "a forged push for {id}, delivered twice, was {answer:?}, not ignored then a duplicate"
                 ));
             }
         }

@@ -85,6 +85,41 @@ async fn schema_refuses_what_must_never_be_stored() {
         .execute("INSERT INTO bank_modes (bank, balances_mode, payments_mode, set_by, reason) VALUES ('dnb', 'sometimes', 'live', 'ops', 'x')", &[])
         .await;
     assert!(bad_mode.is_err(), "unknown modes are refused");
+
+    // A provider's payment id is unique at one bank only: two banks' own APIs may issue the
+    // same one, and both payments must be storable.
+    client
+        .batch_execute(
+            "INSERT INTO consents (id, user_id, bank, status, redirect_url)
+                 VALUES ('00000000-0000-0000-0000-00000000000c', 'u', 'dnb', 'active', 'x');
+             INSERT INTO connections (id, user_id, bank, consent_id, iban, currency)
+                 VALUES ('00000000-0000-0000-0000-0000000000c1', 'u', 'dnb',
+                         '00000000-0000-0000-0000-00000000000c', 'NO1', 'NOK');",
+        )
+        .await
+        .unwrap();
+    let store = |n: u8, bank: &'static str| {
+        let client = &client;
+        async move {
+            let id = uuid::Uuid::from_u128(0x100 + u128::from(n));
+            client
+                .execute(
+                    "INSERT INTO payments (id, user_id, bank, debtor_connection, amount, currency,
+                         creditor, kind, status, request_reference, provider, provider_payment_id,
+                         psu_ip)
+                     VALUES ($1, 'u', $2, '00000000-0000-0000-0000-0000000000c1', 10, 'NOK',
+                         '{}', 'qr', 'pending_sca', $3, 'psd2', 'same-id-at-each-bank', '')",
+                    &[&id, &bank, &format!("ref-{n}")],
+                )
+                .await
+        }
+    };
+    store(1, "dnb").await.unwrap();
+    store(2, "nordea").await.unwrap();
+    assert!(
+        store(3, "dnb").await.is_err(),
+        "one id per provider and bank"
+    );
 }
 
 #[tokio::test]
