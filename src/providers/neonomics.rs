@@ -1,5 +1,14 @@
 //! The Neonomics client: OAuth2 client credentials, sessions, consent, accounts, balances,
 //! payments.
+//!
+//! Following Neonomics' documentation, page by page:
+//! - the token (<https://docs.neonomics.io/docs/authentication>): the client-credentials grant
+//!   at `/auth/realms/{realm}/protocol/openid-connect/token`, the realm being the
+//!   environment's (`providers.neonomics.realm`: `sandbox`, `live`); the answer's
+//!   `refresh_token` obtains the next access token while `refresh_expires_in` lasts, and a
+//!   refresh token refused (400) falls back to the client credentials;
+//! - errors (<https://docs.neonomics.io/docs/error-handling>): 510 is a client error, 520
+//!   Neonomics' own and 530 the bank's (`failure_class`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +31,6 @@ use super::{
 };
 use crate::settings::NeonomicsSettings;
 
-const TOKEN_PATH: &str = "/auth/realms/sandbox/protocol/openid-connect/token";
 /// Identifies bankgate's installation to Neonomics (`x-device-id`).
 const DEVICE_ID: &str = "bankgate";
 
@@ -45,15 +53,33 @@ fn failure_class(status: u16, code: Option<&str>) -> FailureClass {
 pub struct NeonomicsClient {
     http: reqwest::Client,
     base: BaseUrl,
+    /// `/auth/realms/{realm}/protocol/openid-connect/token`: the realm is the environment's.
+    token_path: String,
     client_id: String,
     client_secret: SecretString,
+    /// The refresh token of the last grant, while it is valid.
+    refresh: Arc<std::sync::Mutex<Option<RefreshToken>>>,
 }
 
+/// A refresh token and when it stops being accepted.
+struct RefreshToken {
+    value: SecretString,
+    until: tokio::time::Instant,
+}
+
+/// The token endpoint's answer (<https://docs.neonomics.io/docs/authentication>).
 #[derive(Deserialize)]
 struct TokenBody {
     access_token: String,
     expires_in: u64,
+    #[serde(default)]
+    refresh_token: Option<String>,
+    #[serde(default)]
+    refresh_expires_in: u64,
 }
+
+/// A refresh token this close to its end is not used: the request could outlive it.
+const REFRESH_MARGIN: Duration = Duration::from_secs(30);
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -89,8 +115,13 @@ impl NeonomicsClient {
         Arc::new(NeonomicsClient {
             http: http_client(settings.timeout),
             base: BaseUrl::parse(&settings.base_url),
+            token_path: format!(
+                "/auth/realms/{}/protocol/openid-connect/token",
+                settings.realm
+            ),
             client_id: settings.client_id.clone(),
             client_secret: settings.client_secret.clone(),
+            refresh: Arc::default(),
         })
     }
 
@@ -129,14 +160,52 @@ impl NeonomicsClient {
         read_success(response).await
     }
 
+    /// A fresh access token: by the last grant's refresh token while it is valid (the grant
+    /// Keycloak, Neonomics' token server, documents for it), else, or when the refresh is
+    /// refused, by the client credentials.
     async fn token(&self) -> Result<AccessToken, UpstreamError> {
+        let refresh = {
+            let held = self.refresh.lock().expect("refresh token");
+            held.as_ref()
+                .filter(|r| r.until > tokio::time::Instant::now() + REFRESH_MARGIN)
+                .map(|r| r.value.clone())
+        };
+        if let Some(refresh) = refresh {
+            let form = [
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh.expose_secret()),
+                ("client_id", self.client_id.as_str()),
+                ("client_secret", self.client_secret.expose_secret()),
+            ];
+            match self.grant(&form).await {
+                Ok(token) => return Ok(token),
+                // The refresh token refused (Keycloak's 400 `invalid_grant`: expired, spent,
+                // the session ended): start over. A refused client (401) fails the same way
+                // with its credentials, so it ends here.
+                Err(error) if error.class == FailureClass::Client => {
+                    *self.refresh.lock().expect("refresh token") = None;
+                }
+                Err(error) => return Err(error),
+            }
+        }
         let form = [
             ("grant_type", "client_credentials"),
             ("client_id", self.client_id.as_str()),
             ("client_secret", self.client_secret.expose_secret()),
         ];
-        let request = self.http.post(self.base.join(TOKEN_PATH)).form(&form);
+        self.grant(&form).await
+    }
+
+    async fn grant(&self, form: &[(&str, &str)]) -> Result<AccessToken, UpstreamError> {
+        let request = self.http.post(self.base.join(&self.token_path)).form(form);
         let body: TokenBody = Self::json(request).await?;
+        *self.refresh.lock().expect("refresh token") = body
+            .refresh_token
+            .filter(|_| body.refresh_expires_in > 0)
+            .map(|value| RefreshToken {
+                value: SecretString::from(value),
+                until: tokio::time::Instant::now() + Duration::from_secs(body.refresh_expires_in),
+            });
         Ok(AccessToken {
             value: body.access_token,
             expires_in: Duration::from_secs(body.expires_in),
@@ -445,6 +514,57 @@ impl Upstream for NeonomicsClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bankgate_sandbox::{Sandbox, SandboxOptions};
+
+    fn client_of(sandbox: &Sandbox, realm: &str) -> Arc<NeonomicsClient> {
+        let mut settings = crate::settings::Settings::load(None, &Default::default())
+            .unwrap()
+            .providers
+            .neonomics;
+        settings.base_url = sandbox.neonomics_url();
+        settings.realm = realm.to_owned();
+        NeonomicsClient::new(&settings)
+    }
+
+    async fn sandbox() -> Sandbox {
+        let defaults = crate::settings::Settings::load(None, &Default::default()).unwrap();
+        let mut options = SandboxOptions::from_settings(&defaults.sandbox);
+        options.port = 0;
+        Sandbox::start(options).await.unwrap()
+    }
+
+    fn held_refresh(client: &NeonomicsClient) -> Option<String> {
+        let held = client.refresh.lock().unwrap();
+        held.as_ref().map(|r| r.value.expose_secret().to_owned())
+    }
+
+    /// The realm is the environment's, and a new access token is asked for with the last
+    /// grant's refresh token, which the token server then no longer accepts.
+    #[tokio::test]
+    async fn tokens_come_from_the_environments_realm_and_are_renewed_by_refresh() {
+        let sandbox = sandbox().await;
+        let client = client_of(&sandbox, "sandbox");
+        client.token().await.unwrap();
+        let first = held_refresh(&client).expect("a refresh token");
+        client.token().await.unwrap();
+        let second = held_refresh(&client).expect("a refresh token");
+        assert_ne!(first, second, "renewed by the refresh grant");
+        // The first refresh token was spent by that renewal.
+        *client.refresh.lock().unwrap() = Some(RefreshToken {
+            value: SecretString::from(first),
+            until: tokio::time::Instant::now() + Duration::from_secs(3600),
+        });
+        client
+            .token()
+            .await
+            .expect("falls back to the client credentials");
+        assert!(held_refresh(&client).is_some());
+
+        let live = client_of(&sandbox, "live");
+        let refused = live.token().await.unwrap_err();
+        assert_eq!(refused.status, Some(404), "{refused}");
+        sandbox.shutdown().await;
+    }
 
     #[test]
     fn only_neonomics_and_bank_errors_say_the_path_is_down() {

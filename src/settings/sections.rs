@@ -80,6 +80,8 @@ pub struct ProvidersSettings {
 #[serde(deny_unknown_fields)]
 pub struct NeonomicsSettings {
     pub base_url: String,
+    /// The token server's realm: the environment's (`sandbox`, `live`).
+    pub realm: String,
     pub client_id: String,
     pub client_secret: SecretString,
     #[serde(with = "humantime_serde")]
@@ -291,6 +293,14 @@ impl AuthSettings {
 impl ProvidersSettings {
     pub(super) fn validate(&self) -> Result<(), SettingsError> {
         check_url("providers.neonomics.base_url", &self.neonomics.base_url)?;
+        let realm = &self.neonomics.realm;
+        let fits = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+        if realm.is_empty() || !realm.chars().all(fits) {
+            return invalid(
+                "providers.neonomics.realm",
+                "must be a realm name such as `sandbox` or `live`",
+            );
+        }
         for bank in BankId::ALL {
             match self.psd2.bank_urls.get(&bank) {
                 Some(url) => check_url("providers.psd2.bank_urls", url)?,

@@ -418,6 +418,51 @@ async fn bad_neonomics_requests_get_neonomics_errors() {
         .await
         .unwrap();
     assert_eq!(wrong_secret.status(), 401);
+    // The token as the authentication page shows it; a realm other than the sandbox's is
+    // Keycloak's 404.
+    let grant = |realm: &str, form: Vec<(&'static str, String)>| {
+        sandbox
+            .http
+            .post(sandbox.neonomics(&format!(
+                "/auth/realms/{realm}/protocol/openid-connect/token"
+            )))
+            .form(&form)
+            .send()
+    };
+    let credentials = || {
+        vec![
+            ("grant_type", "client_credentials".to_owned()),
+            ("client_id", "bankgate-sandbox".to_owned()),
+            ("client_secret", "sandbox-client-secret".to_owned()),
+        ]
+    };
+    assert_eq!(grant("live", credentials()).await.unwrap().status(), 404);
+    let issued: Value = grant("sandbox", credentials())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(issued["token_type"], "bearer");
+    assert_eq!(issued["expires_in"], 3600);
+    assert_eq!(issued["refresh_expires_in"], 7200);
+    assert!(issued["session_state"].is_string());
+    let refresh = |token: &Value| {
+        vec![
+            ("grant_type", "refresh_token".to_owned()),
+            (
+                "refresh_token",
+                token["refresh_token"].as_str().unwrap().to_owned(),
+            ),
+            ("client_id", "bankgate-sandbox".to_owned()),
+            ("client_secret", "sandbox-client-secret".to_owned()),
+        ]
+    };
+    let renewed = grant("sandbox", refresh(&issued)).await.unwrap();
+    assert_eq!(renewed.status(), 200);
+    // A refresh token is spent by its use.
+    let again = grant("sandbox", refresh(&issued)).await.unwrap();
+    assert_eq!(again.status(), 400);
 
     let token = sandbox.neonomics_token().await;
     let banks: Value = sandbox

@@ -88,6 +88,7 @@ fn invalid_values_are_rejected_with_the_key() {
             "postgres://u@db/x?sslmode=verify-full",
         ),
         ("BANKGATE__PROVIDERS__NEONOMICS__BASE_URL", "ftp://example"),
+        ("BANKGATE__PROVIDERS__NEONOMICS__REALM", "live/../admin"),
         ("BANKGATE__SANDBOX__RATE_LIMIT_PER_S", "0"),
         ("BANKGATE__BREAKER__FAILURE_THRESHOLD", "0"),
         ("BANKGATE__BANKS__PROVIDER_ORDER", "[\"psd2\", \"psd2\"]"),

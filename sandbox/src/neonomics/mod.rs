@@ -37,6 +37,8 @@ const BODY_LIMIT: u64 = 64 * 1024;
 #[derive(Default)]
 pub struct Book {
     tokens: HashMap<String, DateTime<Utc>>,
+    /// Refresh tokens issued, each with when it stops being accepted.
+    refresh_tokens: HashMap<String, DateTime<Utc>>,
     sessions: HashMap<String, Session>,
 }
 
@@ -171,12 +173,11 @@ pub fn routes(
     let aisp = in_session(state.clone(), Service::Aisp, true);
     let pisp = in_session(state.clone(), Service::Pisp, false);
 
-    let token =
-        warp::path!("auth" / "realms" / "sandbox" / "protocol" / "openid-connect" / "token")
-            .and(warp::post())
-            .and(with_state.clone())
-            .and(body)
-            .then(token::token);
+    let token = warp::path!("auth" / "realms" / String / "protocol" / "openid-connect" / "token")
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(body)
+        .then(token::token);
     let health = warp::path!("health")
         .and(warp::get())
         .and(with_state.clone())
