@@ -8,7 +8,9 @@
 //!   `refresh_token` obtains the next access token while `refresh_expires_in` lasts, and a
 //!   refresh token refused (400) falls back to the client credentials;
 //! - errors (<https://docs.neonomics.io/docs/error-handling>): 510 is a client error, 520
-//!   Neonomics' own and 530 the bank's (`failure_class`).
+//!   Neonomics' own and 530 the bank's (`failure_class`);
+//! - a payment's amount is `instrumentedAmount`, a decimal string (the payments guide's
+//!   example body, <https://docs.neonomics.io/docs/payments-1>).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -370,7 +372,7 @@ impl NeonomicsClient {
             "debtorAccount": {"iban": order.debtor_iban},
             "creditorAccount": creditor_ref(&order),
             "creditorName": order.creditor_name,
-            "instructedAmount": order.amount.to_string(),
+            "instrumentedAmount": order.amount.to_string(),
             "currency": order.currency,
             "endToEndIdentification": order.reference,
             "remittanceInformationUnstructured": order.remittance_info,

@@ -261,7 +261,7 @@ async fn neonomics_payments_land_in_the_ledger_with_their_request_id() {
             "debtorAccount": {"bban": account["bban"]},
             "creditorAccount": {"iban": "NO9386011117947"},
             "creditorName": "Ola",
-            "instructedAmount": "100.00",
+            "instrumentedAmount": "100.00",
             "currency": "NOK",
             "endToEndIdentification": "bg-ref-n1",
         }))
@@ -295,4 +295,64 @@ async fn neonomics_payments_land_in_the_ledger_with_their_request_id() {
         .await
         .unwrap();
     assert_eq!(status["status"], "ACSC");
+
+    // As Neonomics refuses them: the amount under another name (1002), no end user's IP
+    // (1004), a payment id it never issued (1003), each a 510 client error.
+    let refused = |body: Value, ip: Option<&'static str>| {
+        let mut request = sandbox
+            .neonomics_request(Method::POST, &token, "/ics/v3/payments/domestic-transfer")
+            .header("x-session-id", &session)
+            .header("x-redirect-url", "https://drop.example/payments/done");
+        if let Some(ip) = ip {
+            request = request.header("x-psu-ip-address", ip);
+        }
+        async move {
+            let response = request.json(&body).send().await.unwrap();
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap();
+            (
+                status,
+                body["errorCode"].as_str().unwrap_or_default().to_owned(),
+            )
+        }
+    };
+    let misnamed = json!({
+        "debtorAccount": {"bban": account["bban"]},
+        "creditorAccount": {"iban": "NO9386011117947"},
+        "creditorName": "Ola",
+        "instructedAmount": "100.00",
+        "currency": "NOK",
+    });
+    assert_eq!(
+        refused(misnamed.clone(), Some("192.0.2.1")).await,
+        (510, "1002".to_owned())
+    );
+    let mut named = misnamed;
+    named["instrumentedAmount"] = json!("100.00");
+    assert_eq!(refused(named, None).await, (510, "1004".to_owned()));
+    let unknown = sandbox
+        .neonomics_request(
+            Method::GET,
+            &token,
+            "/ics/v3/payments/domestic-transfer/nope",
+        )
+        .header("x-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 510);
+    let unknown: Value = unknown.json().await.unwrap();
+    assert_eq!(unknown["errorCode"], "1003");
+    assert_eq!(
+        ledger_after(&sandbox).await,
+        1,
+        "nothing refused was recorded"
+    );
+}
+
+async fn ledger_after(sandbox: &TestSandbox) -> usize {
+    sandbox
+        .ledger("?provider=neonomics&bank=nordea")
+        .await
+        .len()
 }

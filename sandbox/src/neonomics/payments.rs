@@ -1,5 +1,14 @@
 //! Payments in a session: `POST /ics/v3/payments/{product}` (SCA through a link),
 //! `GET /ics/v3/payments/{product}/{id}`, and the look-up by end-to-end reference.
+//!
+//! From Neonomics' pages: the amount is `instrumentedAmount`, a decimal string, beside
+//! `currency`, `debtorAccount`, `creditorAccount`, `creditorName`, `endToEndIdentification`
+//! and `remittanceInformationUnstructured` (the body of the payments guide's example, as
+//! integrators' copies of <https://docs.neonomics.io/docs/payments-1> show it; the reference
+//! pages hide the field names). Refusals carry the error codes of
+//! <https://docs.neonomics.io/docs/error-codes>: 1002 a missing required parameter, 1003 an
+//! invalid account or payment id, 1004 a missing or invalid `x-psu-ip-address`, 1005 an
+//! invalid redirect URL, all as 510 client errors.
 
 use bankgate_actors::ProviderId;
 use chrono::Utc;
@@ -27,7 +36,7 @@ struct PaymentBody {
     debtor_account: AccountRef,
     creditor_account: AccountRef,
     creditor_name: String,
-    instructed_amount: String,
+    instrumented_amount: String,
     currency: String,
     end_to_end_identification: Option<String>,
     remittance_information_unstructured: Option<String>,
@@ -39,25 +48,25 @@ pub(super) async fn initiate(call: SessionCall, product: String, body: Bytes) ->
         return client_error("1320", format!("Unsupported payment product {product}"));
     }
     if call.header("x-psu-ip-address").is_none() {
-        return client_error("1002", "Missing required header x-psu-ip-address");
+        return client_error("1004", "Invalid x-psu-ip-address");
     }
     let Some(redirect_url) = call.header("x-redirect-url").filter(|u| is_redirect_url(u)) else {
         return client_error("1005", "Missing or invalid header x-redirect-url");
     };
     let body: PaymentBody = match serde_json::from_slice(&body) {
         Ok(body) => body,
-        Err(e) => return client_error("1006", format!("Invalid payment request: {e}")),
+        Err(e) => return client_error("1002", format!("Missing required parameter: {e}")),
     };
-    let invalid = |what: &str| client_error("1006", format!("Invalid payment request: {what}"));
+    let invalid = |what: &str| client_error("1002", format!("Missing required parameter: {what}"));
     let Some(debtor) = body.debtor_account.number() else {
-        return invalid("debtorAccount");
+        return client_error("1003", "Invalid account id: debtorAccount");
     };
     let Some(creditor) = body.creditor_account.number() else {
-        return invalid("creditorAccount");
+        return client_error("1003", "Invalid account id: creditorAccount");
     };
-    let amount = match body.instructed_amount.parse::<Decimal>() {
+    let amount = match body.instrumented_amount.parse::<Decimal>() {
         Ok(amount) if amount > Decimal::ZERO && amount.scale() <= 2 => amount,
-        _ => return invalid("instructedAmount"),
+        _ => return invalid("instrumentedAmount"),
     };
     if body.currency != "NOK" {
         return invalid("currency (only NOK accounts are held here)");
@@ -139,7 +148,7 @@ fn render_payment(payment: &Payment) -> serde_json::Value {
     json!({
         "paymentId": payment.payment_id,
         "status": payment.status,
-        "instructedAmount": payment.amount,
+        "instrumentedAmount": payment.amount,
         "currency": payment.currency,
         "creditorName": payment.creditor_name,
         "endToEndIdentification": payment.end_to_end_id,
@@ -153,6 +162,6 @@ pub(super) fn status(call: &SessionCall, product: &str, payment_id: &str) -> Res
         Some(payment) if payment.product == product => {
             warp::reply::json(&render_payment(payment)).into_response()
         }
-        _ => client_error("1330", "Payment not found"),
+        _ => client_error("1003", "Invalid payment id"),
     }
 }
