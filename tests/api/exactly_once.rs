@@ -202,21 +202,24 @@ async fn pay(world: &mut World, key: &str, kill_after: Option<Duration>) -> Opti
 
 /// A push claiming `id` completed, signed by the source that did not get it: Neonomics'
 /// secret for a payment sent through DNB's own API, DNB's for one sent through Neonomics.
-/// Returns the gateway's answers to it, delivered twice.
+/// Only a payment that can no longer be sent anywhere is forged for (its provider recorded,
+/// past `unknown` and the queue): one still open may yet go to the other source, whose push
+/// would then be genuine. Returns the gateway's answers to it, delivered twice.
 async fn forge(world: &World, id: &str, n: usize) -> Option<String> {
     let uuid: uuid::Uuid = id.parse().unwrap();
     let row = world
         .db
         .query_one(
-            "SELECT provider, provider_payment_id FROM payments WHERE id = $1",
+            "SELECT provider, provider_payment_id FROM payments
+             WHERE id = $1 AND status IN ('pending_sca', 'completed', 'rejected', 'failed')",
             &[&uuid],
         )
         .await
-        .unwrap();
+        .ok()?;
     let provider: Option<String> = row.get(0);
     let remote: Option<String> = row.get(1);
-    let (source, secret) = match provider.as_deref() {
-        Some("psd2") => ("neonomics", NEONOMICS_SECRET),
+    let (source, secret) = match provider?.as_str() {
+        "psd2" => ("neonomics", NEONOMICS_SECRET),
         _ => ("psd2/dnb", DNB_PSD2_SECRET),
     };
     let event = json!({
