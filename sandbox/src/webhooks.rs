@@ -6,6 +6,12 @@
 //! `x-webhook-timestamp` (Unix seconds) and
 //! `x-webhook-signature: v1=<hex HMAC-SHA256 of "{timestamp}.{body}">`, and retried with
 //! back-off until the receiver answers 2xx.
+//!
+//! Neither provider documents this push: Neonomics' only webhook is its merchant checkout's
+//! (<https://docs.neonomics.io/docs/webhook-payment-status-updates>), none for ICS payments,
+//! whose status is read by `GET /ics/v3/payments/{product}/{id}`; NextGenPSD2 has the TPP's
+//! `TPP-Notification-URI` in another shape. It stands in for status changes until the
+//! providers' adapters follow their documentation (issues 27 and 28) and poll instead.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

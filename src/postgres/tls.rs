@@ -83,28 +83,22 @@ pub fn connection(url: &str) -> Result<Connection, TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
-    let tls = match root_cert {
-        None => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Unchecked(
-                provider.signature_verification_algorithms,
-            )))
-            .with_no_client_auth(),
-        Some(path) => {
-            let verifier =
-                WebPkiServerVerifier::builder_with_provider(Arc::new(trusted(&path)?), provider)
-                    .build()
-                    .map_err(|e| TlsError::RootCert(e.to_string()))?;
-            if check == Check::IssuerAndHost {
-                builder.with_webpki_verifier(verifier)
-            } else {
-                builder
-                    .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(AnyHost(verifier)))
-            }
-            .with_no_client_auth()
-        }
+    let algorithms = provider.signature_verification_algorithms;
+    let issuer = match root_cert {
+        Some(path) => Some(
+            WebPkiServerVerifier::builder_with_provider(Arc::new(trusted(&path)?), provider)
+                .build()
+                .map_err(|e| TlsError::RootCert(e.to_string()))?,
+        ),
+        None => None,
     };
+    let tls = match (check, issuer) {
+        (Check::IssuerAndHost, Some(verifier)) => builder.with_webpki_verifier(verifier),
+        (_, issuer) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Lenient { issuer, algorithms })),
+    }
+    .with_no_client_auth();
     Ok(Connection {
         config,
         tls: MakeRustlsConnect::new(tls),
@@ -149,7 +143,7 @@ fn take_tls_parameters(url: &str) -> (String, Option<String>, Option<PathBuf>) {
                     .split('&')
                     .filter(|pair| {
                         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-                        let value = percent_decode(value);
+                        let value = percent_encoding::percent_decode_str(value).decode_utf8_lossy();
                         !take(key, &value)
                     })
                     .collect();
@@ -173,75 +167,17 @@ fn take_tls_parameters(url: &str) -> (String, Option<String>, Option<PathBuf>) {
     (rest, mode, root_cert)
 }
 
-/// Decodes `%XX` escapes (a path in a URL query, say `%2Fetc%2Fca.pem`).
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = (bytes[i] == b'%')
-            .then(|| text.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match escaped {
-            Some(byte) => {
-                out.push(byte);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// The two modes that check less than `verify-full`, as libpq's do: with `issuer`
+/// (`verify-ca`, or `require` with a CA named) the chain must lead to a trusted CA but the name
+/// it was issued for is not checked; without one (`prefer`, `require`) the connection is
+/// encrypted and the certificate unchecked. The handshake's signatures are verified either way.
+#[derive(Debug)]
+struct Lenient {
+    issuer: Option<Arc<WebPkiServerVerifier>>,
+    algorithms: WebPkiSupportedAlgorithms,
 }
 
-/// `prefer`/`require` without a CA: the connection is encrypted, the certificate unchecked
-/// (libpq's meaning); the handshake's signatures are still verified.
-#[derive(Debug)]
-struct Unchecked(WebPkiSupportedAlgorithms);
-
-impl ServerCertVerifier for Unchecked {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_schemes()
-    }
-}
-
-/// `verify-ca`: the chain must lead to a trusted CA; the name it was issued for is not checked.
-#[derive(Debug)]
-struct AnyHost(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for AnyHost {
+impl ServerCertVerifier for Lenient {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -250,9 +186,10 @@ impl ServerCertVerifier for AnyHost {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        let Some(issuer) = &self.issuer else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match issuer.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
         {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
@@ -267,7 +204,7 @@ impl ServerCertVerifier for AnyHost {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -276,11 +213,11 @@ impl ServerCertVerifier for AnyHost {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.algorithms.supported_schemes()
     }
 }
 

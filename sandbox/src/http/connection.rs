@@ -24,7 +24,8 @@ use tokio::time::{Instant, Sleep};
 pub(super) struct Activity {
     started: Instant,
     in_flight: AtomicUsize,
-    requests: AtomicU64,
+    /// Whether a request has come yet.
+    served: AtomicBool,
     /// Milliseconds after `started` at which the connection last became idle.
     idle_since_ms: AtomicU64,
     changed: Notify,
@@ -35,7 +36,7 @@ impl Activity {
         Arc::new(Activity {
             started: Instant::now(),
             in_flight: AtomicUsize::new(0),
-            requests: AtomicU64::new(0),
+            served: AtomicBool::new(false),
             idle_since_ms: AtomicU64::new(0),
             changed: Notify::new(),
         })
@@ -43,7 +44,7 @@ impl Activity {
 
     /// Counts a request in until the returned guard is dropped.
     pub(super) fn request(self: &Arc<Activity>) -> InFlight {
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.served.store(true, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.changed.notify_waiters();
         InFlight(self.clone())
@@ -60,10 +61,10 @@ impl Activity {
                 changed.await;
                 continue;
             }
-            let limit = if self.requests.load(Ordering::Relaxed) == 0 {
-                first
-            } else {
+            let limit = if self.served.load(Ordering::Relaxed) {
                 idle
+            } else {
+                first
             };
             let since =
                 self.started + Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire));

@@ -2,8 +2,8 @@
 //!
 //! bankgate runs its own accept loop rather than `warp::serve` for three reasons: no client
 //! may hold a connection open without sending requests, nor more connections than the
-//! listener's cap (`connection.rs`; the cap keeps file descriptors for the other listeners), every connection can be
-//! torn down at once (the sandbox's `refuse` fault closes a provider's listener *and* its open
+//! listener's cap (`connection.rs`; the cap keeps file descriptors for the other listeners),
+//! every connection can be torn down at once (the sandbox's `refuse` fault closes a provider's listener *and* its open
 //! connections, as a network failure would), and the caller's socket address reaches the
 //! handlers (per-IP limits) through the `ClientAddr` request extension. Request ids are
 //! assigned here too, once per request.
