@@ -54,6 +54,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         .context("failed to register the webhooks")?;
     let token = connect_demo_user(&settings, &gateway).await?;
     let account = dnb_account(&gateway, &token).await?;
+    walk_a_payment(&gateway, &token, &account).await?;
     print_banner(&gateway, &sandbox, &token, &account);
     shutdown_signal().await;
     println!("\nstopping: gateway, sandbox, PostgreSQL");
@@ -103,6 +104,70 @@ async fn dnb_account(gateway: &Gateway, token: &str) -> anyhow::Result<String> {
         .context("the demo user has no DNB account")
 }
 
+/// Pays 150 NOK from the demo user's DNB account through Neonomics' documented flow
+/// (<https://docs.neonomics.io/docs/payments-1>) and prints each step: the initiation, which
+/// Neonomics answers 1428 with the authorize link; the authorization link the user follows;
+/// the user's SCA at the bank; the browser's return, on which bankgate completes the payment.
+async fn walk_a_payment(gateway: &Gateway, token: &str, account: &str) -> anyhow::Result<()> {
+    let client = gateway.client_url();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let paid: serde_json::Value = http
+        .post(format!("{client}/v1/payments"))
+        .bearer_auth(token)
+        .header("idempotency-key", uuid::Uuid::new_v4().to_string())
+        .header("x-psu-ip-address", "192.0.2.10")
+        .json(&serde_json::json!({
+            "bank": "dnb",
+            "debtor_account_id": account,
+            "amount": "150.00",
+            "currency": "NOK",
+            "creditor": {"name": "Kari Nordmann", "account_number": "86011117947", "country": "NO"},
+            "remittance_info": "Middag",
+            "kind": "remittance",
+        }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let id = paid["payment_id"].as_str().context("no payment id")?;
+    let link = paid["sca_redirect"]
+        .as_str()
+        .context("no authorization link")?;
+    println!();
+    println!("A payment of 150 NOK from DNB through Neonomics, step by step:");
+    println!("  1. initiation: POST /ics/v3/payments/domestic-transfer → 510, errorCode 1428");
+    println!("  2. authorization link (GET …/{{paymentId}}/authorize): {link}");
+    let back = http.get(link).send().await?;
+    let back = back
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .context("the SCA page sent the browser nowhere")?
+        .to_owned();
+    println!("  3. the user's SCA at the bank; the browser returns to {back}");
+    let returned: serde_json::Value = http.get(&back).send().await?.json().await?;
+    println!(
+        "  4. complete (POST …/{{paymentId}}/complete), called on the return: the payment is {}",
+        returned["status"].as_str().unwrap_or("?")
+    );
+    let view: serde_json::Value = http
+        .get(format!("{client}/v1/payments/{id}"))
+        .bearer_auth(token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let history: Vec<&str> = view["history"]
+        .as_array()
+        .map(|events| events.iter().filter_map(|e| e["to"].as_str()).collect())
+        .unwrap_or_default();
+    println!("     its history: {}", history.join(" → "));
+    Ok(())
+}
+
 fn print_banner(gateway: &Gateway, sandbox: &Sandbox, token: &str, account: &str) {
     let control = sandbox.control_url();
     println!();
@@ -123,7 +188,9 @@ fn print_banner(gateway: &Gateway, sandbox: &Sandbox, token: &str, account: &str
     );
     println!("  curl -s -H \"Authorization: Bearer $TOKEN\" {client}/v1/banks");
     println!();
-    println!("Pay 150 NOK from DNB (open the sca_redirect it answers to approve it):");
+    println!(
+        "Pay 150 NOK from DNB (open the sca_redirect it answers to approve it; the bank\n sends the browser back to bankgate, which then completes the payment):"
+    );
     println!();
     println!(
         "  curl -s -X POST {client}/v1/payments -H \"Authorization: Bearer $TOKEN\" \\\n       -H \"Idempotency-Key: $(cat /proc/sys/kernel/random/uuid)\" -H 'content-type: application/json' \\\n       -d '{{\"bank\":\"dnb\",\"debtor_account_id\":\"{account}\",\"amount\":\"150.00\",\"currency\":\"NOK\",\"creditor\":{{\"name\":\"Kari Nordmann\",\"account_number\":\"86011117947\",\"country\":\"NO\"}},\"remittance_info\":\"Middag\",\"kind\":\"remittance\"}}'"

@@ -109,7 +109,6 @@ impl Route {
             (Some("v1"), Some("payments"), Some(_), Some("callback"), None) => {
                 Route::PaymentCallback
             }
-            (Some("v1"), Some("webhooks"), Some(_), None, ..) => Route::Webhook,
             (Some("v1"), Some("webhooks"), Some(_), Some(_), None) => Route::Webhook,
             (Some("v1"), Some("openapi.yaml"), None, ..) => Route::OpenApi,
             (Some("ops"), ..) => Route::Ops,
@@ -211,7 +210,6 @@ mod tests {
             ("/v1/payments", "/v1/payments"),
             ("/v1/payments/abc", "/v1/payments/{id}"),
             ("/v1/payments/abc/callback", "/v1/payments/{id}/callback"),
-            ("/v1/webhooks/neonomics", "/v1/webhooks/{source}"),
             ("/v1/webhooks/psd2/dnb", "/v1/webhooks/{source}"),
             ("/v1/webhooks/psd2/dnb/x", "other"),
             ("/ops/banks/dnb/modes", "/ops"),

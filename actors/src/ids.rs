@@ -69,39 +69,42 @@ impl ProviderId {
     }
 }
 
-/// Who pushes a payment's status changes, with a secret of its own: Neonomics for all the
-/// banks it reaches, each bank's own PSD2 API for itself.
+/// Who pushes a payment's status changes, with a secret of its own: a bank's own PSD2 API,
+/// for itself. Neonomics is none: it documents no push for its payment API, only for its
+/// merchant checkout (<https://docs.neonomics.io/docs/webhook-payment-status-updates>), so the
+/// status of a payment sent through it is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct WebhookSource {
     pub provider: ProviderId,
-    /// The bank, for a provider that is one bank's own API.
+    /// The bank whose own API pushes.
     pub bank: Option<BankId>,
 }
 
 impl WebhookSource {
-    /// Where the status of a payment sent through `provider` to `bank` comes from.
-    pub fn of(provider: ProviderId, bank: BankId) -> WebhookSource {
-        let bank = (provider == ProviderId::Psd2).then_some(bank);
-        WebhookSource { provider, bank }
+    /// Where the status of a payment sent through `provider` to `bank` is pushed from, if
+    /// anywhere.
+    pub fn of(provider: ProviderId, bank: BankId) -> Option<WebhookSource> {
+        (provider == ProviderId::Psd2).then_some(WebhookSource {
+            provider,
+            bank: Some(bank),
+        })
     }
 
     /// Every source, each once.
     pub fn all() -> Vec<WebhookSource> {
-        let mut all: Vec<WebhookSource> = ProviderId::ALL
+        BankId::ALL
             .into_iter()
-            .flat_map(|p| BankId::ALL.map(|b| WebhookSource::of(p, b)))
-            .collect();
-        all.dedup();
-        all
+            .filter_map(|bank| WebhookSource::of(ProviderId::Psd2, bank))
+            .collect()
     }
 
     /// Whether a payment sent through `provider` to `bank` is this source's to settle.
     pub fn covers(self, provider: ProviderId, bank: BankId) -> bool {
-        self == WebhookSource::of(provider, bank)
+        WebhookSource::of(provider, bank) == Some(self)
     }
 }
 
-/// `neonomics`, `psd2/dnb`: the source's part of its webhook URL and its settings key.
+/// `psd2/dnb`: the source's part of its webhook URL and its settings key.
 impl fmt::Display for WebhookSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.bank {
@@ -121,7 +124,7 @@ impl FromStr for WebhookSource {
             .ok_or_else(|| ParseIdError {
                 kind: "webhook source",
                 value: s.to_owned(),
-                expected: "neonomics, psd2/dnb, psd2/nordea, psd2/sparebank1",
+                expected: "psd2/dnb, psd2/nordea, psd2/sparebank1",
             })
     }
 }
@@ -200,23 +203,21 @@ mod tests {
     }
 
     #[test]
-    fn neonomics_pushes_for_every_bank_and_each_bank_for_itself() {
+    fn each_bank_pushes_for_itself_and_neonomics_not_at_all() {
         let all = WebhookSource::all();
-        assert_eq!(all.len(), 4);
+        assert_eq!(all.len(), 3);
         for source in &all {
             assert_eq!(
                 source.to_string().parse::<WebhookSource>().unwrap(),
                 *source
             );
         }
-        let neonomics = WebhookSource::of(ProviderId::Neonomics, BankId::Dnb);
-        assert!(neonomics.covers(ProviderId::Neonomics, BankId::Nordea));
-        assert!(!neonomics.covers(ProviderId::Psd2, BankId::Dnb));
+        assert_eq!(WebhookSource::of(ProviderId::Neonomics, BankId::Dnb), None);
+        assert!("neonomics".parse::<WebhookSource>().is_err());
         let dnb = "psd2/dnb".parse::<WebhookSource>().unwrap();
         assert!(dnb.covers(ProviderId::Psd2, BankId::Dnb));
         assert!(!dnb.covers(ProviderId::Psd2, BankId::Nordea));
-        assert!("psd2".parse::<WebhookSource>().is_err());
-        assert!("neonomics/dnb".parse::<WebhookSource>().is_err());
+        assert!(!dnb.covers(ProviderId::Neonomics, BankId::Dnb));
     }
 
     #[test]

@@ -82,10 +82,13 @@ pub enum FailureClass {
     Consent,
     /// Another 4xx: a request the provider considers wrong.
     Client,
+    /// The provider offers nothing for this request (no payment product for it, a field it
+    /// requires that bankgate lacks): refused before sending; another provider may take it.
+    Unsupported,
 }
 
 impl FailureClass {
-    pub const ALL: [FailureClass; 7] = [
+    pub const ALL: [FailureClass; 8] = [
         FailureClass::Timeout,
         FailureClass::Server,
         FailureClass::RateLimited,
@@ -93,6 +96,7 @@ impl FailureClass {
         FailureClass::Network,
         FailureClass::Consent,
         FailureClass::Client,
+        FailureClass::Unsupported,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -104,12 +108,16 @@ impl FailureClass {
             FailureClass::Network => "network",
             FailureClass::Consent => "consent",
             FailureClass::Client => "client",
+            FailureClass::Unsupported => "unsupported",
         }
     }
 
     /// Whether the failure says the path to the bank is unhealthy (counts toward breakers).
     pub fn is_path_failure(self) -> bool {
-        !matches!(self, FailureClass::Consent | FailureClass::Client)
+        !matches!(
+            self,
+            FailureClass::Consent | FailureClass::Client | FailureClass::Unsupported
+        )
     }
 
     /// Whether a read that failed this way may be retried.
@@ -183,6 +191,8 @@ pub struct AccessToken {
 pub struct PaymentOrder {
     pub bank: BankId,
     pub debtor_iban: String,
+    /// The account holder's name, where a provider listed it (Neonomics requires it).
+    pub debtor_name: Option<String>,
     pub amount: Decimal,
     pub currency: String,
     pub creditor_name: String,
@@ -203,6 +213,9 @@ pub struct PaymentOrder {
 pub enum RemoteStatus {
     /// Received, waiting for the user's SCA.
     PendingSca,
+    /// The user approved it; the provider waits for bankgate to complete it (Neonomics'
+    /// complete call, which must always be made).
+    Authorised,
     Completed,
     Rejected,
 }
@@ -215,6 +228,17 @@ pub struct RemotePayment {
     pub status: RemoteStatus,
     /// The link the user follows to approve the payment, while it waits for SCA.
     pub sca_redirect: Option<String>,
+}
+
+/// What asking a provider for a payment proved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    Found(RemotePayment),
+    /// The provider answered that it holds no such payment.
+    Absent,
+    /// The provider has no way to find it: it offers no look-up by bankgate's reference,
+    /// and the payment's own id never reached bankgate. Proves nothing either way.
+    Untraceable,
 }
 
 /// A consent to ask a provider for: the user (`psu`) at `bank`, whose browser comes back to
@@ -266,6 +290,8 @@ pub struct RemoteAccount {
     pub bban: Option<String>,
     pub name: Option<String>,
     pub currency: String,
+    /// The account holder's name, where the provider lists it.
+    pub owner_name: Option<String>,
 }
 
 /// A provider's API, as the actors use it.
@@ -280,20 +306,40 @@ pub trait Upstream: Send + Sync + 'static {
         call: BalanceCall,
     ) -> BoxFuture<'static, Result<Balance, UpstreamError>>;
     /// Initiates a payment. Never retried: a failure with `maybe_delivered` leaves the
-    /// outcome unknown until `find_payment` settles it.
+    /// outcome unknown until `find_payment` settles it, if the provider can tell.
     fn initiate_payment(
         &self,
         token: Option<String>,
         account: ProviderAccount,
         order: PaymentOrder,
     ) -> BoxFuture<'static, Result<RemotePayment, UpstreamError>>;
-    /// Looks the order's payment up by its reference; `None` proves it was never received.
+    /// Asks for the order's payment: by the provider's `payment_id` when bankgate learnt it,
+    /// else by bankgate's reference where the provider offers that.
     fn find_payment(
         &self,
         token: Option<String>,
         account: ProviderAccount,
         order: PaymentOrder,
-    ) -> BoxFuture<'static, Result<Option<RemotePayment>, UpstreamError>>;
+        payment_id: Option<String>,
+    ) -> BoxFuture<'static, Result<Lookup, UpstreamError>>;
+    /// The link the user follows to approve a payment waiting for SCA, where the provider
+    /// gives it in a call of its own after the initiation (Neonomics' authorize).
+    fn authorize_payment(
+        &self,
+        token: Option<String>,
+        account: ProviderAccount,
+        order: PaymentOrder,
+        payment_id: String,
+    ) -> BoxFuture<'static, Result<String, UpstreamError>>;
+    /// Completes a payment the user authorised, where the provider needs that step, and
+    /// answers where it then stands; safe to repeat until it is answered.
+    fn complete_payment(
+        &self,
+        token: Option<String>,
+        account: ProviderAccount,
+        order: PaymentOrder,
+        payment_id: String,
+    ) -> BoxFuture<'static, Result<RemotePayment, UpstreamError>>;
     /// Starts a consent, to be approved by the user at the link it answers with. Never
     /// retried: each start opens a new consent at the provider.
     fn start_consent(

@@ -23,12 +23,25 @@ pub struct SeededAccount {
     pub name: &'static str,
     pub product: &'static str,
     pub balance: Decimal,
+    /// The holder's name, the same on each of the PSU's accounts at the bank.
+    pub owner: &'static str,
 }
+
+/// The names the simulated account holders go by.
+const OWNERS: [&str; 6] = [
+    "Kari Nordmann",
+    "Ola Nordmann",
+    "Ingrid Hansen",
+    "Lars Johansen",
+    "Sigrid Berg",
+    "Anders Olsen",
+];
 
 /// Generates the accounts `psu` holds at `bank`: the same every run for the same seed.
 pub fn seeded_accounts(seed: u64, bank: BankId, psu: &str) -> Vec<SeededAccount> {
     let mut stream = HashStream::new(seed, &[bank.as_str(), psu]);
     let count = 1 + (stream.next() % 2) as usize;
+    let owner = OWNERS[(stream.next() % OWNERS.len() as u64) as usize];
     let kinds = [("Brukskonto", "CACC"), ("Sparekonto", "SVGS")];
     let mut accounts = Vec::with_capacity(count);
     while accounts.len() < count {
@@ -59,6 +72,7 @@ pub fn seeded_accounts(seed: u64, bank: BankId, psu: &str) -> Vec<SeededAccount>
             name,
             product,
             balance: Decimal::new(cents as i64, 2),
+            owner,
         });
     }
     accounts

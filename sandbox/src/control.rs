@@ -15,6 +15,7 @@ use warp::{Filter, Rejection, Reply};
 use super::SandboxState;
 use super::faults::FaultSpec;
 use super::webhooks::WebhookTarget;
+use super::world::TransactionStatus;
 use crate::http::error::recover;
 use crate::http::{ApiError, ErrorCode};
 
@@ -272,7 +273,23 @@ fn sca(id: String, state: Arc<SandboxState>, query: ScaQuery) -> Response {
     if let Some(payment) = &outcome.payment {
         state.webhooks.payment_changed(&state.http, payment);
     }
-    match outcome.redirect_url.parse::<warp::http::Uri>() {
+    let redirect_url = match &outcome.payment {
+        // Neonomics returns the browser with the payment's id and the SCA's result
+        // (<https://docs.neonomics.io/reference/initiatedomesticpayment>, `x-redirect-url`).
+        Some(payment) if payment.provider == ProviderId::Neonomics => {
+            let result = if payment.status == TransactionStatus::Rejected {
+                "FAILED"
+            } else {
+                "OK"
+            };
+            with_query(
+                &outcome.redirect_url,
+                &[("resource_id", &payment.payment_id), ("result", result)],
+            )
+        }
+        _ => outcome.redirect_url.clone(),
+    };
+    match redirect_url.parse::<warp::http::Uri>() {
         Ok(uri) => warp::redirect::found(uri).into_response(),
         Err(_) => ApiError::new(
             ErrorCode::Unprocessable,
@@ -291,4 +308,15 @@ fn webhook_source() -> impl Filter<Extract = (WebhookSource,), Error = Rejection
                 .parse::<WebhookSource>()
                 .map_err(|_| warp::reject::not_found())
         })
+}
+
+/// `url` with `pairs` added to its query.
+fn with_query(url: &str, pairs: &[(&str, &str)]) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut url) => {
+            url.query_pairs_mut().extend_pairs(pairs);
+            url.into()
+        }
+        Err(_) => url.to_owned(),
+    }
 }

@@ -1,17 +1,17 @@
-//! Signed webhook pushes of payment status changes, as the providers send them.
+//! Signed webhook pushes of payment status changes, as each bank's own PSD2 API sends them.
 //!
-//! The receiver registers a URL and a secret per source (`PUT /sandbox/webhooks/{source}`):
-//! Neonomics pushes for every bank (`neonomics`), each bank's own PSD2 API for itself
-//! (`psd2/dnb`, …). Each event is POSTed as JSON, its `event_id` in the signed body, with
+//! The receiver registers a URL and a secret per source (`PUT /sandbox/webhooks/psd2/<bank>`).
+//! Each event is POSTed as JSON, its `event_id` in the signed body, with
 //! `x-webhook-timestamp` (Unix seconds) and
 //! `x-webhook-signature: v1=<hex HMAC-SHA256 of "{timestamp}.{body}">`, and retried with
 //! back-off until the receiver answers 2xx.
 //!
-//! Neither provider documents this push: Neonomics' only webhook is its merchant checkout's
-//! (<https://docs.neonomics.io/docs/webhook-payment-status-updates>), none for ICS payments,
-//! whose status is read by `GET /ics/v3/payments/{product}/{id}`; NextGenPSD2 has the TPP's
-//! `TPP-Notification-URI` in another shape. It stands in for status changes until the
-//! providers' adapters follow their documentation (issues 27 and 28) and poll instead.
+//! The simulated Neonomics pushes nothing: its only documented webhook is its merchant
+//! checkout's (<https://docs.neonomics.io/docs/webhook-payment-status-updates>), none for ICS
+//! payments, whose status is read by `GET /ics/v3/payments/{product}/{id}`. NextGenPSD2
+//! documents no such push either (its `TPP-Notification-URI` has another shape): this one
+//! stands in for the banks' status changes until their adapters follow their documentation
+//! (issue 28).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -86,7 +86,9 @@ impl Webhooks {
     /// Pushes the payment's new status to its source's registered receiver, if any, in the
     /// background.
     pub fn payment_changed(&self, http: &reqwest::Client, payment: &Payment) {
-        let source = WebhookSource::of(payment.provider, payment.bank);
+        let Some(source) = WebhookSource::of(payment.provider, payment.bank) else {
+            return;
+        };
         let Some(target) = self.targets.lock().expect("webhooks").get(&source).cloned() else {
             return;
         };

@@ -186,12 +186,19 @@ impl ConsentStore {
             }
         }
         for (iban, (account, ids)) in &by_iban {
+            // Whichever provider names the holder.
+            let owner = accounts
+                .iter()
+                .flat_map(|(_, list)| list)
+                .filter(|a| a.iban == *iban)
+                .find_map(|a| a.owner_name.as_ref());
             let row = tx
                 .query_one(
-                    "INSERT INTO connections (id, user_id, bank, consent_id, iban, bban, account_name, currency)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                    "INSERT INTO connections (id, user_id, bank, consent_id, iban, bban, account_name, currency, owner_name)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                      ON CONFLICT (user_id, bank, iban)
                      DO UPDATE SET consent_id = EXCLUDED.consent_id, account_name = EXCLUDED.account_name,
+                         owner_name = COALESCE(EXCLUDED.owner_name, connections.owner_name),
                          removed_at = NULL
                      RETURNING id",
                     &[
@@ -203,6 +210,7 @@ impl ConsentStore {
                         &account.bban,
                         &account.name,
                         &account.currency,
+                        &owner,
                     ],
                 )
                 .await

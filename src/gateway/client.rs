@@ -187,10 +187,14 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .and(with_state.clone())
         .and(auth.clone())
         .then(|id, state, claims| async move { respond(payments::one(state, claims, id).await) });
-    let sca_returned = warp::path!("v1" / "payments" / Uuid / "callback")
-        .and(warp::get())
-        .and(with_state.clone())
-        .then(|id, state| async move { respond(payments::sca_returned(state, id).await) });
+    let sca_returned =
+        warp::path!("v1" / "payments" / Uuid / "callback")
+            .and(warp::get())
+            .and(with_state.clone())
+            .and(warp::query::<std::collections::HashMap<String, String>>())
+            .then(|id, state, query| async move {
+                respond(payments::sca_returned(state, id, query).await)
+            });
     let webhook = warp::path!("v1" / "webhooks" / ..)
         .and(warp::path::tail())
         .map(|tail: warp::path::Tail| tail.as_str().to_owned())

@@ -2,6 +2,7 @@
 //! providers' webhooks. The work is the payment service's (`crate::payments`); this file
 //! only maps HTTP to it.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use warp::hyper::body::Bytes;
 use warp::reply::Response;
 
 use super::AppState;
-use crate::payments::{Delivery, PaymentStatus};
+use crate::payments::{Delivery, PaymentStatus, ScaResult};
 use crate::token::Claims;
 use bankgate_sandbox::http::{ApiError, ErrorCode};
 
@@ -67,8 +68,17 @@ pub async fn list(
     Ok(warp::reply::json(&serde_json::json!({ "payments": payments })).into_response())
 }
 
-pub async fn sca_returned(state: AppState, id: Uuid) -> Result<Response, ApiError> {
-    let body = state.payments.sca_returned(id).await?;
+pub async fn sca_returned(
+    state: AppState,
+    id: Uuid,
+    query: HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    let result = match query.get("result").map(String::as_str) {
+        Some("OK") => ScaResult::Approved,
+        Some("FAILED") => ScaResult::Failed,
+        _ => ScaResult::NotSaid,
+    };
+    let body = state.payments.sca_returned(id, result).await?;
     Ok(warp::reply::json(&body).into_response())
 }
 

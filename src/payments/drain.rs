@@ -3,11 +3,12 @@
 //!
 //! A pass sweeps what a stopped gateway left behind (`received` back to the queue,
 //! `initiating` to `unknown`) and expires payments queued too long, settles `unknown`
-//! outcomes and polls payments waiting for SCA, then sends queued payments oldest first while
+//! outcomes, polls payments waiting for SCA and completes those the user authorised, then sends queued payments oldest first while
 //! the bank has a path, claiming each with `FOR UPDATE SKIP LOCKED` so that instances sharing
 //! the database never take the same one. It ends by exporting the queue's depth and age.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bankgate_actors::BankId;
 use bankgate_actors::drainer::PaymentQueue;
@@ -22,6 +23,14 @@ use super::{PaymentStatus, Payments};
 
 /// Payments looked at per kind of work in one pass for one bank.
 const BATCH: usize = 50;
+
+/// How soon a payment the user authorised is completed again when its complete went
+/// unanswered: "without delay since payment tokens issued by banks are only valid for a
+/// limited time period" (<https://docs.neonomics.io/reference/completepayment>). Sooner
+/// still when payments are polled more often than that.
+fn complete_again_after(poll_after: Duration) -> Duration {
+    poll_after.min(Duration::from_secs(5))
+}
 
 impl Payments {
     /// One pass of upkeep for a bank's payments.
@@ -75,6 +84,21 @@ impl Payments {
             };
             let polled = self.poll(id).await.map(drop);
             carry_on(bank, "poll", id, polled);
+        }
+        for _ in 0..BATCH {
+            let Some(id) = self
+                .store
+                .lease(
+                    bank,
+                    PaymentStatus::Authorised,
+                    complete_again_after(config.poll_after),
+                )
+                .await?
+            else {
+                break;
+            };
+            let completed = self.complete(id).await.map(drop);
+            carry_on(bank, "complete", id, completed);
         }
         if !self.held(bank) {
             self.drain(bank).await?;

@@ -37,7 +37,7 @@ pub(super) fn answer(payment: &PaymentRecord) -> Result<Created, PaymentError> {
             201,
             json!({"payment_id": id, "status": payment.status, "sca_redirect": payment.sca_redirect}),
         ),
-        PaymentStatus::Completed | PaymentStatus::Rejected => {
+        PaymentStatus::Authorised | PaymentStatus::Completed | PaymentStatus::Rejected => {
             created(201, json!({"payment_id": id, "status": payment.status}))
         }
         PaymentStatus::Queued

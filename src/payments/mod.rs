@@ -2,7 +2,8 @@
 //! for outages drained exactly once, and the providers' signed webhooks.
 //!
 //! ```text
-//!   received ──► initiating ──► pending_sca ──► completed | rejected
+//!   received ──► initiating ──► pending_sca ──► authorised ──► (completed at the provider)
+//!      │             │  │ │          └──► rejected                   completed | rejected
 //!      │             │  │ └──► failed (refused by the bank, consent expired)
 //!      │             │  └───► unknown ──► (looked up) pending_sca | completed | rejected | queued
 //!      └──► queued ◄─┘ (no path)   ──► expired (queued too long, never sent)
@@ -11,7 +12,7 @@
 //! Every transition is one SQL statement that checks the current status, updates the row and
 //! appends the event, so two gateway instances can never both move one payment. A payment is
 //! sent only from `initiating`, which is committed before the call; a payment whose call may
-//! have reached the provider is `unknown` until a look-up by its reference settles it.
+//! have reached the provider is `unknown` until a look-up settles it, where one can.
 
 mod drain;
 mod error;
@@ -27,6 +28,7 @@ pub use drain::Queue;
 pub use error::PaymentError;
 pub use intake::Created;
 pub use request::{AmountLimits, Creditor, PaymentKind, PaymentRequest, idempotency_key, parse};
+pub use send::ScaResult;
 pub use service::{Payments, PaymentsConfig};
 pub use store::PaymentStore;
 pub use views::PaymentView;
@@ -44,6 +46,8 @@ pub enum PaymentStatus {
     Initiating,
     Unknown,
     PendingSca,
+    /// The user approved it: the provider waits for bankgate's complete call.
+    Authorised,
     Completed,
     Rejected,
     Expired,
@@ -53,12 +57,13 @@ pub enum PaymentStatus {
 }
 
 impl PaymentStatus {
-    pub const ALL: [PaymentStatus; 10] = [
+    pub const ALL: [PaymentStatus; 11] = [
         PaymentStatus::Received,
         PaymentStatus::Queued,
         PaymentStatus::Initiating,
         PaymentStatus::Unknown,
         PaymentStatus::PendingSca,
+        PaymentStatus::Authorised,
         PaymentStatus::Completed,
         PaymentStatus::Rejected,
         PaymentStatus::Expired,
@@ -73,6 +78,7 @@ impl PaymentStatus {
             PaymentStatus::Initiating => "initiating",
             PaymentStatus::Unknown => "unknown",
             PaymentStatus::PendingSca => "pending_sca",
+            PaymentStatus::Authorised => "authorised",
             PaymentStatus::Completed => "completed",
             PaymentStatus::Rejected => "rejected",
             PaymentStatus::Expired => "expired",

@@ -2,13 +2,15 @@
 //!
 //! A payment is sent only from `initiating`, committed before the call, through its bank
 //! actor (which picks the provider); the answer decides the next status. A payment whose call
-//! may have reached the provider is `unknown` until a look-up by its reference at the
-//! providers settles it, and one waiting for the user's SCA is polled, or asked at once when
-//! the user's browser comes back.
+//! may have reached the provider is `unknown` until a look-up at the providers settles it, if
+//! one can. One waiting for the user's SCA is polled, and is `authorised` when the user's
+//! browser comes back or the provider says the SCA is done; it is then completed at the
+//! provider, and done only when that call is answered.
 
 use bankgate_actors::BankId;
 use bankgate_actors::bank::{PayAnswer, PayRequest};
-use bankgate_actors::upstream::{PaymentOrder, RemotePayment, StoreError};
+use bankgate_actors::provider::ProviderHandle;
+use bankgate_actors::upstream::{Lookup, PaymentOrder, ProviderAccount, RemotePayment, StoreError};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -22,7 +24,28 @@ enum Found {
     Payment(RemotePayment),
     /// Every provider that could hold it answered that it does not.
     Nowhere,
+    /// No provider found it, and one that may hold it cannot be asked (Neonomics, for a
+    /// payment whose id never reached bankgate): it can never be proved nowhere.
+    Untraceable,
     Inconclusive,
+}
+
+/// A payment at the provider that gave it an id (`Payments::held_at`).
+struct Held<'a> {
+    handle: &'a ProviderHandle,
+    account: ProviderAccount,
+    order: PaymentOrder,
+    payment_id: String,
+}
+
+/// What the user's browser brought back from the bank's SCA page: Neonomics adds
+/// `result=OK|FAILED` to the redirect (<https://docs.neonomics.io/reference/initiatedomesticpayment>,
+/// `x-redirect-url`); a bank's own API adds nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScaResult {
+    Approved,
+    Failed,
+    NotSaid,
 }
 
 impl Payments {
@@ -60,6 +83,12 @@ impl Payments {
                 .await?
                 .expect("payments are never deleted"),
         };
+        if payment.status == PaymentStatus::Authorised {
+            // Exempt from SCA: complete it now, as the provider requires.
+            if let Some(done) = self.complete(id).await? {
+                return Ok(done);
+            }
+        }
         if payment.status == PaymentStatus::Unknown {
             // The provider may hold it: a look-up often settles it at once. Only finding it
             // counts here; "not found" is believed only after `in_flight_timeout`.
@@ -144,7 +173,15 @@ impl Payments {
         if moved.is_some() {
             count(bank, to, 1);
         }
-        Ok(moved)
+        match moved {
+            Some(payment)
+                if payment.status == PaymentStatus::PendingSca
+                    && payment.sca_redirect.is_none() =>
+            {
+                Ok(self.authorize(id).await?.or(Some(payment)))
+            }
+            moved => Ok(moved),
+        }
     }
 
     fn order(&self, sendable: &Sendable) -> PaymentOrder {
@@ -152,6 +189,7 @@ impl Payments {
         PaymentOrder {
             bank: payment.bank,
             debtor_iban: sendable.debtor_iban.clone(),
+            debtor_name: sendable.debtor_name.clone(),
             amount: payment.amount,
             currency: payment.currency.clone(),
             creditor_name: payment.creditor.name.clone(),
@@ -167,36 +205,60 @@ impl Payments {
         }
     }
 
-    /// Asks for the payment by its reference wherever it may be: at every provider the
-    /// connection has an account with, through that account's consent whatever the consent's
-    /// state, the provider it was last sent to first. It is "nowhere" only when every one of
-    /// them says "not found": the provider recorded last is not always the one that got it
-    /// (a gateway killed while sending records none), and a provider that never got it
-    /// proves nothing by not finding it. Any other answer is inconclusive.
+    /// Asks for the payment wherever it may be. One whose provider gave it an id is asked
+    /// for by that id, there. Otherwise it is asked for by its reference at every provider
+    /// the connection has an account with, through that account's consent whatever the
+    /// consent's state, the provider it was last sent to first. It is "nowhere" only when
+    /// every one of them says "not found": the provider recorded last is not always the one
+    /// that got it (a gateway killed while sending records none), and a provider that never
+    /// got it proves nothing by not finding it. Any other answer is inconclusive.
     async fn look_up(&self, sendable: &Sendable) -> Found {
+        let payment = &sendable.payment;
+        if payment.provider_payment_id.is_some() {
+            let Some(held) = self.held_at(sendable) else {
+                return Found::Inconclusive;
+            };
+            return match held
+                .handle
+                .find_payment(held.account, held.order, Some(held.payment_id))
+                .await
+            {
+                Ok(Lookup::Found(remote)) => Found::Payment(remote),
+                _ => Found::Inconclusive,
+            };
+        }
         let order = self.order(sendable);
-        let last = sendable.payment.provider;
+        let last = payment.provider;
         let mut accounts = sendable.known.clone();
         accounts.sort_by_key(|a| Some(a.provider) != last);
         if accounts.is_empty() {
             return Found::Inconclusive;
         }
-        let mut conclusive = true;
+        let (mut conclusive, mut untraceable) = (true, false);
         for account in accounts {
-            let Some(handle) = self.providers.get(&account.provider) else {
+            let account_provider = account.provider;
+            let Some(handle) = self.providers.get(&account_provider) else {
                 conclusive = false;
                 continue;
             };
-            match handle.find_payment(account, order.clone()).await {
-                Ok(Some(remote)) => return Found::Payment(remote),
-                Ok(None) => {}
+            match handle.find_payment(account, order.clone(), None).await {
+                Ok(Lookup::Found(remote)) => return Found::Payment(remote),
+                Ok(Lookup::Absent) => {}
+                // A provider that cannot be asked holds it only if it was the one sent it
+                // last, or none is recorded (a gateway killed while sending): an outcome
+                // unknown there is never sent on elsewhere (`resolve`), so a payment recorded
+                // at another provider was refused here, provably, before it went there.
+                Ok(Lookup::Untraceable) if last.is_none_or(|p| p == account_provider) => {
+                    untraceable = true
+                }
+                Ok(Lookup::Untraceable) => {}
                 Err(_) => conclusive = false,
             }
         }
-        if conclusive {
-            Found::Nowhere
-        } else {
-            Found::Inconclusive
+        match (untraceable, conclusive) {
+            (true, _) => Found::Untraceable,
+            (false, true) => Found::Nowhere,
+            (false, false) => Found::Inconclusive,
         }
     }
 
@@ -231,7 +293,19 @@ impl Payments {
                     ..Change::default()
                 },
             ),
-            Found::Nowhere | Found::Inconclusive => return Ok(None),
+            // The safe rule for a payment no provider can be asked for. Neonomics documents
+            // no look-up but by the payment's id (https://docs.neonomics.io/reference/getpaymentbyid),
+            // and an initiation whose answer was lost never gave bankgate that id. If the bank
+            // asked for SCA (the 510/1428 answer, the usual case), the payment waits at
+            // Neonomics for an authorisation nobody can give (the authorize link was in the
+            // lost answer) and for the complete call bankgate cannot make: it never executes.
+            // If the bank exempted it from SCA, "the initiation will already be complete in
+            // step 1" (https://docs.neonomics.io/docs/payments-1) and it may be paid. The
+            // documented calls cannot tell the two apart, so sending it again, through
+            // Neonomics or the bank's own API, could pay twice: it is never sent again. It
+            // stays `unknown`, counted in bankgate_payments{status="unknown"}, for the user to
+            // check at the bank; it is never queued.
+            Found::Untraceable | Found::Nowhere | Found::Inconclusive => return Ok(None),
         };
         let moved = self
             .store
@@ -243,7 +317,8 @@ impl Payments {
         Ok(moved)
     }
 
-    /// Asks the provider where a payment waiting for SCA stands.
+    /// Asks the provider where a payment waiting for SCA stands. One whose SCA is done is
+    /// `authorised`, and completed at once.
     pub(super) async fn poll(&self, id: Uuid) -> Result<(), StoreError> {
         let Some(sendable) = self.store.sendable(id).await? else {
             return Ok(());
@@ -251,10 +326,14 @@ impl Payments {
         let Found::Payment(remote) = self.look_up(&sendable).await else {
             return Ok(());
         };
-        let to = remote_status(remote.status);
-        if to == PaymentStatus::PendingSca {
-            return Ok(());
-        }
+        let to = match remote_status(remote.status) {
+            PaymentStatus::PendingSca if sendable.payment.sca_redirect.is_none() => {
+                return self.authorize(id).await.map(drop);
+            }
+            PaymentStatus::PendingSca => return Ok(()),
+            PaymentStatus::Completed => PaymentStatus::Authorised,
+            to => to,
+        };
         let change = Change {
             reason: "status polled at the provider",
             provider: Some(remote.provider),
@@ -267,19 +346,129 @@ impl Payments {
             .is_some()
         {
             count(sendable.payment.bank, to, 1);
+            if to == PaymentStatus::Authorised {
+                self.complete(id).await?;
+            }
         }
         Ok(())
     }
 
-    /// The user's browser is back from SCA: ask the provider at once.
-    pub async fn sca_returned(&self, id: Uuid) -> Result<serde_json::Value, PaymentError> {
+    /// Asks the provider for the link the user follows to approve a payment waiting for SCA,
+    /// where it gives it in a call of its own (Neonomics' authorize,
+    /// <https://docs.neonomics.io/reference/continueauth>), and records it. Without an answer
+    /// the payment waits without one, and the next poll asks again.
+    async fn authorize(&self, id: Uuid) -> Result<Option<PaymentRecord>, StoreError> {
+        let Some(sendable) = self.store.sendable(id).await? else {
+            return Ok(None);
+        };
+        let Some(held) = self.held_at(&sendable) else {
+            return Ok(None);
+        };
+        match held
+            .handle
+            .authorize_payment(held.account, held.order, held.payment_id)
+            .await
+        {
+            Ok(link) => self.store.set_sca_redirect(id, &link).await,
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Completes a payment the user authorised, at the provider that holds it, and records
+    /// where the answer leaves it: Neonomics requires the complete call for every payment
+    /// (<https://docs.neonomics.io/reference/completepayment>), and a payment is done only
+    /// when it is answered. Without an answer it stays `authorised`, and the queue's upkeep
+    /// completes it later; completing twice settles it once. Returns the payment as moved.
+    pub(super) async fn complete(&self, id: Uuid) -> Result<Option<PaymentRecord>, StoreError> {
+        let Some(sendable) = self.store.sendable(id).await? else {
+            return Ok(None);
+        };
+        let Some(held) = self.held_at(&sendable) else {
+            return Ok(None);
+        };
+        let provider = held.account.provider;
+        let Ok(remote) = held
+            .handle
+            .complete_payment(held.account, held.order, held.payment_id)
+            .await
+        else {
+            return Ok(None);
+        };
+        let (to, reason) = match remote_status(remote.status) {
+            PaymentStatus::Authorised => return Ok(None),
+            PaymentStatus::PendingSca => (
+                PaymentStatus::PendingSca,
+                "the provider says the user's SCA is not done",
+            ),
+            to => (to, "completed at the provider"),
+        };
+        let change = Change {
+            reason,
+            provider: Some(provider),
+            ..Change::default()
+        };
+        let moved = self
+            .store
+            .transition(id, &[PaymentStatus::Authorised], to, change)
+            .await?;
+        if moved.is_some() {
+            count(sendable.payment.bank, to, 1);
+        }
+        Ok(moved)
+    }
+
+    /// Where a payment the provider gave an id is held: that provider, the connection's
+    /// account there, the order and the id; `None` before a provider took it.
+    fn held_at(&self, sendable: &Sendable) -> Option<Held<'_>> {
+        let payment = &sendable.payment;
+        let provider = payment.provider?;
+        let payment_id = payment.provider_payment_id.clone()?;
+        let account = sendable.known.iter().find(|a| a.provider == provider)?;
+        Some(Held {
+            handle: self.providers.get(&provider)?,
+            account: account.clone(),
+            order: self.order(sendable),
+            payment_id,
+        })
+    }
+
+    /// The user's browser is back from SCA: a payment that was waiting for it is
+    /// `authorised` and completed at once, unless the provider said the SCA failed, when it
+    /// is asked where the payment stands.
+    pub async fn sca_returned(
+        &self,
+        id: Uuid,
+        result: ScaResult,
+    ) -> Result<serde_json::Value, PaymentError> {
         let payment = self
             .store
             .payment(id)
             .await?
             .ok_or(PaymentError::NotFound)?;
         if payment.status == PaymentStatus::PendingSca {
-            self.poll(id).await?;
+            if result == ScaResult::Failed {
+                self.poll(id).await?;
+            } else {
+                let change = Change {
+                    reason: "the user's browser is back from SCA",
+                    ..Change::default()
+                };
+                let moved = self
+                    .store
+                    .transition(
+                        id,
+                        &[PaymentStatus::PendingSca],
+                        PaymentStatus::Authorised,
+                        change,
+                    )
+                    .await?;
+                if moved.is_some() {
+                    count(payment.bank, PaymentStatus::Authorised, 1);
+                    self.complete(id).await?;
+                }
+            }
+        } else if payment.status == PaymentStatus::Authorised {
+            self.complete(id).await?;
         }
         let payment = self
             .store

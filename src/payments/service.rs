@@ -59,6 +59,7 @@ pub struct Payments {
 pub(super) fn remote_status(status: RemoteStatus) -> PaymentStatus {
     match status {
         RemoteStatus::PendingSca => PaymentStatus::PendingSca,
+        RemoteStatus::Authorised => PaymentStatus::Authorised,
         RemoteStatus::Completed => PaymentStatus::Completed,
         RemoteStatus::Rejected => PaymentStatus::Rejected,
     }

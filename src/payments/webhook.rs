@@ -1,21 +1,20 @@
-//! The webhooks' status pushes (`POST /v1/webhooks/neonomics`, `POST /v1/webhooks/psd2/{bank}`):
-//! verified, then applied to the payment they name.
+//! The banks' status pushes (`POST /v1/webhooks/psd2/{bank}`): verified, then applied to the
+//! payment they name. Neonomics pushes nothing (it documents no webhook for its payment API);
+//! a payment sent through it is polled and completed (`send.rs`).
 //!
-//! Each source signs with a secret of its own: Neonomics one for all its banks, each bank's
-//! own PSD2 push another. Verification: `x-webhook-signature: v1=<hex HMAC-SHA256>` over
-//! `"{x-webhook-timestamp}.{raw body}"` with the source's secret, and a timestamp within the
-//! tolerance window so that a captured delivery cannot be replayed later. The comparison is
-//! constant-time (`aws_lc_rs::hmac::verify`). The event id is the body's, so the signature
-//! covers it: a delivery seen before is recognised by it and changes nothing, and a replay
-//! cannot pass as new under another id.
+//! Each bank's push is signed with a secret of its own. Verification: `x-webhook-signature:
+//! v1=<hex HMAC-SHA256>` over `"{x-webhook-timestamp}.{raw body}"` with the source's secret,
+//! and a timestamp within the tolerance window so that a captured delivery cannot be replayed
+//! later. The comparison is constant-time (`aws_lc_rs::hmac::verify`). The event id is the
+//! body's, so the signature covers it: a delivery seen before is recognised by it and changes
+//! nothing, and a replay cannot pass as new under another id.
 //!
-//! A push settles only a payment recorded as sent through its source's provider, at its bank
-//! (the path's for a bank's own API; the body's, signed, for Neonomics), named by that
-//! provider's payment id or by bankgate's reference. It is applied in any state a push can
-//! still move: unknown, waiting for SCA, and queued again after a look-up found it nowhere.
-//! A payment never recorded as sent there (queued unsent, or its first send still in
-//! flight) is not the source's to settle, whatever the push claims: the look-up at every
-//! provider settles it.
+//! A push settles only a payment recorded as sent through the bank's own API, at the path's
+//! bank, named by that API's payment id or by bankgate's reference. It is applied in any
+//! state a push can still move: unknown, waiting for SCA, and queued again after a look-up
+//! found it nowhere. A payment never recorded as sent there (queued unsent, or its first send
+//! still in flight) is not the source's to settle, whatever the push claims: the look-up at
+//! every provider settles it.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -230,13 +229,15 @@ mod tests {
     use super::*;
     use bankgate_sandbox::webhooks::sign;
 
-    const NEONOMICS: &str = "neonomics-secret-of-sixteen";
     const DNB: &str = "dnb-psd2-secret-of-sixteen";
+    const NORDEA: &str = "nordea-psd2-secret-of-sixteen";
 
     fn verifier() -> WebhookVerifier {
         let secrets = WebhookSecrets {
-            neonomics: SecretString::from(NEONOMICS),
-            psd2: BTreeMap::from([(BankId::Dnb, SecretString::from(DNB))]),
+            psd2: BTreeMap::from([
+                (BankId::Dnb, SecretString::from(DNB)),
+                (BankId::Nordea, SecretString::from(NORDEA)),
+            ]),
         };
         WebhookVerifier::new(&secrets, Duration::from_secs(300))
     }
@@ -257,11 +258,11 @@ mod tests {
         let now = Utc::now();
         let ts = now.timestamp();
         let body = br#"{"event_id":"evt-1","bank":"dnb","payment_id":"p1","status":"ACSC"}"#;
-        let good = sign(NEONOMICS.as_bytes(), ts, body);
+        let good = sign(DNB.as_bytes(), ts, body);
         let ts_text = ts.to_string();
         let v = verifier();
-        let neonomics = source("neonomics");
-        let event = v.verify(neonomics, delivery(&ts_text, &good), body, now);
+        let dnb = source("psd2/dnb");
+        let event = v.verify(dnb, delivery(&ts_text, &good), body, now);
         assert_eq!(event.map(|e| e.event_id).as_deref(), Ok("evt-1"));
         // The body changed after signing.
         let other = br#"{"event_id":"evt-2","bank":"dnb","payment_id":"p1","status":"ACSC"}"#;
@@ -270,26 +271,22 @@ mod tests {
                 .map(|e| e.event_id)
         };
         assert_eq!(
-            check(neonomics, &good, other, now),
+            check(dnb, &good, other, now),
             Err(WebhookError::BadSignature)
         );
-        // Signed with another source's secret: DNB's push cannot pass as Neonomics', nor
-        // Neonomics' as DNB's, nor DNB's as Nordea's (which has no secret here).
-        let by_dnb = sign(DNB.as_bytes(), ts, body);
+        // Signed with another source's secret: Nordea's push cannot pass as DNB's, nor DNB's
+        // as Nordea's, nor as SpareBank 1's (which has no secret here).
+        let by_nordea = sign(NORDEA.as_bytes(), ts, body);
         assert_eq!(
-            check(neonomics, &by_dnb, body, now),
-            Err(WebhookError::BadSignature)
-        );
-        assert_eq!(
-            check(source("psd2/dnb"), &good, body, now),
+            check(dnb, &by_nordea, body, now),
             Err(WebhookError::BadSignature)
         );
         assert_eq!(
-            check(source("psd2/dnb"), &by_dnb, body, now).as_deref(),
-            Ok("evt-1")
+            check(source("psd2/nordea"), &good, body, now),
+            Err(WebhookError::BadSignature)
         );
         assert_eq!(
-            check(source("psd2/nordea"), &by_dnb, body, now),
+            check(source("psd2/sparebank1"), &good, body, now),
             Err(WebhookError::BadSignature)
         );
         // DNB's secret, signing an event about another bank.
@@ -297,29 +294,23 @@ mod tests {
             br#"{"event_id":"evt-3","bank":"nordea","payment_id":"p1","status":"ACSC"}"#;
         let dnb_about_nordea = sign(DNB.as_bytes(), ts, nordea_body);
         assert_eq!(
-            check(source("psd2/dnb"), &dnb_about_nordea, nordea_body, now),
+            check(dnb, &dnb_about_nordea, nordea_body, now),
             Err(WebhookError::BadEvent)
         );
         // Replayed ten minutes later.
         let later = now + chrono::Duration::minutes(10);
+        assert_eq!(check(dnb, &good, body, later), Err(WebhookError::Stale));
         assert_eq!(
-            check(neonomics, &good, body, later),
-            Err(WebhookError::Stale)
-        );
-        assert_eq!(
-            v.verify(neonomics, delivery("soon", &good), body, now)
+            v.verify(dnb, delivery("soon", &good), body, now)
                 .map(|e| e.event_id),
             Err(WebhookError::Malformed)
         );
-        assert_eq!(
-            check(neonomics, "v1=zz", body, now),
-            Err(WebhookError::Malformed)
-        );
+        assert_eq!(check(dnb, "v1=zz", body, now), Err(WebhookError::Malformed));
         // Signed, but without an event id.
         let anonymous = br#"{"bank":"dnb","payment_id":"p1","status":"ACSC"}"#;
-        let signed = sign(NEONOMICS.as_bytes(), ts, anonymous);
+        let signed = sign(DNB.as_bytes(), ts, anonymous);
         assert_eq!(
-            check(neonomics, &signed, anonymous, now),
+            check(dnb, &signed, anonymous, now),
             Err(WebhookError::BadEvent)
         );
     }

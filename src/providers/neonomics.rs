@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use bankgate_actors::upstream::{
     AccessToken, Balance, BalanceCall, ConsentCall, ConsentStart, ConsentState, ConsentStatus,
-    FailureClass, PaymentOrder, ProviderAccount, RemoteAccount, RemotePayment, RemoteStatus,
-    StartedConsent, Upstream, UpstreamError,
+    FailureClass, Lookup, PaymentOrder, ProviderAccount, RemoteAccount, RemotePayment,
+    RemoteStatus, StartedConsent, Upstream, UpstreamError,
 };
 use bankgate_actors::{BankId, ProviderId};
 use futures_util::future::BoxFuture;
@@ -28,25 +28,27 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::{
-    BaseUrl, Refusal, creditor_ref, http_client, is_domestic, read_success, reference_query,
-    remote_status, transport_error,
+    BaseUrl, Refusal, creditor_ref, http_client, is_domestic, read_success, transport_error,
 };
 use crate::settings::NeonomicsSettings;
 
 /// Identifies bankgate's installation to Neonomics (`x-device-id`).
 const DEVICE_ID: &str = "bankgate";
 
-/// What a Neonomics error status says, by its error handling page
+/// What a Neonomics error answer says, by its error handling page
 /// (<https://docs.neonomics.io/docs/error-handling>): 510 is a client error (the request as
-/// sent, a session it does not know, a consent to be given: errorCode 1426), 520 Neonomics'
-/// own failure and 530 the bank's. Only the last two, and a proxy's 5xx, say the path is down.
-fn failure_class(status: u16, code: Option<&str>) -> FailureClass {
-    match status {
-        401 | 403 => FailureClass::Credentials,
-        429 => FailureClass::RateLimited,
-        510 if code == Some("1426") => FailureClass::Consent,
-        510 => FailureClass::Client,
-        500..=599 => FailureClass::Server,
+/// sent, a session it does not know), one of `type` CONSENT the end user's consent to be given
+/// (errorCode 1426); 520 is Neonomics' own failure and 530 the bank's, of `type` NETWORK when
+/// the way there failed. Only those, and a proxy's 5xx, say the path is down.
+fn failure_class(status: u16, code: Option<&str>, kind: Option<&str>) -> FailureClass {
+    match (status, kind) {
+        (401 | 403, _) => FailureClass::Credentials,
+        (429, _) => FailureClass::RateLimited,
+        (510, Some("CONSENT")) => FailureClass::Consent,
+        (510, _) if code == Some("1426") => FailureClass::Consent,
+        (510, _) => FailureClass::Client,
+        (520 | 530, Some("NETWORK")) => FailureClass::Network,
+        (500..=599, _) => FailureClass::Server,
         _ => FailureClass::Client,
     }
 }
@@ -83,10 +85,27 @@ struct TokenBody {
 /// A refresh token this close to its end is not used: the request could outlive it.
 const REFRESH_MARGIN: Duration = Duration::from_secs(30);
 
+/// Neonomics' error object (<https://docs.neonomics.io/docs/error-handling>): `errorCode`
+/// is what to build on, `type` says what kind of failure, `links` what to do next.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ErrorBody {
     error_code: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    links: Vec<Link>,
+}
+
+/// The payment's id when a refusal is 510 with errorCode 1428, payment authorization
+/// required: it is in the authorize link's `meta.id`
+/// (<https://docs.neonomics.io/docs/error-handling>).
+fn authorization_required(refusal: &Refusal<ErrorBody>) -> Option<String> {
+    let body = refusal.body.as_ref()?;
+    if refusal.status.as_u16() != 510 || body.error_code.as_deref() != Some("1428") {
+        return None;
+    }
+    body.links.first()?.meta.id.clone()
 }
 
 #[derive(Deserialize)]
@@ -102,6 +121,8 @@ struct BankBody {
     status: String,
 }
 
+/// An account in `GET /ics/v3/accounts` (<https://docs.neonomics.io/docs/accounts-1>;
+/// `ownerName` from <https://docs.neonomics.io/docs/changelog>).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct AccountBody {
@@ -110,6 +131,8 @@ struct AccountBody {
     bban: Option<String>,
     account_name: Option<String>,
     currency: String,
+    #[serde(default)]
+    owner_name: Option<String>,
 }
 
 impl NeonomicsClient {
@@ -140,10 +163,15 @@ impl NeonomicsClient {
 
     /// Classifies a Neonomics error answer.
     async fn failure(response: Response) -> UpstreamError {
-        let refusal = Refusal::<ErrorBody>::read(response).await;
-        let code = refusal.body.as_ref().and_then(|b| b.error_code.clone());
-        let class = failure_class(refusal.status.as_u16(), code.as_deref());
-        refusal.error(class, code.as_deref())
+        Self::classify(&Refusal::<ErrorBody>::read(response).await)
+    }
+
+    fn classify(refusal: &Refusal<ErrorBody>) -> UpstreamError {
+        let body = refusal.body.as_ref();
+        let code = body.and_then(|b| b.error_code.as_deref());
+        let kind = body.and_then(|b| b.kind.as_deref());
+        let class = failure_class(refusal.status.as_u16(), code, kind);
+        refusal.error(class, code)
     }
 
     async fn send(request: RequestBuilder) -> Result<Response, UpstreamError> {
@@ -280,6 +308,7 @@ impl NeonomicsClient {
                         bban: a.bban,
                         name: a.account_name,
                         currency: a.currency,
+                        owner_name: a.owner_name,
                     })
                     .collect(),
             )),
@@ -304,7 +333,8 @@ impl NeonomicsClient {
             request = request.header("x-psu-ip-address", ip.to_string());
         }
         let balances: Vec<BalanceBody> = Self::json(request).await?;
-        let preferred = ["ITAV", "CLAV", "ITBD", "CLBD"];
+        // The balance types of <https://docs.neonomics.io/docs/iso-codes>: available first.
+        let preferred = ["AVLB", "BOOK", "CLSG"];
         let chosen = preferred
             .iter()
             .find_map(|kind| balances.iter().find(|b| b.kind == *kind))
@@ -320,96 +350,236 @@ impl NeonomicsClient {
     }
 }
 
-/// A payment as Neonomics renders it.
+/// A payment as Neonomics renders it on initiation, complete and status
+/// (<https://docs.neonomics.io/reference/getpaymentbyid>).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct PaymentBody {
     payment_id: String,
     status: String,
-    #[serde(default)]
-    links: Vec<PaymentLink>,
 }
 
-#[derive(Deserialize)]
-struct PaymentLink {
-    rel: String,
-    href: String,
+/// Where a payment stands, by Neonomics' status codes
+/// (<https://docs.neonomics.io/docs/iso-codes>), each named: one the page does not list is
+/// not guessed at. A payment whose SCA is done is at least `Authorised` here, whatever the
+/// bank made of it since: only the answer to complete, which must always be called
+/// (<https://docs.neonomics.io/reference/completepayment>), settles it in bankgate.
+fn payment_status(code: &str) -> Result<RemoteStatus, UpstreamError> {
+    Ok(match code {
+        // Received; waiting for the end user's authorisation; waiting for a second signer.
+        "RCVD" | "NAUT" | "PATC" => RemoteStatus::PendingSca,
+        // Authentication and validation passed: the bank waits for complete.
+        "ACTC" => RemoteStatus::Authorised,
+        // Accepted by the bank (technical checks, for settlement, with a change), pending or
+        // held at the bank, settled at the debtor's or the creditor's side.
+        "ACCP" | "ACSP" | "ACWC" | "PDNG" | "PRSY" | "ACSC" | "ACCC" => RemoteStatus::Completed,
+        // Rejected; cancelled by the end user.
+        "RJCT" | "CANC" => RemoteStatus::Rejected,
+        _ => {
+            return Err(UpstreamError::new(
+                FailureClass::Server,
+                "Neonomics answered a payment status its documentation does not list",
+            ));
+        }
+    })
 }
 
 impl PaymentBody {
-    fn remote(self) -> RemotePayment {
-        let status = remote_status(&self.status);
-        RemotePayment {
+    fn remote(self) -> Result<RemotePayment, UpstreamError> {
+        Ok(RemotePayment {
             provider: ProviderId::Neonomics,
+            status: payment_status(&self.status)?,
             payment_id: self.payment_id,
-            status,
-            sca_redirect: self
-                .links
-                .into_iter()
-                .find(|l| l.rel == "sca")
-                .map(|l| l.href)
-                .filter(|_| status == RemoteStatus::PendingSca),
-        }
+            sca_redirect: None,
+        })
     }
 }
 
-fn product(order: &PaymentOrder) -> &'static str {
-    if is_domestic(order) {
-        "domestic-transfer"
-    } else {
-        "cross-border-transfer"
+/// A link in an error object or an authorize answer: `{type, rel, href, meta}`.
+#[derive(Deserialize)]
+struct Link {
+    href: String,
+    #[serde(default)]
+    meta: LinkMeta,
+}
+
+#[derive(Deserialize, Default)]
+struct LinkMeta {
+    id: Option<String>,
+}
+
+/// The payment product for an order, of those Neonomics offers
+/// (<https://docs.neonomics.io/reference/completepayment>): a domestic transfer in kroner, or a
+/// SEPA credit transfer in euro to an IBAN. Neonomics has none for a payment abroad in another
+/// currency; the bank's own API may take it.
+fn product(order: &PaymentOrder) -> Result<&'static str, UpstreamError> {
+    let to_iban = !order.creditor_account.chars().all(|c| c.is_ascii_digit());
+    match order.currency.as_str() {
+        "NOK" if is_domestic(order) => Ok("domestic-transfer"),
+        "EUR" if to_iban => Ok("sepa-credit"),
+        _ => Err(UpstreamError::new(
+            FailureClass::Unsupported,
+            "Neonomics offers no payment product for this currency and creditor",
+        )),
     }
 }
 
 impl NeonomicsClient {
+    /// A request in the user's session, from the user's IP.
+    fn in_session(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        account: &ProviderAccount,
+        order: &PaymentOrder,
+    ) -> RequestBuilder {
+        self.request(method, path, token)
+            .header("x-session-id", &account.consent_ref)
+            .header("x-psu-ip-address", &order.psu_ip)
+    }
+
+    /// Initiates a payment as the payments guide walks it
+    /// (<https://docs.neonomics.io/docs/payments-1>): the initiation answers 510 with errorCode
+    /// 1428 and the authorize link when the bank asks for SCA (authorize, a call of its own,
+    /// then answers the link the user follows). An initiation exempt from SCA answers the
+    /// payment at once; it is still to be completed.
     async fn pay(
         &self,
         token: Option<String>,
         account: ProviderAccount,
         order: PaymentOrder,
     ) -> Result<RemotePayment, UpstreamError> {
+        let product = product(&order)?;
+        let Some(debtor_name) = &order.debtor_name else {
+            // Required on every payment (<https://docs.neonomics.io/reference/domesticscheduledpayment>).
+            return Err(UpstreamError::new(
+                FailureClass::Unsupported,
+                "no account holder's name for Neonomics' debtorName",
+            ));
+        };
         let body = serde_json::json!({
             "debtorAccount": {"iban": order.debtor_iban},
+            "debtorName": debtor_name,
             "creditorAccount": creditor_ref(&order),
             "creditorName": order.creditor_name,
             "instrumentedAmount": order.amount.to_string(),
             "currency": order.currency,
             "endToEndIdentification": order.reference,
-            "remittanceInformationUnstructured": order.remittance_info,
+            // Either remittance is required; a transfer without a message carries its reference.
+            "remittanceInformationUnstructured": order.remittance_info.as_deref().unwrap_or(&order.reference),
         });
+        let path = format!("/ics/v3/payments/{product}");
         let request = self
-            .request(
-                Method::POST,
-                &format!("/ics/v3/payments/{}", product(&order)),
-                token.as_deref(),
-            )
-            .header("x-session-id", &account.consent_ref)
-            .header("x-psu-ip-address", &order.psu_ip)
+            .in_session(Method::POST, &path, token.as_deref(), &account, &order)
             .header("x-redirect-url", &order.redirect_url)
-            .header("x-request-id", uuid::Uuid::new_v4().to_string())
             .json(&body);
-        Ok(Self::json::<PaymentBody>(request).await?.remote())
+        let response = request.send().await.map_err(|e| transport_error(&e))?;
+        if response.status().is_success() {
+            let payment = read_success::<PaymentBody>(response).await?.remote()?;
+            // Exempt from SCA: authorised as far as the user goes, and to be completed.
+            return Ok(RemotePayment {
+                status: match payment.status {
+                    RemoteStatus::Rejected => RemoteStatus::Rejected,
+                    _ => RemoteStatus::Authorised,
+                },
+                ..payment
+            });
+        }
+        let refusal = Refusal::<ErrorBody>::read(response).await;
+        if refusal.body.is_none() {
+            // A 510 may be 1428, the payment created: one whose error object cannot be read
+            // proves nothing.
+            return Err(Self::classify(&refusal).maybe_delivered());
+        }
+        let Some(payment_id) = authorization_required(&refusal) else {
+            return Err(Self::classify(&refusal));
+        };
+        // Neonomics holds the payment now, under this id. The SCA link is asked for once
+        // that is recorded (`authorize_payment`): whatever happens to that call, the payment
+        // is initiated, never to be sent again.
+        Ok(RemotePayment {
+            provider: ProviderId::Neonomics,
+            payment_id,
+            status: RemoteStatus::PendingSca,
+            sca_redirect: None,
+        })
     }
 
+    /// The bank's SCA link for a payment
+    /// (<https://docs.neonomics.io/reference/continueauth>).
+    async fn authorize(
+        &self,
+        token: Option<String>,
+        account: ProviderAccount,
+        order: PaymentOrder,
+        payment_id: String,
+    ) -> Result<String, UpstreamError> {
+        #[derive(Deserialize)]
+        struct Authorization {
+            links: Vec<Link>,
+        }
+        let product = product(&order)?;
+        let path = format!("/ics/v3/payments/{product}/{payment_id}/authorize");
+        let request = self.in_session(Method::GET, &path, token.as_deref(), &account, &order);
+        let answer: Authorization = Self::json(request).await?;
+        answer
+            .links
+            .into_iter()
+            .next()
+            .map(|link| link.href)
+            .ok_or_else(|| UpstreamError::new(FailureClass::Server, "no authorization link"))
+    }
+
+    /// Completes a payment whose SCA was carried out
+    /// (<https://docs.neonomics.io/reference/completepayment>); one the user has not
+    /// authorised yet answers 1428 again, and is still waiting for SCA.
+    async fn complete(
+        &self,
+        token: Option<String>,
+        account: ProviderAccount,
+        order: PaymentOrder,
+        payment_id: String,
+    ) -> Result<RemotePayment, UpstreamError> {
+        let product = product(&order)?;
+        let path = format!("/ics/v3/payments/{product}/{payment_id}/complete");
+        let request = self
+            .in_session(Method::POST, &path, token.as_deref(), &account, &order)
+            .json(&serde_json::json!({}));
+        let response = request.send().await.map_err(|e| transport_error(&e))?;
+        if response.status().is_success() {
+            return read_success::<PaymentBody>(response).await?.remote();
+        }
+        let refusal = Refusal::<ErrorBody>::read(response).await;
+        match authorization_required(&refusal) {
+            Some(_) => Ok(RemotePayment {
+                provider: ProviderId::Neonomics,
+                payment_id,
+                status: RemoteStatus::PendingSca,
+                sca_redirect: None,
+            }),
+            None => Err(Self::classify(&refusal)),
+        }
+    }
+
+    /// Reads a payment by its id (<https://docs.neonomics.io/reference/getpaymentbyid>).
+    /// Neonomics offers no other way to find a payment: one whose initiation answer was lost
+    /// is untraceable (see `Payments::resolve` for what that means for it).
     async fn find(
         &self,
         token: Option<String>,
         account: ProviderAccount,
         order: PaymentOrder,
-    ) -> Result<Option<RemotePayment>, UpstreamError> {
-        let request = self
-            .request(
-                Method::GET,
-                &format!(
-                    "/ics/v3/payments/{}?{}",
-                    product(&order),
-                    reference_query(&order)
-                ),
-                token.as_deref(),
-            )
-            .header("x-session-id", &account.consent_ref);
-        let found: Vec<PaymentBody> = Self::json(request).await?;
-        Ok(found.into_iter().next().map(PaymentBody::remote))
+        payment_id: Option<String>,
+    ) -> Result<Lookup, UpstreamError> {
+        let Some(payment_id) = payment_id else {
+            return Ok(Lookup::Untraceable);
+        };
+        let product = product(&order)?;
+        let path = format!("/ics/v3/payments/{product}/{payment_id}");
+        let request = self.in_session(Method::GET, &path, token.as_deref(), &account, &order);
+        let payment = Self::json::<PaymentBody>(request).await?.remote()?;
+        Ok(Lookup::Found(payment))
     }
 
     /// Reads the bank's entry in Neonomics' bank list: reachable, and `AVAILABLE`.
@@ -465,9 +635,32 @@ impl Upstream for NeonomicsClient {
         token: Option<String>,
         account: ProviderAccount,
         order: PaymentOrder,
-    ) -> BoxFuture<'static, Result<Option<RemotePayment>, UpstreamError>> {
+        payment_id: Option<String>,
+    ) -> BoxFuture<'static, Result<Lookup, UpstreamError>> {
         let this = self.clone();
-        Box::pin(async move { this.find(token, account, order).await })
+        Box::pin(async move { this.find(token, account, order, payment_id).await })
+    }
+
+    fn authorize_payment(
+        &self,
+        token: Option<String>,
+        account: ProviderAccount,
+        order: PaymentOrder,
+        payment_id: String,
+    ) -> BoxFuture<'static, Result<String, UpstreamError>> {
+        let this = self.clone();
+        Box::pin(async move { this.authorize(token, account, order, payment_id).await })
+    }
+
+    fn complete_payment(
+        &self,
+        token: Option<String>,
+        account: ProviderAccount,
+        order: PaymentOrder,
+        payment_id: String,
+    ) -> BoxFuture<'static, Result<RemotePayment, UpstreamError>> {
+        let this = self.clone();
+        Box::pin(async move { this.complete(token, account, order, payment_id).await })
     }
 
     fn probe(
@@ -568,17 +761,113 @@ mod tests {
         sandbox.shutdown().await;
     }
 
+    /// Every status of https://docs.neonomics.io/docs/iso-codes, each named; one the page
+    /// does not list is an error, not a guess.
+    #[test]
+    fn each_documented_payment_status_has_its_place() {
+        let expected = [
+            ("RCVD", RemoteStatus::PendingSca),
+            ("NAUT", RemoteStatus::PendingSca),
+            ("PATC", RemoteStatus::PendingSca),
+            ("ACTC", RemoteStatus::Authorised),
+            ("ACCP", RemoteStatus::Completed),
+            ("ACSP", RemoteStatus::Completed),
+            ("ACWC", RemoteStatus::Completed),
+            ("PDNG", RemoteStatus::Completed),
+            ("PRSY", RemoteStatus::Completed),
+            ("ACSC", RemoteStatus::Completed),
+            ("ACCC", RemoteStatus::Completed),
+            ("RJCT", RemoteStatus::Rejected),
+            ("CANC", RemoteStatus::Rejected),
+        ];
+        for (code, status) in expected {
+            assert_eq!(payment_status(code).unwrap(), status, "{code}");
+        }
+        for code in ["ACFC", "PART", "rcvd", ""] {
+            assert!(payment_status(code).is_err(), "{code}");
+        }
+    }
+
+    /// Neonomics has no product for a payment abroad in kroner, nor for one without the
+    /// holder's name it requires: refused before sending, for the bank's own API to take.
+    #[test]
+    fn a_payment_neonomics_has_no_product_for_is_unsupported() {
+        let order = |currency: &str, creditor: &str| PaymentOrder {
+            bank: BankId::Dnb,
+            debtor_iban: "NO9386011117947".into(),
+            debtor_name: Some("Ola Nordmann".into()),
+            amount: Decimal::new(10_000, 2),
+            currency: currency.into(),
+            creditor_name: "Kari".into(),
+            creditor_account: creditor.into(),
+            remittance_info: None,
+            reference: "r".into(),
+            redirect_url: "https://drop.example".into(),
+            psu_ip: "192.0.2.1".into(),
+        };
+        assert_eq!(
+            product(&order("NOK", "86011117947")).unwrap(),
+            "domestic-transfer"
+        );
+        assert_eq!(
+            product(&order("NOK", "NO9386011117947")).unwrap(),
+            "domestic-transfer"
+        );
+        assert_eq!(
+            product(&order("EUR", "DE89370400440532013000")).unwrap(),
+            "sepa-credit"
+        );
+        for (currency, creditor) in [
+            ("NOK", "SE4550000000058398257466"),
+            ("SEK", "SE4550000000058398257466"),
+            ("EUR", "86011117947"),
+        ] {
+            let refused = product(&order(currency, creditor)).unwrap_err();
+            assert_eq!(
+                refused.class,
+                FailureClass::Unsupported,
+                "{currency} {creditor}"
+            );
+        }
+    }
+
     #[test]
     fn only_neonomics_and_bank_errors_say_the_path_is_down() {
         // An unknown session (1003) is a client error: counted as the bank failing, a
         // fresh sandbox behind an old database read as `bank_down`.
-        assert_eq!(failure_class(510, Some("1003")), FailureClass::Client);
-        assert_eq!(failure_class(510, Some("1426")), FailureClass::Consent);
-        assert_eq!(failure_class(520, Some("5200")), FailureClass::Server);
-        assert_eq!(failure_class(530, None), FailureClass::Server);
-        assert_eq!(failure_class(503, None), FailureClass::Server);
-        assert_eq!(failure_class(404, Some("1404")), FailureClass::Client);
-        assert_eq!(failure_class(401, None), FailureClass::Credentials);
-        assert_eq!(failure_class(429, None), FailureClass::RateLimited);
+        let bad = Some("BAD_REQUEST");
+        assert_eq!(failure_class(510, Some("1003"), bad), FailureClass::Client);
+        assert_eq!(failure_class(510, Some("1001"), bad), FailureClass::Client);
+        assert_eq!(failure_class(510, Some("1004"), bad), FailureClass::Client);
+        assert_eq!(failure_class(510, Some("1005"), bad), FailureClass::Client);
+        assert_eq!(failure_class(510, Some("2006"), bad), FailureClass::Client);
+        assert_eq!(
+            failure_class(510, Some("1426"), Some("CONSENT")),
+            FailureClass::Consent
+        );
+        assert_eq!(
+            failure_class(510, Some("1426"), None),
+            FailureClass::Consent
+        );
+        assert_eq!(
+            failure_class(520, None, Some("FATAL")),
+            FailureClass::Server
+        );
+        assert_eq!(
+            failure_class(530, None, Some("FATAL")),
+            FailureClass::Server
+        );
+        assert_eq!(
+            failure_class(530, None, Some("NETWORK")),
+            FailureClass::Network
+        );
+        assert_eq!(
+            failure_class(520, None, Some("NETWORK")),
+            FailureClass::Network
+        );
+        assert_eq!(failure_class(503, None, None), FailureClass::Server);
+        assert_eq!(failure_class(404, None, None), FailureClass::Client);
+        assert_eq!(failure_class(401, None, None), FailureClass::Credentials);
+        assert_eq!(failure_class(429, None, None), FailureClass::RateLimited);
     }
 }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use bankgate_actors::upstream::{
     AccessToken, Balance, BalanceCall, ConsentCall, ConsentStart, ConsentState, ConsentStatus,
-    FailureClass, PaymentOrder, ProviderAccount, RemoteAccount, RemotePayment, RemoteStatus,
-    StartedConsent, Upstream, UpstreamError,
+    FailureClass, Lookup, PaymentOrder, ProviderAccount, RemoteAccount, RemotePayment,
+    RemoteStatus, StartedConsent, Upstream, UpstreamError,
 };
 use bankgate_actors::{BankId, ProviderId};
 use chrono::{NaiveDate, Utc};
@@ -76,6 +76,8 @@ struct AccountEntry {
     bban: Option<String>,
     name: Option<String>,
     currency: String,
+    #[serde(default)]
+    owner_name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -227,6 +229,7 @@ impl Psd2Client {
                 bban: a.bban,
                 name: a.name,
                 currency: a.currency,
+                owner_name: a.owner_name,
             })
             .collect())
     }
@@ -323,10 +326,38 @@ impl Psd2Client {
         Ok(Self::json::<PaymentBody>(request).await?.remote())
     }
 
-    async fn find(&self, order: PaymentOrder) -> Result<Option<RemotePayment>, UpstreamError> {
+    /// Reads a payment's status by its id (NextGenPSD2's `GET …/payments/{product}/{id}/status`).
+    async fn status(
+        &self,
+        order: &PaymentOrder,
+        payment_id: String,
+    ) -> Result<RemotePayment, UpstreamError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Status {
+            transaction_status: String,
+        }
+        let path = format!("/payments/{}/{payment_id}/status", product(order));
+        let status: Status = Self::json(self.request(Method::GET, order.bank, &path)?).await?;
+        Ok(RemotePayment {
+            provider: ProviderId::Psd2,
+            payment_id,
+            status: remote_status(&status.transaction_status),
+            sca_redirect: None,
+        })
+    }
+
+    async fn find(
+        &self,
+        order: PaymentOrder,
+        payment_id: Option<String>,
+    ) -> Result<Lookup, UpstreamError> {
         #[derive(Deserialize)]
         struct Found {
             payments: Vec<PaymentBody>,
+        }
+        if let Some(payment_id) = payment_id {
+            return Ok(Lookup::Found(self.status(&order, payment_id).await?));
         }
         let request = self.request(
             Method::GET,
@@ -334,7 +365,10 @@ impl Psd2Client {
             &format!("/payments/{}?{}", product(&order), reference_query(&order)),
         )?;
         let found: Found = Self::json(request).await?;
-        Ok(found.payments.into_iter().next().map(PaymentBody::remote))
+        Ok(match found.payments.into_iter().next() {
+            Some(payment) => Lookup::Found(payment.remote()),
+            None => Lookup::Absent,
+        })
     }
 
     /// Asks the bank for the status of a consent it never issued. NextGenPSD2 has no health
@@ -390,9 +424,40 @@ impl Upstream for Psd2Client {
         _token: Option<String>,
         _account: ProviderAccount,
         order: PaymentOrder,
-    ) -> BoxFuture<'static, Result<Option<RemotePayment>, UpstreamError>> {
+        payment_id: Option<String>,
+    ) -> BoxFuture<'static, Result<Lookup, UpstreamError>> {
         let this = self.clone();
-        Box::pin(async move { this.find(order).await })
+        Box::pin(async move { this.find(order, payment_id).await })
+    }
+
+    /// NextGenPSD2 gives the SCA link in the initiation's answer (`_links.scaRedirect`); it
+    /// has no call of its own for it.
+    fn authorize_payment(
+        &self,
+        _token: Option<String>,
+        _account: ProviderAccount,
+        _order: PaymentOrder,
+        _payment_id: String,
+    ) -> BoxFuture<'static, Result<String, UpstreamError>> {
+        Box::pin(async {
+            Err(UpstreamError::new(
+                FailureClass::Unsupported,
+                "the SCA link comes with the initiation",
+            ))
+        })
+    }
+
+    /// NextGenPSD2 has no completion step: the bank executes a payment on its SCA. Completing
+    /// reads where it stands.
+    fn complete_payment(
+        &self,
+        _token: Option<String>,
+        _account: ProviderAccount,
+        order: PaymentOrder,
+        payment_id: String,
+    ) -> BoxFuture<'static, Result<RemotePayment, UpstreamError>> {
+        let this = self.clone();
+        Box::pin(async move { this.status(&order, payment_id).await })
     }
 
     fn probe(

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bankgate_actors::provider::ProviderLimits;
-use bankgate_actors::{BankId, ProviderId, WebhookSource};
+use bankgate_actors::{BankId, WebhookSource};
 use rust_decimal::Decimal;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -143,22 +143,17 @@ pub struct WebhooksSettings {
     pub secrets: WebhookSecrets,
 }
 
-/// The HMAC-SHA256 secret of each webhook source: Neonomics' one, and one per bank for the
-/// banks' own PSD2 pushes (each bank's is agreed with that bank).
+/// The HMAC-SHA256 secret of each webhook source: one per bank for the banks' own PSD2
+/// pushes (each bank's is agreed with that bank). Neonomics pushes nothing.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSecrets {
-    pub neonomics: SecretString,
     pub psd2: BTreeMap<BankId, SecretString>,
 }
 
 impl WebhookSecrets {
     pub fn get(&self, source: WebhookSource) -> Option<&SecretString> {
-        match (source.provider, source.bank) {
-            (ProviderId::Neonomics, _) => Some(&self.neonomics),
-            (ProviderId::Psd2, Some(bank)) => self.psd2.get(&bank),
-            (ProviderId::Psd2, None) => None,
-        }
+        self.psd2.get(&source.bank?)
     }
 
     /// Each source that has a secret, with it.

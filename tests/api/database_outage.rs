@@ -99,7 +99,7 @@ async fn a_payment_stored_before_the_database_went_away_is_answered_202_and_sett
     let database = cluster.ensure_database("stored").await.unwrap();
     let mut settings = QUICK.to_vec();
     settings.extend([
-        ("BANKGATE__PROVIDERS__NEONOMICS__TIMEOUT", "3s"),
+        ("BANKGATE__PROVIDERS__PSD2__TIMEOUT", "3s"),
         ("BANKGATE__PAYMENTS__DRAIN_INTERVAL", "200ms"),
         ("BANKGATE__PAYMENTS__IN_FLIGHT_TIMEOUT", "12s"),
     ]);
@@ -107,16 +107,21 @@ async fn a_payment_stored_before_the_database_went_away_is_answered_202_and_sett
     let token = app.token("stored-user");
     app.connect(&token, BankId::Dnb).await;
     let account = app.connection_at(&token, BankId::Dnb).await;
-    // Neonomics holds the initiation long enough for PostgreSQL to go away meanwhile.
+    // DNB's own API holds the initiation long enough for PostgreSQL to go away meanwhile
+    // (through Neonomics, whose answer is then lost to bankgate, it could never be found:
+    // Neonomics has no look-up but by the payment's id).
+    app.sandbox
+        .add_fault(json!({"provider": "neonomics", "bank": "dnb", "service": "pisp", "kind": "unavailable"}))
+        .await;
     let slow = app
         .sandbox
-        .add_fault(json!({"provider": "neonomics", "bank": "dnb", "service": "pisp", "kind": "latency", "latency_ms": 2000}))
+        .add_fault(json!({"provider": "psd2", "bank": "dnb", "service": "pisp", "kind": "latency", "latency_ms": 2000}))
         .await;
-    let calls_before = app.upstream_calls("neonomics", Some("dnb")).await;
+    let calls_before = app.upstream_calls("psd2", Some("dnb")).await;
     // A call to the bank comes after the payment was written: PostgreSQL goes away then.
     let database_away = async {
         eventually(Duration::from_secs(10), || async {
-            (app.upstream_calls("neonomics", Some("dnb")).await > calls_before).then_some(())
+            (app.upstream_calls("psd2", Some("dnb")).await > calls_before).then_some(())
         })
         .await;
         cluster.pause().await;

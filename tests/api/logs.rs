@@ -19,7 +19,7 @@ use crate::helpers::{
 /// sent to the banks as PSU-ID.
 const NATIONAL_ID: &str = "15057612345";
 const CLIENT_SECRET: &str = "sandbox-client-secret";
-const WEBHOOK_SECRET: &str = "sandbox-neonomics-webhook-secret";
+const WEBHOOK_SECRET: &str = "sandbox-dnb-psd2-webhook-secret";
 /// Creditors: a Norwegian account number (MOD11), an IBAN, and one that fails MOD11.
 const CREDITOR_ACCOUNT: &str = "86011117947";
 const CREDITOR_IBAN: &str = "NO9386011117947";
@@ -139,15 +139,8 @@ async fn a_full_scenario_logs_no_token_secret_account_number_or_national_id() {
     })
     .await;
 
-    // Payments: a webhook-completed one to an account number, one to an IBAN, one refused
-    // by validation, and forged webhooks.
-    let response = http
-        .put(sandbox.control("/sandbox/webhooks/neonomics"))
-        .json(&json!({"url": format!("{url}/v1/webhooks/neonomics"), "secret": WEBHOOK_SECRET}))
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success());
+    // Payments: one completed after its SCA to an account number, one to an IBAN, one
+    // refused by validation, and forged webhooks.
     let pay = |key: &'static str, creditor: Value| {
         let body = json!({
             "bank": "dnb",
@@ -220,7 +213,7 @@ async fn a_full_scenario_logs_no_token_secret_account_number_or_national_id() {
         ),
     ] {
         let response = http
-            .post(format!("{url}/v1/webhooks/neonomics"))
+            .post(format!("{url}/v1/webhooks/psd2/dnb"))
             .header("x-webhook-timestamp", &timestamp)
             .header("x-webhook-signature", signature)
             .body(body.clone())

@@ -10,6 +10,7 @@ mod exactly_once;
 mod gateway;
 mod helpers;
 mod logs;
+mod neonomics_conformance;
 mod ops;
 mod payments;
 mod postgres;

@@ -12,7 +12,7 @@ use crate::helpers::{
     spawn_app_with, start_gateway,
 };
 
-const WEBHOOK_SECRET: &str = "sandbox-neonomics-webhook-secret";
+const WEBHOOK_SECRET: &str = "sandbox-dnb-psd2-webhook-secret";
 
 /// QUICK, plus a drainer that looks every 200 ms and limits tests do not hit by accident.
 pub(crate) fn pay_settings(
@@ -82,6 +82,19 @@ pub(crate) async fn wait_for_status(app: &TestApp, token: &str, id: &str, status
     .await
 }
 
+/// Follows the bank's redirect back to bankgate, as the user's browser does; returns what
+/// bankgate answers.
+pub(crate) async fn follow(back: &str) -> Value {
+    client()
+        .get(back)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// The gateway's reference for a payment, as sent in endToEndIdentification.
 pub(crate) fn reference(payment_id: &str) -> String {
     payment_id.replace('-', "")
@@ -95,25 +108,12 @@ pub(crate) async fn times_initiated(app: &TestApp, payment_id: &str) -> usize {
         .len()
 }
 
-async fn register_webhook(app: &TestApp) {
-    let response = app
-        .sandbox
-        .http
-        .put(app.sandbox.control("/sandbox/webhooks/neonomics"))
-        .json(&json!({
-            "url": app.client_url("/v1/webhooks/neonomics"),
-            "secret": WEBHOOK_SECRET,
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success());
-}
-
 #[tokio::test]
-async fn a_live_payment_waits_for_sca_then_completes_through_the_webhook() {
+/// Neonomics' documented flow (https://docs.neonomics.io/docs/payments-1): the initiation
+/// answers 1428 with the authorize link, authorize gives the bank's SCA link, the user's
+/// browser comes back with `result=OK`, and complete, always called, settles the payment.
+async fn a_live_payment_waits_for_sca_then_completes_when_the_browser_returns() {
     let app = spawn_app_with(&pay_settings(&[])).await;
-    register_webhook(&app).await;
     let (token, account) = dnb_user(&app, "payer-1").await;
 
     let (status, body) = pay(&app, &token, "order-1", &payment(&account, "150.50")).await;
@@ -125,6 +125,14 @@ async fn a_live_payment_waits_for_sca_then_completes_through_the_webhook() {
     // The user approves with BankID; the bank sends the browser back to bankgate.
     let back = app.sandbox.complete_sca(sca).await;
     assert!(back.starts_with(&app.client_url(&format!("/v1/payments/{id}/callback"))));
+    assert!(back.contains("result=OK"), "{back}");
+    // Authorised at the bank, and not paid until bankgate completes it.
+    let ledger = app.sandbox.ledger("?bank=dnb").await;
+    assert_eq!(ledger[0]["status"], "ACTC");
+    let returned = follow(&back).await;
+    assert_eq!(returned["status"], "completed");
+    let ledger = app.sandbox.ledger("?bank=dnb").await;
+    assert_eq!(ledger[0]["status"], "ACSC");
     let view = wait_for_status(&app, &token, &id, "completed").await;
     let history: Vec<&str> = view["history"]
         .as_array()
@@ -134,7 +142,13 @@ async fn a_live_payment_waits_for_sca_then_completes_through_the_webhook() {
         .collect();
     assert_eq!(
         history,
-        ["received", "initiating", "pending_sca", "completed"]
+        [
+            "received",
+            "initiating",
+            "pending_sca",
+            "authorised",
+            "completed"
+        ]
     );
     assert_eq!(view["provider"], "neonomics");
     assert_eq!(view["amount"], "150.50");
@@ -146,14 +160,7 @@ async fn a_live_payment_waits_for_sca_then_completes_through_the_webhook() {
     let id = body["payment_id"].as_str().unwrap().to_owned();
     let sca = format!("{}?result=reject", body["sca_redirect"].as_str().unwrap());
     let back = app.sandbox.complete_sca(&sca).await;
-    let returned: Value = client()
-        .get(&back)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let returned = follow(&back).await;
     assert_eq!(returned["status"], "rejected");
 
     // The user's lists, filtered by status; another user sees none of it.
@@ -219,6 +226,14 @@ async fn the_same_key_replays_conflicts_or_waits() {
     assert_ne!(body["payment_id"], original["payment_id"]);
 }
 
+/// Sends DNB's payments through DNB's own API from now on: Neonomics' payment service is
+/// down. Returns the fault to lift.
+async fn through_dnbs_own_api(app: &TestApp) -> u64 {
+    app.sandbox
+        .add_fault(json!({"provider": "neonomics", "bank": "dnb", "service": "pisp", "kind": "unavailable"}))
+        .await
+}
+
 #[tokio::test]
 async fn client_retries_under_lost_answers_and_timeouts_initiate_each_payment_once() {
     // Breakers stay closed here: this test is about outcomes, not failover.
@@ -229,32 +244,45 @@ async fn client_retries_under_lost_answers_and_timeouts_initiate_each_payment_on
     .await;
     let (token, account) = dnb_user(&app, "payer-3").await;
 
-    // The bank takes the payment but the answer is lost: bankgate must not send it again,
-    // it finds it by its reference instead.
+    // Neonomics takes the payment but the answer is lost. Neonomics documents no look-up but
+    // by the payment's id, which was in the lost answer: bankgate can never learn what became
+    // of it, so it never sends it again, at Neonomics or at the bank's own API.
     let lost = app
         .sandbox
         .add_fault(json!({"provider": "neonomics", "bank": "dnb", "service": "pisp", "kind": "lost_response"}))
         .await;
     let mut ids = Vec::new();
-    for n in 0..3 {
+    for n in 0..2 {
         let key = format!("lost-{n}");
         let body = payment(&account, &format!("{}", 110 + n));
         let (status, first) = pay(&app, &token, &key, &body).await;
-        assert_eq!(status, 201, "{first}");
-        assert_eq!(first["status"], "pending_sca");
-        // The client did not hear back in time and retries, twice.
-        for _ in 0..2 {
-            assert_eq!(pay(&app, &token, &key, &body).await, (201, first.clone()));
-        }
+        assert_eq!(status, 202, "{first}");
+        assert_eq!(first["status"], "unknown");
+        // The client did not hear back in time and retries.
+        assert_eq!(pay(&app, &token, &key, &body).await, (202, first.clone()));
         ids.push(first["payment_id"].as_str().unwrap().to_owned());
     }
     app.sandbox.remove_fault(lost).await;
+    // Past the in-flight window (2 s), through several upkeep passes: still unknown, and
+    // still at the bank only as the initiation nobody could authorise.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for id in &ids {
+        assert_eq!(payment_view(&app, &token, id).await["status"], "unknown");
+        let ledger = app
+            .sandbox
+            .ledger(&format!("?end_to_end_id={}", reference(id)))
+            .await;
+        assert_eq!(ledger.len(), 1, "payment {id}");
+        assert_eq!(ledger[0]["status"], "RCVD", "payment {id}");
+    }
 
-    // Now requests hang before the bank sees them: the outcome is unknown, the look-up
-    // finds nothing, and only after the in-flight window is the payment sent again.
+    // Through DNB's own API, requests now hang before the bank sees them: the outcome is
+    // unknown, the look-up by reference finds nothing, and only after the in-flight window
+    // is the payment sent again.
+    through_dnbs_own_api(&app).await;
     let hang = app
         .sandbox
-        .add_fault(json!({"provider": "neonomics", "bank": "dnb", "service": "pisp", "kind": "timeout", "duration_s": 2}))
+        .add_fault(json!({"provider": "psd2", "bank": "dnb", "service": "pisp", "kind": "timeout", "duration_s": 2}))
         .await;
     let body = payment(&account, "120");
     let (status, first) = pay(&app, &token, "hang-1", &body).await;
@@ -284,6 +312,7 @@ async fn client_retries_under_lost_answers_and_timeouts_initiate_each_payment_on
             "pending_sca"
         ]
     );
+    assert_eq!(view["provider"], "psd2");
     ids.push(id);
 
     for id in &ids {
@@ -301,24 +330,27 @@ async fn an_unknown_payment_is_looked_up_where_it_was_sent_whatever_that_consent
         &database,
         &pay_settings(&[
             ("BANKGATE__BREAKER__FAILURE_THRESHOLD", "50"),
-            ("BANKGATE__PROVIDERS__NEONOMICS__TIMEOUT", "2s"),
+            ("BANKGATE__PROVIDERS__PSD2__TIMEOUT", "2s"),
             ("BANKGATE__PAYMENTS__IN_FLIGHT_TIMEOUT", "8s"),
         ]),
     )
     .await;
     let (token, account) = dnb_user(&app, "payer-lookup").await;
+    through_dnbs_own_api(&app).await;
     let lost = app
         .sandbox
-        .add_fault(json!({"provider": "neonomics", "bank": "dnb", "service": "pisp", "kind": "lost_response"}))
+        .add_fault(
+            json!({"provider": "psd2", "bank": "dnb", "service": "pisp", "kind": "lost_response"}),
+        )
         .await;
-    // Once Neonomics has the payment, its look-ups fail too, so the first one settles nothing.
+    // Once the bank has the payment, its look-ups fail too, so the first one settles nothing.
     let look_ups_fail = async {
         eventually(Duration::from_secs(10), || async {
             (!app.sandbox.ledger("?bank=dnb").await.is_empty()).then_some(())
         })
         .await;
         app.sandbox
-            .add_fault(json!({"provider": "neonomics", "bank": "dnb", "service": "pisp", "kind": "unavailable"}))
+            .add_fault(json!({"provider": "psd2", "bank": "dnb", "service": "pisp", "kind": "unavailable"}))
             .await
     };
     let order = payment(&account, "140");
@@ -331,13 +363,13 @@ async fn an_unknown_payment_is_looked_up_where_it_was_sent_whatever_that_consent
     );
     let id = body["payment_id"].as_str().unwrap().to_owned();
 
-    // The gateway has meanwhile learnt that the Neonomics consent expired.
+    // The gateway has meanwhile learnt that the bank's own consent expired.
     let (db, connection) = tokio_postgres::connect(&database, tokio_postgres::NoTls)
         .await
         .unwrap();
     tokio::spawn(connection);
     db.execute(
-        "UPDATE provider_consents SET status = 'expired' WHERE provider = 'neonomics'",
+        "UPDATE provider_consents SET status = 'expired' WHERE provider = 'psd2'",
         &[],
     )
     .await
@@ -346,12 +378,13 @@ async fn an_unknown_payment_is_looked_up_where_it_was_sent_whatever_that_consent
     app.sandbox.remove_fault(lost).await;
 
     let view = wait_for_status(&app, &token, &id, "pending_sca").await;
-    assert_eq!(view["provider"], "neonomics", "{view}");
+    assert_eq!(view["provider"], "psd2", "{view}");
     assert_eq!(times_initiated(&app, &id).await, 1, "{view}");
 }
 
-/// A success status whose body is cut off or broken off proves nothing: Neonomics may have
-/// the payment, so it must not go to PSD2 as well; the look-up at Neonomics finds it.
+/// A success status whose body is cut off or broken off proves nothing: the provider may
+/// have the payment, so it must not go to the other as well. At DNB's own API the look-up by
+/// reference finds it; at Neonomics, which has no such look-up, it stays unknown.
 #[tokio::test]
 async fn a_payment_whose_answer_is_cut_off_or_broken_off_is_looked_up_not_sent_again() {
     let app = spawn_app_with(&pay_settings(&[(
@@ -360,6 +393,7 @@ async fn a_payment_whose_answer_is_cut_off_or_broken_off_is_looked_up_not_sent_a
     )]))
     .await;
     let (token, account) = dnb_user(&app, "payer-spoiled").await;
+    let mut at_neonomics = Vec::new();
     for (n, kind) in ["garbled", "reset"].into_iter().enumerate() {
         let fault = app
             .sandbox
@@ -370,12 +404,94 @@ async fn a_payment_whose_answer_is_cut_off_or_broken_off_is_looked_up_not_sent_a
         let body = payment(&account, &format!("{}", 130 + n));
         let (status, first) = pay(&app, &token, kind, &body).await;
         app.sandbox.remove_fault(fault).await;
+        assert_eq!(status, 202, "{kind}: {first}");
+        at_neonomics.push(first["payment_id"].as_str().unwrap().to_owned());
+    }
+    through_dnbs_own_api(&app).await;
+    for (n, kind) in ["garbled", "reset"].into_iter().enumerate() {
+        let fault = app
+            .sandbox
+            .add_fault(json!({"provider": "psd2", "bank": "dnb", "service": "pisp", "kind": kind}))
+            .await;
+        let body = payment(&account, &format!("{}", 140 + n));
+        let (status, first) = pay(&app, &token, &format!("psd2-{kind}"), &body).await;
+        app.sandbox.remove_fault(fault).await;
         assert!(matches!(status, 201 | 202), "{kind}: {status} {first}");
         let id = first["payment_id"].as_str().unwrap().to_owned();
         let view = wait_for_status(&app, &token, &id, "pending_sca").await;
         assert_eq!(times_initiated(&app, &id).await, 1, "{kind}: {view}");
-        assert_eq!(view["provider"], "neonomics", "{kind}: {view}");
+        assert_eq!(view["provider"], "psd2", "{kind}: {view}");
     }
+    for id in &at_neonomics {
+        let view = payment_view(&app, &token, id).await;
+        assert_eq!(view["status"], "unknown", "{view}");
+        assert_eq!(times_initiated(&app, id).await, 1, "{view}");
+    }
+}
+
+/// Neonomics requires the complete call after the SCA
+/// (https://docs.neonomics.io/reference/completepayment). A payment the user authorised whose
+/// complete failed (Neonomics down) or whose answer was lost (Neonomics completed it and the
+/// answer never came) stays `authorised`, and is completed later, settled once.
+#[tokio::test]
+async fn a_payment_whose_complete_fails_is_completed_later_and_settled_once() {
+    let app = spawn_app_with(&pay_settings(&[(
+        "BANKGATE__BREAKER__FAILURE_THRESHOLD",
+        "50",
+    )]))
+    .await;
+    let (token, account) = dnb_user(&app, "payer-complete").await;
+    for (n, kind) in ["unavailable", "lost_response"].into_iter().enumerate() {
+        let (status, body) = pay(
+            &app,
+            &token,
+            kind,
+            &payment(&account, &format!("{}", 160 + n)),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        let id = body["payment_id"].as_str().unwrap().to_owned();
+        let back = app
+            .sandbox
+            .complete_sca(body["sca_redirect"].as_str().unwrap())
+            .await;
+        let fault = app
+            .sandbox
+            .add_fault(
+                json!({"provider": "neonomics", "bank": "dnb", "service": "pisp", "kind": kind}),
+            )
+            .await;
+        let returned = follow(&back).await;
+        assert_eq!(returned["status"], "authorised", "{kind}");
+        app.sandbox.remove_fault(fault).await;
+        let view = wait_for_status(&app, &token, &id, "completed").await;
+        let ledger = app
+            .sandbox
+            .ledger(&format!("?end_to_end_id={}", reference(&id)))
+            .await;
+        assert_eq!(ledger.len(), 1, "{kind}: {view}");
+        assert_eq!(ledger[0]["status"], "ACSC", "{kind}");
+        assert_eq!(view["provider"], "neonomics", "{kind}");
+    }
+}
+
+/// Neonomics has no product for a payment abroad in kroner
+/// (https://docs.neonomics.io/reference/completepayment lists domestic and SEPA ones): it is
+/// never sent there, and the bank's own API takes it.
+#[tokio::test]
+async fn a_payment_abroad_in_kroner_goes_to_the_banks_own_api() {
+    let app = spawn_app_with(&pay_settings(&[])).await;
+    let (token, account) = dnb_user(&app, "payer-abroad").await;
+    let mut order = payment(&account, "250");
+    order["creditor"] =
+        json!({"name": "Sven Svensson", "iban": "SE4550000000058398257466", "country": "SE"});
+    let (status, body) = pay(&app, &token, "abroad-1", &order).await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["payment_id"].as_str().unwrap().to_owned();
+    let view = payment_view(&app, &token, &id).await;
+    assert_eq!(view["provider"], "psd2", "{view}");
+    assert!(app.sandbox.ledger("?provider=neonomics").await.is_empty());
+    assert_eq!(times_initiated(&app, &id).await, 1);
 }
 
 #[tokio::test]
@@ -845,7 +961,7 @@ async fn bad_payments_keys_and_forged_webhooks_get_their_4xx() {
     assert!(response.headers().contains_key("retry-after"));
 
     // Webhooks: signature, freshness, provider.
-    let url = app.client_url("/v1/webhooks/neonomics");
+    let url = app.client_url("/v1/webhooks/psd2/dnb");
     let event = json!({"event_id": "e-1", "bank": "dnb", "payment_id": "p-1", "status": "ACSC"})
         .to_string();
     let now = chrono::Utc::now().timestamp();
@@ -866,6 +982,13 @@ async fn bad_payments_keys_and_forged_webhooks_get_their_4xx() {
         (url.clone(), old, replayed, 401),
         (
             app.client_url("/v1/webhooks/acme"),
+            now,
+            signed.clone(),
+            404,
+        ),
+        // Neonomics documents no push for its payment API: there is no route for one.
+        (
+            app.client_url("/v1/webhooks/neonomics"),
             now,
             signed.clone(),
             404,

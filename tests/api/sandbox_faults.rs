@@ -113,10 +113,7 @@ async fn one_bank_down_leaves_the_others_working() {
 
     let response = neonomics_accounts(&sandbox, &token, &dnb).await;
     assert_eq!(response.status(), 530, "a bank's error comes back as 530");
-    assert_eq!(
-        response.json::<Value>().await.unwrap()["type"],
-        "BANK_ERROR"
-    );
+    assert_eq!(response.json::<Value>().await.unwrap()["type"], "FATAL");
     assert_eq!(
         neonomics_accounts(&sandbox, &token, &nordea).await.status(),
         200
@@ -342,10 +339,7 @@ async fn unauthorized_looks_like_revoked_credentials() {
     );
     let response = neonomics_accounts(&sandbox, &token, &session).await;
     assert_eq!(response.status(), 401);
-    assert_eq!(
-        response.json::<Value>().await.unwrap()["type"],
-        "UNAUTHORIZED"
-    );
+    assert_eq!(response.json::<Value>().await.unwrap()["type"], "AUTH");
 
     let response = psd2_balance_of(&sandbox, BankId::Nordea, &consent, "any").await;
     assert_eq!(response.status(), 401);

@@ -77,7 +77,7 @@ async fn silent_sockets_are_closed_and_a_flood_leaves_the_ops_port_answering() {
         .unwrap();
     trickle
         .write_all(
-            b"POST /v1/webhooks/neonomics HTTP/1.1\r\nhost: gateway\r\n\
+            b"POST /v1/webhooks/psd2/dnb HTTP/1.1\r\nhost: gateway\r\n\
               content-type: application/json\r\ncontent-length: 100\r\n\r\n{\"event_id\":",
         )
         .await

@@ -1,5 +1,7 @@
-//! Webhooks settle only what their source may hold: a payment sent through the source's
-//! provider, at its bank, once per signed event, and still when a look-up had queued it again.
+//! Webhooks settle only what their source may hold: a payment sent through that bank's own
+//! API, at that bank, once per signed event, and still when a look-up had queued it again.
+//! Neonomics pushes nothing: it documents no webhook for its payment API
+//! (<https://docs.neonomics.io/docs/webhook-payment-status-updates> is its checkout's).
 
 use bankgate_sandbox::webhooks::sign;
 use serde_json::{Value, json};
@@ -9,16 +11,14 @@ use crate::payments::{
     dnb_user, pay, pay_settings, payment, payment_view, reference, times_initiated, wait_for_status,
 };
 
-const NEONOMICS_SECRET: &str = "sandbox-neonomics-webhook-secret";
 const DNB_PSD2_SECRET: &str = "sandbox-dnb-psd2-webhook-secret";
+const NORDEA_PSD2_SECRET: &str = "sandbox-nordea-psd2-webhook-secret";
 
-/// Delivers `event`, signed now with `secret`, to `/v1/webhooks/{source}`; returns the
-/// outcome the gateway reports.
-async fn deliver(app: &TestApp, source: &str, secret: &str, event: &Value) -> String {
+/// Signs `event` now with `secret` and posts it to `/v1/webhooks/{source}`.
+async fn post(app: &TestApp, source: &str, secret: &str, event: &Value) -> reqwest::Response {
     let body = event.to_string();
     let now = chrono::Utc::now().timestamp();
-    let response = app
-        .http
+    app.http
         .post(app.client_url(&format!("/v1/webhooks/{source}")))
         .header("x-webhook-timestamp", now.to_string())
         .header(
@@ -28,10 +28,22 @@ async fn deliver(app: &TestApp, source: &str, secret: &str, event: &Value) -> St
         .body(body)
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Delivers `event` as `post` does; returns the outcome the gateway reports.
+async fn deliver(app: &TestApp, source: &str, secret: &str, event: &Value) -> String {
+    let response = post(app, source, secret, event).await;
     assert_eq!(response.status(), 200);
     let answer: Value = response.json().await.unwrap();
     answer["status"].as_str().unwrap().to_owned()
+}
+
+/// Sends DNB's payments through DNB's own API: Neonomics' payment service is down.
+async fn through_dnbs_own_api(app: &TestApp) {
+    app.sandbox
+        .add_fault(json!({"provider": "neonomics", "bank": "dnb", "service": "pisp", "kind": "unavailable"}))
+        .await;
 }
 
 /// The provider's payment id for a payment of ours, from the sandbox's ledger.
@@ -41,7 +53,7 @@ async fn provider_payment_id(app: &TestApp, id: &str) -> String {
         .ledger(&format!("?end_to_end_id={}", reference(id)))
         .await;
     assert_eq!(ledger.len(), 1);
-    assert_eq!(ledger[0]["provider"], "neonomics");
+    assert_eq!(ledger[0]["provider"], "psd2");
     ledger[0]["payment_id"].as_str().unwrap().to_owned()
 }
 
@@ -60,38 +72,40 @@ async fn a_webhook_settles_only_a_payment_its_source_holds_once_per_signed_event
     let database = fresh_database().await;
     let app = spawn_app_on(&database, &pay_settings(&[])).await;
     let (token, account) = dnb_user(&app, "hooked").await;
+    through_dnbs_own_api(&app).await;
     let (status, body) = pay(&app, &token, "w-1", &payment(&account, "120")).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["status"], "pending_sca");
     let id = body["payment_id"].as_str().unwrap().to_owned();
     let remote = provider_payment_id(&app, &id).await;
 
-    // DNB's own API did not get it: its push, signed with DNB's secret and naming our
-    // reference and Neonomics' id, settles nothing. Nor does Neonomics' push about Nordea.
-    let by_dnb = completed("evt-dnb", "dnb", &remote, &id);
+    // Nordea's own API did not get it: its push, signed with Nordea's secret, settles
+    // nothing; nor does DNB's about Nordea. Neonomics has no webhook route at all.
+    let by_nordea = completed("evt-nordea", "nordea", &remote, &id);
     assert_eq!(
-        deliver(&app, "psd2/dnb", DNB_PSD2_SECRET, &by_dnb).await,
+        deliver(&app, "psd2/nordea", NORDEA_PSD2_SECRET, &by_nordea).await,
         "ignored"
     );
-    let about_nordea = completed("evt-nordea", "nordea", &remote, &id);
-    assert_eq!(
-        deliver(&app, "neonomics", NEONOMICS_SECRET, &about_nordea).await,
-        "ignored"
-    );
+    let about_nordea = completed("evt-about-nordea", "nordea", &remote, &id);
+    let response = post(&app, "psd2/dnb", DNB_PSD2_SECRET, &about_nordea).await;
+    assert_eq!(response.status(), 400);
+    let by_neonomics = completed("evt-neonomics", "dnb", &remote, &id);
+    let response = post(&app, "neonomics", DNB_PSD2_SECRET, &by_neonomics).await;
+    assert_eq!(response.status(), 404);
     assert_eq!(
         payment_view(&app, &token, &id).await["status"],
         "pending_sca"
     );
 
-    // Neonomics' own push settles it; the same signed event delivered again, even signed
+    // DNB's own push settles it; the same signed event delivered again, even signed
     // afresh, is recognised by its id.
-    let genuine = completed("evt-neonomics", "dnb", &remote, &id);
+    let genuine = completed("evt-dnb", "dnb", &remote, &id);
     assert_eq!(
-        deliver(&app, "neonomics", NEONOMICS_SECRET, &genuine).await,
+        deliver(&app, "psd2/dnb", DNB_PSD2_SECRET, &genuine).await,
         "applied"
     );
     assert_eq!(
-        deliver(&app, "neonomics", NEONOMICS_SECRET, &genuine).await,
+        deliver(&app, "psd2/dnb", DNB_PSD2_SECRET, &genuine).await,
         "duplicate"
     );
     assert_eq!(payment_view(&app, &token, &id).await["status"], "completed");
@@ -104,6 +118,7 @@ async fn a_webhook_for_a_payment_queued_again_is_applied_and_it_is_not_resent() 
     let database = fresh_database().await;
     let app = spawn_app_on(&database, &pay_settings(&[])).await;
     let (token, account) = dnb_user(&app, "requeued").await;
+    through_dnbs_own_api(&app).await;
     let (status, body) = pay(&app, &token, "w-2", &payment(&account, "180")).await;
     assert_eq!(status, 201, "{body}");
     let id = body["payment_id"].as_str().unwrap().to_owned();
@@ -125,7 +140,7 @@ async fn a_webhook_for_a_payment_queued_again_is_applied_and_it_is_not_resent() 
     let moved = db
         .execute(
             "UPDATE payments SET status = 'queued', provider_payment_id = NULL,
-                 queued_at = now() WHERE id = $1 AND provider = 'neonomics'",
+                 queued_at = now() WHERE id = $1 AND provider = 'psd2'",
             &[&uuid],
         )
         .await
@@ -134,7 +149,7 @@ async fn a_webhook_for_a_payment_queued_again_is_applied_and_it_is_not_resent() 
 
     let late = completed("evt-late", "dnb", &remote, &id);
     assert_eq!(
-        deliver(&app, "neonomics", NEONOMICS_SECRET, &late).await,
+        deliver(&app, "psd2/dnb", DNB_PSD2_SECRET, &late).await,
         "applied"
     );
     set_mode(
@@ -146,7 +161,7 @@ async fn a_webhook_for_a_payment_queued_again_is_applied_and_it_is_not_resent() 
     // A few drain passes (one each 200 ms) in which it must not be sent again.
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     let view = wait_for_status(&app, &token, &id, "completed").await;
-    assert_eq!(view["provider"], "neonomics");
+    assert_eq!(view["provider"], "psd2");
     assert_eq!(times_initiated(&app, &id).await, 1);
 }
 
@@ -167,13 +182,11 @@ async fn a_push_for_a_payment_never_sent_through_its_source_is_ignored() {
     let (status, body) = pay(&app, &token, "w-3", &payment(&account, "140")).await;
     assert_eq!(status, 202, "{body}");
     let id = body["payment_id"].as_str().unwrap().to_owned();
-    for (source, secret) in [
-        ("neonomics", NEONOMICS_SECRET),
-        ("psd2/dnb", DNB_PSD2_SECRET),
-    ] {
-        let claim = completed(&format!("evt-{source}"), "dnb", "made-up", &id);
-        assert_eq!(deliver(&app, source, secret, &claim).await, "ignored");
-    }
+    let claim = completed("evt-dnb", "dnb", "made-up", &id);
+    assert_eq!(
+        deliver(&app, "psd2/dnb", DNB_PSD2_SECRET, &claim).await,
+        "ignored"
+    );
     assert_eq!(payment_view(&app, &token, &id).await["status"], "queued");
     assert_eq!(times_initiated(&app, &id).await, 0);
 }

@@ -85,7 +85,7 @@ pub enum BankMsg {
         result: Result<(), UpstreamError>,
     },
     Pay {
-        request: PayRequest,
+        request: Box<PayRequest>,
         reply: RpcReplyPort<PayAnswer>,
     },
     PayOutcome {
@@ -173,6 +173,7 @@ impl BankHandle {
         request: PayRequest,
         deadline: Duration,
     ) -> Result<PayAnswer, ActorUnavailable> {
+        let request = Box::new(request);
         self.call(|reply| BankMsg::Pay { request, reply }, deadline)
             .await
     }
@@ -279,7 +280,7 @@ impl Actor for BankActor {
             } => {
                 state.outcome(&myself, ticket, provider, probe, result);
             }
-            BankMsg::Pay { request, reply } => state.pay(&myself, request, reply),
+            BankMsg::Pay { request, reply } => state.pay(&myself, *request, reply),
             BankMsg::PayOutcome {
                 ticket,
                 provider,

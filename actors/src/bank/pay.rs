@@ -223,5 +223,8 @@ mod tests {
             settled(answered(FailureClass::Consent, 401)),
             Ok(PayAnswer::ConsentExpired { .. })
         ));
+        // A provider with no product for the payment never sent it: the next may take it.
+        let unsupported = UpstreamError::new(FailureClass::Unsupported, "no such product");
+        assert!(settled(unsupported).is_err());
     }
 }

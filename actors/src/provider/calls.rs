@@ -9,8 +9,8 @@ use tokio::time::Instant;
 
 use crate::metrics;
 use crate::upstream::{
-    Balance, BalanceCall, ConsentCall, ConsentStart, ConsentStatus, FailureClass, PaymentOrder,
-    ProviderAccount, RemoteAccount, RemotePayment, StartedConsent, UpstreamError,
+    Balance, BalanceCall, ConsentCall, ConsentStart, ConsentStatus, FailureClass, Lookup,
+    PaymentOrder, ProviderAccount, RemoteAccount, RemotePayment, StartedConsent, UpstreamError,
 };
 use crate::{BankId, Service};
 
@@ -24,6 +24,25 @@ impl ProviderHandle {
         call: BalanceCall,
         retries: bool,
     ) -> Result<Balance, UpstreamError> {
+        let upstream = self.shared.upstream.clone();
+        self.retrying(call.bank, Service::Aisp, retries, |token| {
+            upstream.balance(token, call.clone())
+        })
+        .await
+    }
+
+    /// A call that changes nothing at the provider, retried on retryable failures when
+    /// `retries` allows, within the retry budget.
+    async fn retrying<T, F>(
+        &self,
+        bank: BankId,
+        service: Service,
+        retries: bool,
+        call: F,
+    ) -> Result<T, UpstreamError>
+    where
+        F: Fn(Option<String>) -> BoxFuture<'static, Result<T, UpstreamError>>,
+    {
         let config = &self.shared.config;
         self.shared
             .budget
@@ -32,14 +51,8 @@ impl ProviderHandle {
             .record_call(Instant::now());
         let mut retry = 0;
         loop {
-            let upstream = self.shared.upstream.clone();
-            let attempt = self
-                .attempt(call.bank, Service::Aisp, |token| {
-                    upstream.balance(token, call.clone())
-                })
-                .await;
-            let error = match attempt {
-                Ok(balance) => return Ok(balance),
+            let error = match self.attempt(bank, service, &call).await {
+                Ok(answer) => return Ok(answer),
                 Err(error) => error,
             };
             let may_retry = retries
@@ -58,7 +71,7 @@ impl ProviderHandle {
                 return Err(error);
             }
             retry += 1;
-            ::metrics::counter!(metrics::RETRIES, "provider" => self.id().as_str(), "bank" => call.bank.as_str())
+            ::metrics::counter!(metrics::RETRIES, "provider" => self.id().as_str(), "bank" => bank.as_str())
                 .increment(1);
             tokio::time::sleep(config.retry.wait_before(retry, error.retry_after)).await;
         }
@@ -77,15 +90,46 @@ impl ProviderHandle {
         .await
     }
 
-    /// Looks a payment up by bankgate's reference; `None` proves the provider never got it.
+    /// Asks for a payment, by the provider's id when known, else by bankgate's reference.
     pub async fn find_payment(
         &self,
         account: ProviderAccount,
         order: PaymentOrder,
-    ) -> Result<Option<RemotePayment>, UpstreamError> {
+        payment_id: Option<String>,
+    ) -> Result<Lookup, UpstreamError> {
         let upstream = self.shared.upstream.clone();
         self.attempt(order.bank, Service::Pisp, |token| {
-            upstream.find_payment(token, account.clone(), order.clone())
+            upstream.find_payment(token, account.clone(), order.clone(), payment_id.clone())
+        })
+        .await
+    }
+
+    /// The link the user follows to approve a payment: asking for it changes nothing, so it
+    /// is retried like a read; the user is waiting for it.
+    pub async fn authorize_payment(
+        &self,
+        account: ProviderAccount,
+        order: PaymentOrder,
+        payment_id: String,
+    ) -> Result<String, UpstreamError> {
+        let upstream = self.shared.upstream.clone();
+        self.retrying(order.bank, Service::Pisp, true, |token| {
+            upstream.authorize_payment(token, account.clone(), order.clone(), payment_id.clone())
+        })
+        .await
+    }
+
+    /// Completes a payment the user authorised: one attempt; the caller repeats it until
+    /// it is answered.
+    pub async fn complete_payment(
+        &self,
+        account: ProviderAccount,
+        order: PaymentOrder,
+        payment_id: String,
+    ) -> Result<RemotePayment, UpstreamError> {
+        let upstream = self.shared.upstream.clone();
+        self.attempt(order.bank, Service::Pisp, |token| {
+            upstream.complete_payment(token, account.clone(), order.clone(), payment_id.clone())
         })
         .await
     }

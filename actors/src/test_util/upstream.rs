@@ -20,8 +20,8 @@ use tokio::sync::watch;
 
 use crate::upstream::{
     AccessToken, Balance, BalanceCall, ConsentCall, ConsentStart, ConsentState, ConsentStatus,
-    FailureClass, PaymentOrder, ProviderAccount, RemoteAccount, RemotePayment, RemoteStatus,
-    StartedConsent, Upstream, UpstreamError,
+    FailureClass, Lookup, PaymentOrder, ProviderAccount, RemoteAccount, RemotePayment,
+    RemoteStatus, StartedConsent, Upstream, UpstreamError,
 };
 use crate::{BankId, ProviderId};
 
@@ -62,6 +62,8 @@ pub enum Call {
     Balance,
     InitiatePayment,
     FindPayment,
+    AuthorizePayment,
+    CompletePayment,
     Probe,
     StartConsent,
     ConsentState,
@@ -302,7 +304,8 @@ impl Upstream for ScriptedUpstream {
         token: Option<String>,
         _account: ProviderAccount,
         order: PaymentOrder,
-    ) -> BoxFuture<'static, Result<Option<RemotePayment>, UpstreamError>> {
+        _payment_id: Option<String>,
+    ) -> BoxFuture<'static, Result<Lookup, UpstreamError>> {
         if let Err(error) = self.receive(order.bank, Call::FindPayment, &token) {
             return refused(error);
         }
@@ -311,10 +314,38 @@ impl Upstream for ScriptedUpstream {
             .play(move |s| (s.find_payment.get(&bank).cloned()).unwrap_or(Behaviour::Answer(None)));
         let provider = self.provider;
         Box::pin(async move {
-            Ok(status
-                .await?
-                .map(|status| remote_payment(provider, &order, status)))
+            Ok(match status.await? {
+                Some(status) => Lookup::Found(remote_payment(provider, &order, status)),
+                None => Lookup::Absent,
+            })
         })
+    }
+
+    fn authorize_payment(
+        &self,
+        token: Option<String>,
+        _account: ProviderAccount,
+        order: PaymentOrder,
+        payment_id: String,
+    ) -> BoxFuture<'static, Result<String, UpstreamError>> {
+        if let Err(error) = self.receive(order.bank, Call::AuthorizePayment, &token) {
+            return refused(error);
+        }
+        Box::pin(async move { Ok(format!("https://sca.example/{payment_id}")) })
+    }
+
+    fn complete_payment(
+        &self,
+        token: Option<String>,
+        _account: ProviderAccount,
+        order: PaymentOrder,
+        _payment_id: String,
+    ) -> BoxFuture<'static, Result<RemotePayment, UpstreamError>> {
+        if let Err(error) = self.receive(order.bank, Call::CompletePayment, &token) {
+            return refused(error);
+        }
+        let provider = self.provider;
+        Box::pin(async move { Ok(remote_payment(provider, &order, RemoteStatus::Completed)) })
     }
 
     fn probe(
@@ -379,6 +410,7 @@ impl Upstream for ScriptedUpstream {
             bban: Some("86011117947".to_owned()),
             name: None,
             currency: "NOK".to_owned(),
+            owner_name: None,
         };
         Box::pin(async move { Ok(vec![account]) })
     }

@@ -1,6 +1,10 @@
 //! Account information in a session: `GET /ics/v3/accounts`, `/accounts/{id}` and
 //! `/accounts/{id}/balances`, answering 1426 (consent required) until the session's consent
-//! is authorised.
+//! is authorised (<https://docs.neonomics.io/docs/accounts-1>). An account carries
+//! `ownerName` and `displayName` (<https://docs.neonomics.io/docs/changelog>); its
+//! `accountType` and a balance's `type` are the codes of
+//! <https://docs.neonomics.io/docs/iso-codes> (`CACC`, `SVGS`; `AVLB`); an account id not
+//! from the list is 1003, "Invalid account id" (<https://docs.neonomics.io/docs/error-codes>).
 
 use bankgate_actors::ProviderId;
 use chrono::Utc;
@@ -31,6 +35,8 @@ pub(super) fn read(call: &SessionCall, account_id: Option<&str>, balances: bool)
             "bban": a.bban,
             "accountName": a.name,
             "accountType": a.product,
+            "ownerName": a.owner,
+            "displayName": a.name,
             "currency": a.currency,
         })
     };
@@ -44,14 +50,13 @@ pub(super) fn read(call: &SessionCall, account_id: Option<&str>, balances: bool)
     };
     let Some(account) = world.consented_account(&consent.id, ProviderId::Neonomics, account_id)
     else {
-        return client_error("1310", "Account not found");
+        return client_error("1003", "Invalid account id");
     };
     if balances {
         warp::reply::json(&json!([{
-            "type": "ITAV",
+            "type": "AVLB",
             "amount": account.balance,
             "currency": account.currency,
-            "date": Utc::now(),
         }]))
         .into_response()
     } else {

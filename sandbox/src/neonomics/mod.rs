@@ -1,10 +1,16 @@
 //! The simulated Neonomics API: OAuth2 client-credentials tokens, sessions naming a bank,
 //! consent through an SCA link, accounts, balances, payments and the bank list.
 //!
-//! Errors use Neonomics' shape `{id, errorCode, message, source, type}` with its statuses:
-//! 510 for client errors, 520 for Neonomics' own, 530 for the bank's. Error codes 1426
-//! (consent required) and 1428 (payment needs SCA) are Neonomics' published ones; the other
-//! codes follow the same scheme and are this simulator's.
+//! Errors use Neonomics' error object `{id, errorCode, message, source, type, timestamp,
+//! links}` with its own statuses (<https://docs.neonomics.io/docs/error-handling>): 510 for
+//! client errors, 520 for Neonomics' own, 530 for the bank's, and `type` one of the page's
+//! `BAD_REQUEST`, `AUTH`, `CONSENT`, `NETWORK`, `FATAL`. The codes are the error-codes page's
+//! (<https://docs.neonomics.io/docs/error-codes>: 1001 a missing header, 1002 a missing
+//! parameter, 1003 an invalid account or payment id, 1004 an invalid end-user IP, 1005 an
+//! invalid redirect URL) and 1426 / 1428, consent and payment authorisation required; a path
+//! Neonomics does not have answers 2006, "API Not found", as integrators report it. The
+//! faults' statuses Neonomics does not document (401, 403, 429, 503, 504), their codes, and
+//! `source` beyond the page's `C` for a client error, are this simulator's.
 //!
 //! Here: the errors, the routes and the preamble every `/ics/v3` call runs (`admit`; the
 //! calls in a session as one filter, `in_session`); the endpoints render in `token.rs`,
@@ -70,7 +76,7 @@ fn error(
 
 /// A client error (HTTP 510).
 fn client_error(code: &str, message: impl Into<String>) -> Response {
-    error(510, code, message, "CLIENT", "BAD_REQUEST")
+    error(510, code, message, "C", "BAD_REQUEST")
 }
 
 fn consent_required(session_id: &str) -> Response {
@@ -78,8 +84,9 @@ fn consent_required(session_id: &str) -> Response {
         "id": uuid::Uuid::new_v4().to_string(),
         "errorCode": "1426",
         "message": "Consent is required to access this resource",
-        "source": "BANK",
-        "type": "CONSENT_REQUIRED",
+        "source": "C",
+        "type": "CONSENT",
+        "timestamp": Utc::now().timestamp_millis(),
         "links": [{"type": "GET", "rel": "consent", "href": format!("/ics/v3/consent/{session_id}")}],
     });
     warp::reply::with_status(
@@ -103,16 +110,16 @@ fn injected(failure: Injected, session_id: Option<&str>) -> Response {
             "5300",
             "The bank returned an unexpected error",
             "BANK",
-            "BANK_ERROR",
+            "FATAL",
         ),
-        FaultKind::Error => error(520, "5200", "Internal error", "NEONOMICS", "INTERNAL_ERROR"),
+        FaultKind::Error => error(520, "5200", "Internal error", "NEONOMICS", "FATAL"),
         FaultKind::Timeout | FaultKind::LostResponse | FaultKind::Garbled | FaultKind::Reset => {
             error(
                 504,
                 "5040",
                 "Timed out waiting for the bank",
                 source,
-                "TIMEOUT",
+                "NETWORK",
             )
         }
         FaultKind::RateLimit => {
@@ -121,7 +128,7 @@ fn injected(failure: Injected, session_id: Option<&str>) -> Response {
                 "1429",
                 "Rate limit exceeded",
                 "NEONOMICS",
-                "RATE_LIMIT_EXCEEDED",
+                "BAD_REQUEST",
             );
             let headers = response.headers_mut();
             headers.insert(
@@ -140,14 +147,14 @@ fn injected(failure: Injected, session_id: Option<&str>) -> Response {
             "1403",
             "Access to this bank is revoked for the client",
             "NEONOMICS",
-            "FORBIDDEN",
+            "AUTH",
         ),
         FaultKind::Unauthorized => error(
             401,
             "1401",
             "Invalid or revoked client credentials",
             "NEONOMICS",
-            "UNAUTHORIZED",
+            "AUTH",
         ),
         FaultKind::ConsentExpired => consent_required(session_id.unwrap_or_default()),
         // `decide` never fails a request with latency or refuse; render them as an outage.
@@ -156,7 +163,7 @@ fn injected(failure: Injected, session_id: Option<&str>) -> Response {
             "1503",
             "Service temporarily unavailable",
             source,
-            "SERVICE_UNAVAILABLE",
+            "NETWORK",
         ),
     }
 }
@@ -220,21 +227,22 @@ pub fn routes(
         .and(pisp.clone())
         .and(body)
         .then(|product, call, body| payments::initiate(call, product, body));
-    let find = warp::path!("ics" / "v3" / "payments" / String)
-        .and(warp::get())
-        .and(warp::query::<payments::ReferenceQuery>())
-        .and(pisp.clone())
-        .map(
-            |product: String, query: payments::ReferenceQuery, call: SessionCall| {
-                payments::find(&call, &product, &query)
-            },
-        );
     let payment = warp::path!("ics" / "v3" / "payments" / String / String)
         .and(warp::get())
-        .and(pisp)
+        .and(pisp.clone())
         .map(|product: String, id: String, call: SessionCall| {
             payments::status(&call, &product, &id)
         });
+    let authorize = warp::path!("ics" / "v3" / "payments" / String / String / "authorize")
+        .and(warp::get())
+        .and(pisp.clone())
+        .map(|product: String, id: String, call: SessionCall| {
+            payments::authorize(&call, &product, &id)
+        });
+    let complete = warp::path!("ics" / "v3" / "payments" / String / String / "complete")
+        .and(warp::post())
+        .and(pisp)
+        .then(|product, id, call| payments::complete(call, product, id));
 
     let api = token
         .or(health)
@@ -255,9 +263,11 @@ pub fn routes(
         .unify()
         .or(initiate)
         .unify()
-        .or(find)
-        .unify()
         .or(payment)
+        .unify()
+        .or(authorize)
+        .unify()
+        .or(complete)
         .unify();
     limited(move || state.limit(ProviderId::Neonomics).check())
         .and(answering(api))
@@ -274,20 +284,15 @@ async fn rejection(rejection: Rejection) -> Result<Response, Infallible> {
                 "1429",
                 "Rate limit exceeded",
                 "NEONOMICS",
-                "RATE_LIMIT_EXCEEDED",
+                "BAD_REQUEST",
             ))
         } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
-            error(
-                413,
-                "1413",
-                "Request body too large",
-                "CLIENT",
-                "BAD_REQUEST",
-            )
+            error(413, "1413", "Request body too large", "C", "BAD_REQUEST")
         } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
-            error(405, "1405", "Method not allowed", "CLIENT", "BAD_REQUEST")
+            client_error("2006", "API Not found")
         } else {
-            error(404, "1404", "Resource not found", "CLIENT", "NOT_FOUND")
+            // A path Neonomics does not have (integrators report 510 with 2006).
+            client_error("2006", "API Not found")
         },
     )
 }
@@ -318,8 +323,8 @@ fn authenticate(state: &SandboxState, headers: &HeaderMap) -> Result<(), Respons
             401,
             "1400",
             "Missing, invalid or expired access token",
-            "CLIENT",
-            "UNAUTHORIZED",
+            "C",
+            "AUTH",
         ));
     }
     if header(headers, "x-device-id").is_none() {

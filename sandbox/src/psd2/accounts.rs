@@ -20,6 +20,7 @@ fn render_account(bank: BankId, account: &Account) -> serde_json::Value {
         "bban": account.bban,
         "currency": account.currency,
         "name": account.name,
+        "ownerName": account.owner,
         "cashAccountType": account.product,
         "status": "enabled",
         "_links": {"balances": {"href": format!("/{bank}/v1/accounts/{id}/balances")}},

@@ -35,6 +35,7 @@ pub struct Account {
     pub product: Cow<'static, str>,
     pub currency: Cow<'static, str>,
     pub balance: Decimal,
+    pub owner: Cow<'static, str>,
 }
 
 impl Account {
@@ -78,6 +79,10 @@ pub enum TransactionStatus {
     /// Received, waiting for the PSU's SCA.
     #[serde(rename = "RCVD")]
     Received,
+    /// Authorised by the PSU, waiting for the TPP to complete it (Neonomics' flow only:
+    /// <https://docs.neonomics.io/reference/completepayment>).
+    #[serde(rename = "ACTC")]
+    Authorised,
     /// Settlement completed after SCA.
     #[serde(rename = "ACSC")]
     Completed,
@@ -211,6 +216,7 @@ impl World {
                         product: Cow::Borrowed(seeded.product),
                         currency: Cow::Borrowed("NOK"),
                         balance: seeded.balance,
+                        owner: Cow::Borrowed(seeded.owner),
                     };
                     self.accounts.entry(seeded.iban.clone()).or_insert(account);
                     seeded.iban

@@ -131,6 +131,8 @@ pub struct Change<'a> {
 pub struct Sendable {
     pub payment: PaymentRecord,
     pub debtor_iban: String,
+    /// The account holder's name, as a provider listed it.
+    pub debtor_name: Option<String>,
     /// The accounts to send it from: those with an active consent.
     pub accounts: Vec<ProviderAccount>,
     /// The accounts to look it up at: every provider's, whatever its consent's state.
@@ -162,6 +164,28 @@ impl PaymentStore {
     ) -> Result<Option<PaymentRecord>, StoreError> {
         let client = self.client().await?;
         transition(&client, id, from, to, change).await
+    }
+
+    /// Records the link the user follows to approve a payment waiting for SCA (it comes in
+    /// a call after the initiation, at Neonomics); returns the payment, or `None` when it
+    /// is no longer waiting.
+    pub async fn set_sca_redirect(
+        &self,
+        id: Uuid,
+        sca_redirect: &str,
+    ) -> Result<Option<PaymentRecord>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "UPDATE payments SET sca_redirect = $2, updated_at = now()
+                     WHERE id = $1 AND status = 'pending_sca' RETURNING {PAYMENT_COLUMNS}"
+                ),
+                &[&id, &sca_redirect],
+            )
+            .await
+            .map_err(StoreError::caused_by)?;
+        row.as_ref().map(PaymentRecord::from_row).transpose()
     }
 
     pub async fn payment(&self, id: Uuid) -> Result<Option<PaymentRecord>, StoreError> {
@@ -236,7 +260,8 @@ impl PaymentStore {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT c.iban, ca.provider, ca.account_id, pc.external_id, pc.status = 'active'
+                "SELECT c.iban, ca.provider, ca.account_id, pc.external_id, pc.status = 'active',
+                        c.owner_name
                  FROM connections c
                  LEFT JOIN connection_accounts ca ON ca.connection_id = c.id
                  LEFT JOIN provider_consents pc
@@ -250,6 +275,7 @@ impl PaymentStore {
             return Ok(None);
         };
         let debtor_iban: String = first.get(0);
+        let debtor_name: Option<String> = first.get(5);
         let (mut accounts, mut known) = (Vec::new(), Vec::new());
         for row in &rows {
             if let (Some(provider), Some(account_id), Some(consent_ref)) = (
@@ -271,6 +297,7 @@ impl PaymentStore {
         Ok(Some(Sendable {
             payment,
             debtor_iban,
+            debtor_name,
             accounts,
             known,
         }))
