@@ -9,9 +9,16 @@
 //!   refresh token refused (400) falls back to the client credentials;
 //! - errors (<https://docs.neonomics.io/docs/error-handling>): 510 is a client error, 520
 //!   Neonomics' own and 530 the bank's (`failure_class`);
-//! - a payment's amount is `instrumentedAmount`, a decimal string (the payments guide's
-//!   example body, <https://docs.neonomics.io/docs/payments-1>).
+//! - banks (<https://docs.neonomics.io/reference/createsession>): a session names its bank by
+//!   Neonomics' own id from `GET /ics/v3/banks`, matched here by BIC, never the BIC itself;
+//! - accounts (<https://docs.neonomics.io/docs/accounts-1>): the holder's `ownerName`
+//!   (<https://docs.neonomics.io/docs/changelog>) is the payments' `debtorName`; balance types
+//!   are the ISO codes page's (`AVLB` first, <https://docs.neonomics.io/docs/iso-codes>);
+//! - payments (<https://docs.neonomics.io/docs/payments-1>): see `pay`, `authorize`,
+//!   `complete` and `find` below, and `payment_status` for the status codes; the amount is
+//!   `instrumentedAmount`, a decimal string (the payments guide's example body).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,6 +70,8 @@ pub struct NeonomicsClient {
     client_secret: SecretString,
     /// The refresh token of the last grant, while it is valid.
     refresh: Arc<std::sync::Mutex<Option<RefreshToken>>>,
+    /// Neonomics' id for each bank, learnt from its bank list.
+    bank_ids: Arc<std::sync::Mutex<HashMap<BankId, String>>>,
 }
 
 /// A refresh token and when it stops being accepted.
@@ -116,8 +125,11 @@ struct BalanceBody {
     currency: String,
 }
 
+/// A bank in `GET /ics/v3/banks`: Neonomics' own id for it, its BIC, and whether it is up.
 #[derive(Deserialize)]
 struct BankBody {
+    id: String,
+    bic: String,
     status: String,
 }
 
@@ -147,6 +159,7 @@ impl NeonomicsClient {
             client_id: settings.client_id.clone(),
             client_secret: settings.client_secret.clone(),
             refresh: Arc::default(),
+            bank_ids: Arc::default(),
         })
     }
 
@@ -242,6 +255,30 @@ impl NeonomicsClient {
         })
     }
 
+    /// Neonomics' id for `bank`: its own, opaque, from `GET /ics/v3/banks`, matched by BIC
+    /// (the session's `bankId` "comes from the 'id' parameter in the response body from a call
+    /// to the '/banks' API", <https://docs.neonomics.io/reference/createsession>). The list is
+    /// read once and kept.
+    async fn bank_id(&self, token: Option<&str>, bank: BankId) -> Result<String, UpstreamError> {
+        if let Some(id) = self.bank_ids.lock().expect("bank ids").get(&bank) {
+            return Ok(id.clone());
+        }
+        let list: Vec<BankBody> =
+            Self::json(self.request(Method::GET, "/ics/v3/banks", token)).await?;
+        let mut ids = self.bank_ids.lock().expect("bank ids");
+        for known in BankId::ALL {
+            if let Some(entry) = list.iter().find(|b| b.bic == known.bic()) {
+                ids.insert(known, entry.id.clone());
+            }
+        }
+        ids.get(&bank).cloned().ok_or_else(|| {
+            UpstreamError::new(
+                FailureClass::Unsupported,
+                "Neonomics does not list the bank",
+            )
+        })
+    }
+
     /// Opens a session at the bank for the user (`x-psu-id`) and asks for a consent link that
     /// returns the user's browser to the redirect URL.
     async fn start_session(
@@ -265,7 +302,9 @@ impl NeonomicsClient {
         let request = self
             .request(Method::POST, "/ics/v3/session", token.as_deref())
             .header("x-psu-id", &start.psu)
-            .json(&serde_json::json!({"bankId": start.bank.bic()}));
+            .json(
+                &serde_json::json!({"bankId": self.bank_id(token.as_deref(), start.bank).await?}),
+            );
         let session: Session = Self::json(request).await?;
         let request = self
             .request(
@@ -584,9 +623,10 @@ impl NeonomicsClient {
 
     /// Reads the bank's entry in Neonomics' bank list: reachable, and `AVAILABLE`.
     async fn bank_status(&self, token: Option<String>, bank: BankId) -> Result<(), UpstreamError> {
+        let id = self.bank_id(token.as_deref(), bank).await?;
         let request = self.request(
             Method::GET,
-            &format!("/ics/v3/banks/{}", bank.bic()),
+            &format!("/ics/v3/banks/{id}"),
             token.as_deref(),
         );
         let body: BankBody = Self::json(request).await?;

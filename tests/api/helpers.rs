@@ -263,12 +263,26 @@ impl TestSandbox {
             .header("x-device-id", "test-device")
     }
 
+    /// Neonomics' id for `bank`, from its bank list.
+    pub async fn neonomics_bank_id(&self, token: &str, bank: BankId) -> String {
+        let list: Vec<Value> = self
+            .neonomics_request(reqwest::Method::GET, token, "/ics/v3/banks")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let entry = list.iter().find(|b| b["bic"] == bank.bic()).unwrap();
+        entry["id"].as_str().unwrap().to_owned()
+    }
+
     /// Opens a Neonomics session at `bank` for `psu` and approves its consent.
     pub async fn neonomics_session(&self, token: &str, bank: BankId, psu: &str) -> String {
         let response = self
             .neonomics_request(reqwest::Method::POST, token, "/ics/v3/session")
             .header("x-psu-id", psu)
-            .json(&serde_json::json!({"bankId": bank.bic()}))
+            .json(&serde_json::json!({"bankId": self.neonomics_bank_id(token, bank).await}))
             .send()
             .await
             .unwrap();

@@ -351,7 +351,7 @@ async fn accounts_and_balances_answer_in_the_documented_shape() {
     let response = payer
         .sandbox
         .neonomics_request(Method::POST, &payer.token, "/ics/v3/session")
-        .json(&json!({"bankId": BankId::Dnb.bic()}))
+        .json(&json!({"bankId": payer.sandbox.neonomics_bank_id(&payer.token, BankId::Dnb).await}))
         .send()
         .await
         .unwrap();
@@ -375,4 +375,56 @@ async fn accounts_and_balances_answer_in_the_documented_shape() {
         error["links"][0]["href"],
         format!("/ics/v3/consent/{fresh}")
     );
+}
+
+/// A session names its bank by Neonomics' own id for it, the `id` of `GET /ics/v3/banks`, not
+/// its BIC (https://docs.neonomics.io/reference/createsession); a session without a known one
+/// is refused 1002 (https://docs.neonomics.io/docs/error-codes: "Create Session: Include …
+/// bankId").
+#[tokio::test]
+async fn a_session_names_its_bank_by_the_bank_lists_id_not_its_bic() {
+    let sandbox = spawn_sandbox().await;
+    let token = sandbox.neonomics_token().await;
+    let banks: Vec<Value> = sandbox
+        .neonomics_request(Method::GET, &token, "/ics/v3/banks")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for bank in &banks {
+        assert_ne!(bank["id"], bank["bic"], "{bank}");
+        assert!(
+            bank["personalIdentificationRequired"].is_boolean(),
+            "{bank}"
+        );
+        assert!(["AVAILABLE", "UNAVAILABLE"].contains(&bank["status"].as_str().unwrap()));
+    }
+    let session = |bank_id: Value| {
+        sandbox
+            .neonomics_request(Method::POST, &token, "/ics/v3/session")
+            .json(&json!({"bankId": bank_id}))
+            .send()
+    };
+    let dnb = banks
+        .iter()
+        .find(|b| b["bic"] == BankId::Dnb.bic())
+        .unwrap();
+    let opened = session(dnb["id"].clone()).await.unwrap();
+    assert_eq!(opened.status(), 200);
+    assert!(opened.json::<Value>().await.unwrap()["sessionId"].is_string());
+    let by_bic = session(json!(BankId::Dnb.bic())).await.unwrap();
+    assert_eq!(by_bic.status(), 510);
+    assert_eq!(by_bic.json::<Value>().await.unwrap()["errorCode"], "1002");
+    let path = format!("/ics/v3/banks/{}", dnb["id"].as_str().unwrap());
+    let one: Value = sandbox
+        .neonomics_request(Method::GET, &token, &path)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["bic"], BankId::Dnb.bic());
 }

@@ -121,7 +121,7 @@ async fn neonomics_asks_for_consent_with_1426_then_serves_the_same_accounts() {
     let response = sandbox
         .neonomics_request(Method::POST, &token, "/ics/v3/session")
         .header("x-psu-id", "user-9")
-        .json(&serde_json::json!({"bankId": BankId::Dnb.bic()}))
+        .json(&serde_json::json!({"bankId": sandbox.neonomics_bank_id(&token, BankId::Dnb).await}))
         .send()
         .await
         .unwrap();

@@ -1,6 +1,6 @@
 //! The calls before a session has a consent: the bank list and one bank (what a health probe
-//! reads), `POST /ics/v3/session` naming a bank, and `GET /ics/v3/consent/{sessionId}` with
-//! the SCA link.
+//! reads), `POST /ics/v3/session` naming a bank by Neonomics' own id for it, and
+//! `GET /ics/v3/consent/{sessionId}` with the SCA link.
 
 use std::sync::Arc;
 
@@ -17,7 +17,7 @@ use crate::faults::{Fault, FaultKind, Target};
 use crate::world::NewConsent;
 use crate::{SandboxState, header, is_redirect_url};
 
-use super::{Session, admit, client_error, error, provider_target, session};
+use super::{Session, admit, client_error, provider_target, session};
 
 pub(super) async fn banks(state: Arc<SandboxState>, headers: HeaderMap) -> Response {
     if let Err(response) = admit(&state, provider_target(), &headers, None).await {
@@ -31,11 +31,25 @@ pub(super) async fn banks(state: Arc<SandboxState>, headers: HeaderMap) -> Respo
     warp::reply::json(&list).into_response()
 }
 
-/// One bank by its id (the BIC): what a health probe of the path to the bank reads. Faults
-/// for the bank apply to it as to any call that reaches the bank.
+/// Neonomics' id for a bank: its own, opaque, not the BIC (the session's `bankId` "comes from
+/// the 'id' parameter in the response body from a call to the '/banks' API",
+/// <https://docs.neonomics.io/reference/createsession>). The documentation gives no format;
+/// this simulator's is a stable hash.
+pub(super) fn neonomics_bank_id(bank: BankId) -> String {
+    crate::accounts::stable_id(&["neonomics-bank", bank.bic()])
+}
+
+fn bank_of(id: &str) -> Option<BankId> {
+    BankId::ALL
+        .into_iter()
+        .find(|bank| neonomics_bank_id(*bank) == id)
+}
+
+/// One bank by its id: what a health probe of the path to the bank reads. Faults for the bank
+/// apply to it as to any call that reaches the bank.
 pub(super) async fn bank(id: String, state: Arc<SandboxState>, headers: HeaderMap) -> Response {
-    let Some(bank) = BankId::ALL.into_iter().find(|b| b.bic() == id) else {
-        return error(404, "1404", "Unknown bank", "CLIENT", "NOT_FOUND");
+    let Some(bank) = bank_of(&id) else {
+        return client_error("1002", "Invalid bank id");
     };
     let target = Target {
         bank: Some(bank),
@@ -55,11 +69,13 @@ fn bank_view(faults: &[Fault], bank: BankId) -> serde_json::Value {
             && !matches!(f.kind, FaultKind::Latency | FaultKind::ConsentExpired)
     });
     json!({
-        "id": bank.bic(),
+        "id": neonomics_bank_id(bank),
         "bic": bank.bic(),
         "bankDisplayName": bank.display_name(),
+        "bankOfficialName": bank.display_name(),
         "bankingGroupName": bank.display_name(),
         "countryCode": "NO",
+        "personalIdentificationRequired": false,
         "status": if down { "UNAVAILABLE" } else { "AVAILABLE" },
         "supportedServices": ["AIS", "PIS"],
         "lastChecked": Utc::now(),
@@ -80,7 +96,7 @@ pub(super) async fn create_session(
     let bank = serde_json::from_slice::<NewSession>(&body)
         .ok()
         .and_then(|s| s.bank_id)
-        .and_then(|id| BankId::ALL.into_iter().find(|b| b.bic() == id));
+        .and_then(|id| bank_of(&id));
     let target = Target {
         bank,
         ..provider_target()
@@ -89,7 +105,8 @@ pub(super) async fn create_session(
         return response;
     }
     let Some(bank) = bank else {
-        return client_error("1004", "Body must name a known bankId");
+        // "1002 … Create Session: Include … bankId" (https://docs.neonomics.io/docs/error-codes).
+        return client_error("1002", "Missing required parameter: bankId from /banks");
     };
     let session_id = uuid::Uuid::new_v4().to_string();
     let psu = header(&headers, "x-psu-id").map(str::to_owned);
