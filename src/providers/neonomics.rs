@@ -106,6 +106,15 @@ struct ErrorBody {
     links: Vec<Link>,
 }
 
+/// A link's path: Neonomics' links may name another host (its error example's is
+/// `dev-api.neonomics.io`); calls go only to the configured base URL.
+fn link_path(href: &str) -> String {
+    match reqwest::Url::parse(href) {
+        Ok(url) => url.path().to_owned(),
+        Err(_) => href.split('?').next().unwrap_or_default().to_owned(),
+    }
+}
+
 /// The payment's id when a refusal is 510 with errorCode 1428, payment authorization
 /// required: it is in the authorize link's `meta.id`
 /// (<https://docs.neonomics.io/docs/error-handling>).
@@ -279,8 +288,9 @@ impl NeonomicsClient {
         })
     }
 
-    /// Opens a session at the bank for the user (`x-psu-id`) and asks for a consent link that
-    /// returns the user's browser to the redirect URL.
+    /// Opens a session at the bank for the user (`x-psu-id`), tries its accounts, and follows
+    /// the 1426 that asks for consent to the link that returns the user's browser to the
+    /// redirect URL.
     async fn start_session(
         &self,
         token: Option<String>,
@@ -306,10 +316,34 @@ impl NeonomicsClient {
                 &serde_json::json!({"bankId": self.bank_id(token.as_deref(), start.bank).await?}),
             );
         let session: Session = Self::json(request).await?;
+        // Consent is asked for only as a 1426 instructs, through its link: "you first have to
+        // attempt the request and then handle consent if necessary"
+        // (https://docs.neonomics.io/docs/consent-authorization-and-sca).
+        let attempt = self
+            .request(Method::GET, "/ics/v3/accounts", token.as_deref())
+            .header("x-session-id", &session.session_id);
+        let response = attempt.send().await.map_err(|e| transport_error(&e))?;
+        if response.status().is_success() {
+            // A valid consent exists already: nothing for the user to approve.
+            return Ok(StartedConsent {
+                external_id: session.session_id,
+                sca_redirect: start.redirect_url,
+            });
+        }
+        let refusal = Refusal::<ErrorBody>::read(response).await;
+        let consent_link = refusal
+            .body
+            .as_ref()
+            .filter(|b| b.error_code.as_deref() == Some("1426"))
+            .and_then(|b| b.links.first())
+            .map(|link| link_path(&link.href));
+        let Some(path) = consent_link else {
+            return Err(Self::classify(&refusal));
+        };
         let request = self
             .request(
                 Method::GET,
-                &format!("/ics/v3/consent/{}", session.session_id),
+                &format!("{path}?scope=accounts"),
                 token.as_deref(),
             )
             .header("x-redirect-url", &start.redirect_url);

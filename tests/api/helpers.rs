@@ -289,11 +289,23 @@ impl TestSandbox {
         assert_eq!(response.status(), 200);
         let session: Value = response.json().await.unwrap();
         let session_id = session["sessionId"].as_str().unwrap().to_owned();
+        // The documented way: try the accounts, and follow the 1426 to the consent.
+        let refused: Value = self
+            .neonomics_request(reqwest::Method::GET, token, "/ics/v3/accounts")
+            .header("x-session-id", &session_id)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(refused["errorCode"], "1426", "{refused}");
+        let link = refused["links"][0]["href"].as_str().unwrap();
         let response = self
             .neonomics_request(
                 reqwest::Method::GET,
                 token,
-                &format!("/ics/v3/consent/{session_id}"),
+                &format!("{link}?scope=accounts"),
             )
             .header("x-redirect-url", "https://drop.example/consent-done")
             .send()

@@ -375,6 +375,22 @@ async fn accounts_and_balances_answer_in_the_documented_shape() {
         error["links"][0]["href"],
         format!("/ics/v3/consent/{fresh}")
     );
+    // Get Consent takes a required scope (https://docs.neonomics.io/reference/initiateconsent-1).
+    let consent = |query: &'static str| {
+        payer
+            .sandbox
+            .neonomics_request(
+                Method::GET,
+                &payer.token,
+                &format!("/ics/v3/consent/{fresh}{query}"),
+            )
+            .header("x-redirect-url", REDIRECT)
+            .send()
+    };
+    let unscoped: Value = consent("").await.unwrap().json().await.unwrap();
+    assert_eq!(unscoped["errorCode"], "1002");
+    let scoped = consent("?scope=accounts").await.unwrap();
+    assert_eq!(scoped.status(), 200);
 }
 
 /// A session names its bank by Neonomics' own id for it, the `id` of `GET /ics/v3/banks`, not

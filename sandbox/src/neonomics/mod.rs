@@ -209,6 +209,7 @@ pub fn routes(
         .and(warp::get())
         .and(with_state)
         .and(headers)
+        .and(warp::query::<HashMap<String, String>>())
         .then(sessions::consent);
     let accounts = warp::path!("ics" / "v3" / "accounts")
         .and(warp::get())

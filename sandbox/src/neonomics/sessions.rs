@@ -2,6 +2,7 @@
 //! reads), `POST /ics/v3/session` naming a bank by Neonomics' own id for it, and
 //! `GET /ics/v3/consent/{sessionId}` with the SCA link.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bankgate_actors::{BankId, ProviderId, Service};
@@ -121,10 +122,15 @@ pub(super) async fn create_session(
     warp::reply::json(&json!({"sessionId": session_id})).into_response()
 }
 
+/// `GET /ics/v3/consent/{sessionId}?scope=…`, called as a 1426 error instructs: `scope` is
+/// required, one of `accounts`, `payments`, `business-accounts`
+/// (<https://docs.neonomics.io/reference/initiateconsent-1>); the browser comes back to
+/// `x-redirect-url`.
 pub(super) async fn consent(
     session_id: String,
     state: Arc<SandboxState>,
     headers: HeaderMap,
+    query: HashMap<String, String>,
 ) -> Response {
     let found = session(&state, Some(&session_id));
     let target = Target {
@@ -139,6 +145,13 @@ pub(super) async fn consent(
     let Some(found) = found else {
         return client_error("1003", "Unknown or expired session");
     };
+    let scopes = ["accounts", "payments", "business-accounts"];
+    if !query
+        .get("scope")
+        .is_some_and(|s| scopes.contains(&s.as_str()))
+    {
+        return client_error("1002", "Missing required parameter: scope");
+    }
     let Some(redirect_url) = header(&headers, "x-redirect-url").filter(|u| is_redirect_url(u))
     else {
         return client_error("1005", "Missing or invalid header x-redirect-url");
