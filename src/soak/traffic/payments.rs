@@ -54,7 +54,7 @@ impl Traffic {
     }
 
     /// Looks at every acknowledged payment once: records its status and approves the SCA the
-    /// bank asks for. Returns how many are not final yet.
+    /// bank asks for. Returns how many are still moving (not final, nor unknown for good).
     pub async fn follow_payments(&self) -> usize {
         let open: Vec<(usize, String)> = self
             .tally
@@ -105,7 +105,10 @@ impl Traffic {
                     tally.payments[index].sca_done.remove(&url);
                 }
             }
-            if !is_final(&status) {
+            // Unknown at Neonomics stays so: Neonomics cannot be asked for a payment whose
+            // answer was lost, and bankgate never sends it again (`Payments::resolve`).
+            let untraceable = status == "unknown" && view["provider"] == "neonomics";
+            if !is_final(&status) && !untraceable {
                 moving += 1;
             }
         }
