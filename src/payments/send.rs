@@ -245,9 +245,10 @@ impl Payments {
                 Ok(Lookup::Found(remote)) => return Found::Payment(remote),
                 Ok(Lookup::Absent) => {}
                 // A provider that cannot be asked holds it only if it was the one sent it
-                // last, or none is recorded (a gateway killed while sending): an outcome
-                // unknown there is never sent on elsewhere (`resolve`), so a payment recorded
-                // at another provider was refused here, provably, before it went there.
+                // last, or none is recorded (a gateway killed while sending; a claim from the
+                // queue forgets the previous attempt's provider): an outcome unknown there is
+                // never sent on elsewhere (`resolve`), so a payment recorded at another
+                // provider in this attempt was refused here, provably, before it went there.
                 Ok(Lookup::Untraceable) if last.is_none_or(|p| p == account_provider) => {
                     untraceable = true
                 }
@@ -255,10 +256,12 @@ impl Payments {
                 Err(_) => conclusive = false,
             }
         }
-        match (untraceable, conclusive) {
-            (true, _) => Found::Untraceable,
-            (false, true) => Found::Nowhere,
-            (false, false) => Found::Inconclusive,
+        // A provider that could be asked but did not answer may yet find it: that is worth
+        // asking again, whatever another could not tell.
+        match (conclusive, untraceable) {
+            (false, _) => Found::Inconclusive,
+            (true, true) => Found::Untraceable,
+            (true, false) => Found::Nowhere,
         }
     }
 

@@ -16,6 +16,10 @@
 //!   (`RCVD`) or nowhere;
 //! - every forged push is ignored.
 //!
+//! A share of the payments fail at both paths first and are killed mid-send on a later
+//! attempt from the queue, at either provider: a look-up after that kill must not take the
+//! earlier attempt's provider for the only one that may hold the payment.
+//!
 //! `cargo test` runs `CASES` cases from a fixed seed. `BANKGATE_EXACTLY_ONCE_CASES=n` runs n;
 //! `BANKGATE_EXACTLY_ONCE_SEED=s` replays the case a failure printed.
 
@@ -36,6 +40,15 @@ const CASES: u64 = 8;
 const FIRST_SEED: u64 = 0x6261_6e6b;
 const PAYMENTS_PER_CASE: usize = 8;
 const DNB_PSD2_SECRET: &str = "sandbox-dnb-psd2-webhook-secret";
+
+/// The share of payments sent again from the queue and killed on that later attempt.
+const LATER_ATTEMPT: f64 = 0.3;
+const PROVIDERS: [&str; 2] = ["neonomics", "psd2"];
+/// The bank's own API's answers to a first attempt that leave the payment to the queue:
+/// refused (queued at once), or unknown and then found nowhere.
+const FIRST_OF_LATER: [&str; 3] = ["unavailable", "error", "timeout"];
+/// Answers lost on the later attempt, most with the payment carried out.
+const LOST_ON_LATER: [&str; 4] = ["lost_response", "lost_response", "garbled", "timeout"];
 
 /// A user who closes the browser after the SCA leaves the payment to the poll: soon here.
 const SETTINGS: &[(&str, &str)] = &[("BANKGATE__PAYMENTS__POLL_AFTER", "1s")];
@@ -206,6 +219,67 @@ async fn pay(world: &mut World, key: &str, kill_after: Option<Duration>) -> Opti
     None
 }
 
+/// Lets a payment that the first attempt left queued, or unknown at the bank's own API
+/// (where the look-up then finds it nowhere), go out again from the queue with its answer
+/// lost at `at` (Neonomics refusing when `at` is the bank's own API), and kills the gateway
+/// while that later attempt is in flight.
+async fn kill_on_later_attempt(
+    world: &mut World,
+    id: &str,
+    at: &str,
+    rng: &mut fastrand::Rng,
+    log: &mut Vec<String>,
+) {
+    let uuid: uuid::Uuid = id.parse().unwrap();
+    let Some((_, first)) = status_and_attempts(world, uuid).await else {
+        return;
+    };
+    world.clear_faults().await;
+    let kind = LOST_ON_LATER[rng.usize(..LOST_ON_LATER.len())];
+    world
+        .sandbox
+        .add_fault(json!({"provider": at, "bank": "dnb", "service": "pisp", "kind": kind}))
+        .await;
+    if at == "psd2" {
+        world
+            .sandbox
+            .add_fault(json!({"provider": "neonomics", "bank": "dnb", "service": "pisp", "kind": "unavailable"}))
+            .await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        match status_and_attempts(world, uuid).await {
+            Some((status, attempts)) if status == "initiating" && attempts > first => {
+                let after = Duration::from_millis(rng.u64(0..300));
+                tokio::time::sleep(after).await;
+                world.kill_and_restart().await;
+                log.push(format!(
+                    "{id}: sent again with {at} {kind}, killed {after:?} into attempt {attempts}"
+                ));
+                return;
+            }
+            Some((status, _))
+                if !["queued", "unknown", "initiating"].contains(&status.as_str()) =>
+            {
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    log.push(format!("{id}: not sent again while {at} {kind}"));
+}
+
+async fn status_and_attempts(world: &World, id: uuid::Uuid) -> Option<(String, i32)> {
+    let row = (world.db)
+        .query_one(
+            "SELECT status, attempts FROM payments WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .ok()?;
+    Some((row.get(0), row.get(1)))
+}
+
 /// A push claiming `id` completed, signed by DNB's own API for a payment sent through
 /// Neonomics (which pushes nothing). Only a payment that can no longer be sent anywhere is
 /// forged for (its provider recorded, past `unknown` and the queue): one still open may yet
@@ -296,7 +370,22 @@ async fn run_case(world: &mut World, seed: u64) -> Result<Case, String> {
     let mut case = Case::default();
     for n in 0..PAYMENTS_PER_CASE {
         world.clear_faults().await;
-        for provider in ["neonomics", "psd2"] {
+        // Some payments fail at both paths first, to be sent again from the queue and killed
+        // mid-send on that later attempt, at either provider.
+        let later = (rng.f64() < LATER_ATTEMPT).then(|| PROVIDERS[rng.usize(..2)]);
+        if later.is_some() {
+            let kind = FIRST_OF_LATER[rng.usize(..FIRST_OF_LATER.len())];
+            for fault in [
+                json!({"provider": "neonomics", "bank": "dnb", "service": "pisp", "kind": "unavailable"}),
+                json!({"provider": "psd2", "bank": "dnb", "service": "pisp", "kind": kind}),
+            ] {
+                world.sandbox.add_fault(fault).await;
+            }
+            case.log.push(format!(
+                "payment {n}: neonomics unavailable, psd2 {kind}, to be sent again"
+            ));
+        }
+        for provider in PROVIDERS.into_iter().filter(|_| later.is_none()) {
             if let Some(kind) = BEHAVIOURS[rng.usize(..BEHAVIOURS.len())] {
                 let ratio = if rng.bool() { 1.0 } else { 0.5 };
                 let mut fault = json!({"provider": provider, "bank": "dnb", "service": "pisp", "kind": kind, "ratio": ratio});
@@ -318,6 +407,9 @@ async fn run_case(world: &mut World, seed: u64) -> Result<Case, String> {
         }
         let key = format!("case-{seed}-{n}");
         if let Some(id) = pay(world, &key, kill_after).await {
+            if let Some(at) = later {
+                kill_on_later_attempt(world, &id, at, &mut rng, &mut case.log).await;
+            }
             case.acknowledged.push(id);
         }
         if rng.f64() < 0.4 && !case.acknowledged.is_empty() {
@@ -350,9 +442,10 @@ async fn settle(world: &mut World, case: &mut Case, rng: &mut fastrand::Rng) {
     while Instant::now() < deadline {
         let acknowledged = case.acknowledged.clone();
         sca(world, &acknowledged, rng, 1.0).await;
+        let ledger = world.sandbox.ledger("?bank=dnb").await;
         let mut open = 0;
         for id in &case.acknowledged {
-            if !settled(world, id).await {
+            if !settled(world, id, &ledger).await {
                 open += 1;
             }
         }
@@ -363,25 +456,26 @@ async fn settle(world: &mut World, case: &mut Case, rng: &mut fastrand::Rng) {
     }
 }
 
-/// Whether a payment is final, or unknown with no provider that could tell (Neonomics lost
-/// the answer, or the gateway died mid-send and nobody found it).
-async fn settled(world: &World, id: &str) -> bool {
+/// Whether a payment is final, or unknown where no look-up can find it: not at the bank's
+/// own API, which finds a payment by its reference (Neonomics lost the answer, or the
+/// gateway died mid-send and the payment is at Neonomics or nowhere).
+async fn settled(world: &World, id: &str, ledger: &[Value]) -> bool {
     let uuid: uuid::Uuid = id.parse().unwrap();
     let Ok(row) = world
         .db
-        .query_one(
-            "SELECT status, provider FROM payments WHERE id = $1",
-            &[&uuid],
-        )
+        .query_one("SELECT status FROM payments WHERE id = $1", &[&uuid])
         .await
     else {
         return false;
     };
     let status: String = row.get(0);
-    let provider: Option<String> = row.get(1);
+    let reference = id.replace('-', "");
+    let findable = ledger.iter().any(|entry| {
+        entry["end_to_end_id"].as_str() == Some(reference.as_str()) && entry["provider"] == "psd2"
+    });
     match status.as_str() {
         "completed" | "rejected" | "failed" | "expired" | "cancelled" => true,
-        "unknown" => provider.is_none_or(|p| p == "neonomics"),
+        "unknown" => !findable,
         _ => false,
     }
 }

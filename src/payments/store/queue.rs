@@ -57,6 +57,12 @@ impl PaymentStore {
     /// `initiating` (committed before anything is sent). A payment of a removed connection is
     /// never claimed: removing it cancels those queued then, and one queued after (by a sweep)
     /// waits until it expires.
+    ///
+    /// The claim forgets the provider of the previous attempt: a queued payment is held by no
+    /// provider (every earlier attempt was refused, or looked up and found nowhere), and the
+    /// attempt now starting may go to any of them. A gateway killed mid-send leaves no
+    /// provider recorded, so the look-up counts each provider that cannot be asked as one
+    /// that may hold it, rather than the previous attempt's provider as the only one.
     pub async fn claim_queued(
         &self,
         bank: BankId,
@@ -73,7 +79,8 @@ impl PaymentStore {
                      ORDER BY queued_at, id LIMIT 1
                      FOR UPDATE SKIP LOCKED
                  ), claimed AS (
-                     UPDATE payments p SET status = 'initiating', attempts = p.attempts + 1, updated_at = now()
+                     UPDATE payments p SET status = 'initiating', attempts = p.attempts + 1, provider = NULL,
+                         updated_at = now()
                      FROM next WHERE p.id = next.id RETURNING p.id
                  )
                  INSERT INTO payment_events (payment_id, from_status, to_status, reason)
