@@ -185,6 +185,19 @@ pub struct AccessToken {
     pub expires_in: Duration,
 }
 
+/// The longest a provider's grant (an access or a refresh token) is trusted for, whatever
+/// the provider says: a wrong or hostile `expires_in` can then neither overflow a deadline
+/// nor keep a token in use for longer than a day.
+pub const MAX_GRANT_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+impl AccessToken {
+    /// A grant's lifetime as a provider states it, in seconds, bounded by
+    /// `MAX_GRANT_LIFETIME`.
+    pub fn lifetime(seconds: u64) -> Duration {
+        Duration::from_secs(seconds).min(MAX_GRANT_LIFETIME)
+    }
+}
+
 /// A payment to initiate at the user's bank; the provider's account id for the debtor
 /// account comes with each call.
 #[derive(Debug, Clone)]

@@ -256,11 +256,11 @@ impl NeonomicsClient {
             .filter(|_| body.refresh_expires_in > 0)
             .map(|value| RefreshToken {
                 value: SecretString::from(value),
-                until: tokio::time::Instant::now() + Duration::from_secs(body.refresh_expires_in),
+                until: tokio::time::Instant::now() + AccessToken::lifetime(body.refresh_expires_in),
             });
         Ok(AccessToken {
             value: body.access_token,
-            expires_in: Duration::from_secs(body.expires_in),
+            expires_in: AccessToken::lifetime(body.expires_in),
         })
     }
 
@@ -783,6 +783,7 @@ impl Upstream for NeonomicsClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bankgate_actors::upstream::MAX_GRANT_LIFETIME;
     use bankgate_sandbox::{Sandbox, SandboxOptions};
 
     fn client_of(sandbox: &Sandbox, realm: &str) -> Arc<NeonomicsClient> {
@@ -833,6 +834,41 @@ mod tests {
         let refused = live.token().await.unwrap_err();
         assert_eq!(refused.status, Some(404), "{refused}");
         sandbox.shutdown().await;
+    }
+
+    /// A token answer with lifetimes no token server means (2^64-1 seconds) is taken with
+    /// both bounded to a day, instead of overflowing the deadline it sets: that overflow
+    /// panicked the token request, and Neonomics was down until a restart.
+    #[tokio::test]
+    async fn a_token_answers_lifetimes_are_bounded() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0; 4096];
+            let _ = socket.read(&mut request).await.unwrap();
+            let body = serde_json::json!({
+                "access_token": "token", "expires_in": u64::MAX, "token_type": "Bearer",
+                "refresh_token": "refresh", "refresh_expires_in": u64::MAX,
+            })
+            .to_string();
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            socket.write_all(answer.as_bytes()).await.unwrap();
+        });
+        let mut settings = crate::settings::Settings::load(None, &Default::default())
+            .unwrap()
+            .providers
+            .neonomics;
+        settings.base_url = format!("http://{address}");
+        let client = NeonomicsClient::new(&settings);
+        let token = client.token().await.expect("a token");
+        assert_eq!(token.expires_in, MAX_GRANT_LIFETIME);
+        let until = (client.refresh.lock().unwrap().as_ref()).map(|r| r.until);
+        assert!(until.is_some_and(|u| u <= tokio::time::Instant::now() + MAX_GRANT_LIFETIME));
     }
 
     /// Every status of https://docs.neonomics.io/docs/iso-codes, each named; one the page

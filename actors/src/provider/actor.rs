@@ -11,7 +11,7 @@ use tracing::{info, warn};
 
 use crate::ProviderId;
 use crate::metrics;
-use crate::upstream::{AccessToken, FailureClass, UpstreamError};
+use crate::upstream::{AccessToken, FailureClass, MAX_GRANT_LIFETIME, UpstreamError};
 
 use super::{HeldToken, ProviderHandle, ProviderMsg, ProviderStatus, Shared, TokenReply};
 
@@ -122,12 +122,24 @@ impl ProviderState {
             let upstream = self.shared.upstream.clone();
             let timeout = self.shared.config.timeout;
             tokio::spawn(async move {
-                let result = match tokio::time::timeout(timeout, upstream.authenticate()).await {
-                    Ok(result) => result,
-                    Err(_) => Err(UpstreamError::new(
-                        FailureClass::Timeout,
-                        "token request timed out",
+                // The request runs in a task of its own, so that one that panics (a bug, or
+                // an answer the adapter could not take) is answered like any failure: the
+                // waiters hear of it and the next caller asks again, instead of every caller
+                // waiting on a request that is gone.
+                let mut request = tokio::spawn(upstream.authenticate());
+                let result = match tokio::time::timeout(timeout, &mut request).await {
+                    Ok(Ok(result)) => result,
+                    Ok(Err(_)) => Err(UpstreamError::new(
+                        FailureClass::Server,
+                        "token request failed unexpectedly",
                     )),
+                    Err(_) => {
+                        request.abort();
+                        Err(UpstreamError::new(
+                            FailureClass::Timeout,
+                            "token request timed out",
+                        ))
+                    }
                 };
                 let _ = myself.send_message(ProviderMsg::Authenticated(result));
             });
@@ -143,6 +155,7 @@ impl ProviderState {
                     Some(t) => {
                         now + t
                             .expires_in
+                            .min(MAX_GRANT_LIFETIME)
                             .saturating_sub(self.shared.config.token_refresh_margin)
                     }
                     None => now + Duration::from_secs(365 * 24 * 3600),

@@ -266,6 +266,61 @@ async fn a_refused_token_is_renewed_once_and_the_read_succeeds() {
     assert_eq!(t.neonomics.authentications(), 2);
 }
 
+/// The token request dies in the adapter (a panic, as an answer the adapter could not take
+/// once caused): the read waiting for it is answered at once, not left to its timeout, and
+/// the next read asks for a token again and is served live.
+#[tokio::test(start_paused = true)]
+async fn a_token_request_that_dies_is_answered_and_the_next_read_asks_again() {
+    let t = TestTree::start().await;
+    t.store.connect("kari", DNB, &[ProviderId::Neonomics]);
+    let kari = t.session("kari");
+    t.neonomics.set_authenticate(Behaviour::Panic);
+    let started = tokio::time::Instant::now();
+    let failed = read_one(&kari).await;
+    assert!(
+        !matches!(failed, BalanceAnswer::Served { .. }),
+        "no token, no balance: {failed:?}"
+    );
+    assert!(
+        started.elapsed() < test_config().providers[&ProviderId::Neonomics].timeout,
+        "answered when the request died, after {:?}",
+        started.elapsed()
+    );
+
+    t.neonomics
+        .set_authenticate(Behaviour::Answer(Duration::from_secs(3600)));
+    assert_live(
+        &read_one(&kari).await,
+        ProviderId::Neonomics,
+        DEFAULT_BALANCE,
+    );
+    assert_eq!(t.neonomics.authentications(), 2, "asked again");
+}
+
+/// A provider says its token lasts for ever (`expires_in` of 2^64-1 seconds once made the
+/// deadline overflow): the token is used, and renewed within a day all the same.
+#[tokio::test(start_paused = true)]
+async fn a_token_said_to_last_for_ever_is_renewed_within_a_day() {
+    let t = TestTree::start().await;
+    t.store.connect("kari", DNB, &[ProviderId::Neonomics]);
+    let kari = t.session("kari");
+    t.neonomics
+        .set_authenticate(Behaviour::Answer(Duration::from_secs(u64::MAX)));
+    assert_live(
+        &read_one(&kari).await,
+        ProviderId::Neonomics,
+        DEFAULT_BALANCE,
+    );
+    assert_eq!(t.neonomics.authentications(), 1);
+    tokio::time::advance(crate::upstream::MAX_GRANT_LIFETIME).await;
+    assert_live(
+        &read_one(&kari).await,
+        ProviderId::Neonomics,
+        DEFAULT_BALANCE,
+    );
+    assert_eq!(t.neonomics.authentications(), 2, "renewed within a day");
+}
+
 /// A user connects a bank while the provider has stopped accepting the token the gateway
 /// holds: the consent calls go through the provider actor like a read, so the token is
 /// renewed once, the consent starts, and the diagnosis's call log sees the calls.

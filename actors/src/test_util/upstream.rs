@@ -45,6 +45,8 @@ pub enum Behaviour<T> {
     /// (so a call hangs until the provider's timeout gives up on it, or until the test scripts
     /// the answer it should give).
     Hang,
+    /// Panics, as an adapter with a bug would.
+    Panic,
 }
 
 impl<T> Behaviour<T> {
@@ -92,7 +94,7 @@ struct Scripts {
     find_payment: HashMap<BankId, Behaviour<Option<RemoteStatus>>>,
     probe: HashMap<BankId, Behaviour<()>>,
     consent_state: HashMap<BankId, Behaviour<ConsentState>>,
-    authenticate: Option<Behaviour<()>>,
+    authenticate: Option<Behaviour<Duration>>,
     calls: HashMap<(BankId, Call), usize>,
     authentications: usize,
     /// Tokens issued and not revoked: the only ones a call may carry.
@@ -140,8 +142,9 @@ impl ScriptedUpstream {
         self.change(|s| s.consent_state.insert(bank, behaviour));
     }
 
-    /// Sets how authentication answers; `Answer(())` issues a new token.
-    pub fn set_authenticate(&self, behaviour: Behaviour<()>) {
+    /// Sets how authentication answers; `Answer(lifetime)` issues a new token said to last
+    /// that long.
+    pub fn set_authenticate(&self, behaviour: Behaviour<Duration>) {
         self.change(|s| s.authenticate = Some(behaviour));
     }
 
@@ -219,6 +222,7 @@ impl ScriptedUpstream {
                         tokio::time::sleep(wait).await;
                         return Ok(answer);
                     }
+                    Behaviour::Panic => panic!("scripted panic"),
                     Behaviour::Hang => {
                         // The sender lives in `inner`, which this future holds.
                         let _ = changed.changed().await;
@@ -242,18 +246,16 @@ impl Upstream for ScriptedUpstream {
 
     fn authenticate(&self) -> BoxFuture<'static, Result<Option<AccessToken>, UpstreamError>> {
         self.scripts().authentications += 1;
-        let answer = self.play(|s| s.authenticate.clone().unwrap_or(Behaviour::Answer(())));
+        let answer =
+            self.play(|s| (s.authenticate.clone()).unwrap_or(Behaviour::Answer(TOKEN_LIFETIME)));
         let this = self.clone();
         Box::pin(async move {
-            answer.await?;
+            let expires_in = answer.await?;
             let mut scripts = this.scripts();
             scripts.tokens_issued += 1;
             let value = format!("{}-token-{}", this.provider.as_str(), scripts.tokens_issued);
             scripts.valid_tokens.insert(value.clone());
-            Ok(Some(AccessToken {
-                value,
-                expires_in: TOKEN_LIFETIME,
-            }))
+            Ok(Some(AccessToken { value, expires_in }))
         })
     }
 
