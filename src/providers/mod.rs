@@ -117,11 +117,35 @@ pub async fn read_success<T: serde::de::DeserializeOwned>(
         status: Some(status),
         ..UpstreamError::new(FailureClass::Server, detail).maybe_delivered()
     };
-    let body = response
-        .bytes()
+    let body = read_body(response, SUCCESS_BODY_LIMIT)
         .await
-        .map_err(|_| unreadable("answer broken off"))?;
+        .ok_or_else(|| unreadable("answer broken off or too large"))?;
     serde_json::from_slice(&body).map_err(|_| unreadable("unexpected answer shape"))
+}
+
+/// The most of a success answer that is read: far above any documented answer (a bank
+/// list, a page of accounts), far below what would strain the gateway's memory.
+const SUCCESS_BODY_LIMIT: usize = 4 << 20;
+
+/// The most of an error answer that is read: a provider's error object is a few hundred
+/// bytes; a bigger one is a proxy's page or worse, and is not the provider's refusal.
+const ERROR_BODY_LIMIT: usize = 64 << 10;
+
+/// Reads a body to its end if it is at most `limit` bytes; `None` when it broke off or
+/// runs past the limit, where reading stops: whoever answers in the provider's place cannot
+/// make the gateway hold or wait for an unbounded body.
+async fn read_body(mut response: reqwest::Response, limit: usize) -> Option<Vec<u8>> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return None;
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.ok()? {
+        if body.len() + chunk.len() > limit {
+            return None;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Some(body)
 }
 
 /// Reads how long the provider asked us to wait: `Retry-After` (delta-seconds or an HTTP
@@ -157,8 +181,9 @@ pub struct Refusal<T> {
     pub headers: HeaderMap,
     /// The body, when it was read in full and had the provider's error shape.
     pub body: Option<T>,
-    /// Whether the body was read to its end: a refusal broken off mid-way may not be the
-    /// provider's (a proxy's, say), so it proves nothing about a payment.
+    /// Whether the body was read to its end, within `ERROR_BODY_LIMIT`: a refusal broken
+    /// off mid-way or past the limit may not be the provider's (a proxy's, say), so it
+    /// proves nothing about a payment.
     pub complete: bool,
 }
 
@@ -166,12 +191,12 @@ impl<T: serde::de::DeserializeOwned> Refusal<T> {
     pub async fn read(response: reqwest::Response) -> Refusal<T> {
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response.bytes().await;
+        let body = read_body(response, ERROR_BODY_LIMIT).await;
         Refusal {
             status,
             headers,
-            complete: body.is_ok(),
-            body: body.ok().and_then(|b| serde_json::from_slice(&b).ok()),
+            complete: body.is_some(),
+            body: body.and_then(|b| serde_json::from_slice(&b).ok()),
         }
     }
 }
@@ -196,6 +221,35 @@ impl<T> Refusal<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An error answer that never ends (a 500 streaming without an end, as from a broken
+    /// proxy) is read up to its limit, then given up as incomplete: it neither holds the
+    /// caller until a timeout nor fills the gateway's memory.
+    #[tokio::test]
+    async fn an_endless_error_body_is_read_to_its_limit_and_proves_nothing() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0; 4096];
+            let _ = socket.read(&mut request).await.unwrap();
+            let head = "HTTP/1.1 500 Internal Server Error\r\ntransfer-encoding: chunked\r\n\r\n";
+            socket.write_all(head.as_bytes()).await.unwrap();
+            let chunk = format!("1000\r\n{}\r\n", "x".repeat(0x1000));
+            while socket.write_all(chunk.as_bytes()).await.is_ok() {}
+        });
+        let response = reqwest::get(format!("http://{address}/")).await.unwrap();
+        let refusal = tokio::time::timeout(
+            Duration::from_secs(10),
+            Refusal::<serde_json::Value>::read(response),
+        )
+        .await
+        .expect("read no further than the limit");
+        assert_eq!(refusal.status, 500);
+        assert!(!refusal.complete);
+        assert!(refusal.error(FailureClass::Server, None).maybe_delivered);
+    }
 
     fn wait_for(pairs: &[(&'static str, String)]) -> Option<Duration> {
         let mut headers = HeaderMap::new();
