@@ -123,9 +123,14 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .and(warp::post())
         .and(with_state)
         .and(admin)
-        .map(|state: AppState, _who: String| {
-            warp::reply::with_status(warp::reply::json(&state.ops.drain()), StatusCode::ACCEPTED)
-                .into_response()
+        .then(|state: AppState, who: String| async move {
+            match state.ops.drain(&who).await {
+                Ok(body) => {
+                    warp::reply::with_status(warp::reply::json(&body), StatusCode::ACCEPTED)
+                        .into_response()
+                }
+                Err(error) => error.into_response(),
+            }
         });
     let api = health
         .or(ready)

@@ -134,8 +134,21 @@ impl Ops {
         Ok(json!({"provider": provider, "state": mode_text(pin), "set_by": actor}))
     }
 
-    pub fn drain(&self) -> Value {
+    /// Wakes every bank's queue drainer now, audited like the other changes: an operator
+    /// who sends queued payments out during an incident is on record for it.
+    pub async fn drain(&self, actor: &str) -> Result<Value, ApiError> {
+        let answer = json!({"status": "draining"});
+        self.store
+            .audit(
+                actor,
+                "queue_drain",
+                "all",
+                &answer,
+                "drain asked for by an operator",
+            )
+            .await?;
         self.payments.drain_now();
-        json!({"status": "draining"})
+        info!(actor, "queue drain asked for by an operator");
+        Ok(answer)
     }
 }

@@ -189,6 +189,22 @@ async fn bank_modes_apply_at_once_persist_and_reach_every_instance() {
 
 /// A change that names one mode keeps the other and the expiry as stored, even when it
 /// comes through another instance at once: a timed pin never becomes permanent.
+/// Draining the queue now sends queued payments out during an incident: the audit names
+/// the operator who asked, as it does for every other change.
+#[tokio::test]
+async fn a_queue_drain_is_audited_with_who_asked() {
+    let app = spawn_app_with(QUICK).await;
+    let (status, body) = ops_call(&app.gateway, Method::POST, "/ops/queue/drain", None).await;
+    assert_eq!((status, &body["status"]), (202, &json!("draining")));
+    let (_, status) = ops_call(&app.gateway, Method::GET, "/ops/status", None).await;
+    let change = &status["recent_changes"][0];
+    assert_eq!(
+        (&change["actor"], &change["action"]),
+        (&json!("dev"), &json!("queue_drain")),
+        "{status}"
+    );
+}
+
 #[tokio::test]
 async fn a_mode_change_keeps_what_it_leaves_out_as_stored() {
     let database = fresh_database().await;
