@@ -132,6 +132,12 @@ impl ConsentLimits {
             max_pending: settings.max_pending,
         }
     }
+
+    /// Forgets the users who have started no consent within a window: without it, the
+    /// limiter holds an entry for every user who ever connected a bank.
+    pub fn forget_idle(&self) {
+        self.per_user.retain_recent();
+    }
 }
 
 impl Consents {
@@ -153,6 +159,11 @@ impl Consents {
             public_url,
             limits,
         }
+    }
+
+    /// Forgets what is no longer needed to enforce the limits (`ConsentLimits::forget_idle`).
+    pub fn housekeeping(&self) {
+        self.limits.forget_idle();
     }
 
     /// This gateway's OpenAPI document, with its redirect allow-list as the pattern a
@@ -181,5 +192,31 @@ impl Consents {
         }
         self.sessions.reload_user(user, Some(id));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::ConsentLimits;
+    use crate::settings::ConsentsSettings;
+
+    /// A user who started a consent a window ago is forgotten by the housekeeping: the
+    /// limiter does not keep every user who ever connected a bank.
+    #[tokio::test]
+    async fn the_consent_limiter_forgets_users_idle_for_a_window() {
+        let limits = ConsentLimits::new(&ConsentsSettings {
+            allowed_redirect_urls: Vec::new(),
+            per_user_limit: 2,
+            limit_window: Duration::from_millis(20),
+            max_pending: 1,
+        });
+        limits.per_user.check_key(&"kari".to_owned()).unwrap();
+        limits.forget_idle();
+        assert_eq!(limits.per_user.len(), 1, "kari is within her window");
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        limits.forget_idle();
+        assert_eq!(limits.per_user.len(), 0);
     }
 }

@@ -191,7 +191,7 @@ impl Gateway {
             banks,
             providers,
             tokens: Arc::new(TokenVerifier::new(&settings.auth.token_secret)),
-            consents,
+            consents: consents.clone(),
             payments: payments.clone(),
             modes: tree.modes.clone(),
             body_limit: settings.http.body_limit_bytes,
@@ -218,6 +218,7 @@ impl Gateway {
                 loop {
                     every.tick().await;
                     payments.housekeeping().await;
+                    consents.housekeeping();
                 }
             };
             tokio::select! {
