@@ -167,7 +167,12 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
     if let Some(key) = settings.exposed_development_value() {
         let var = format!("BANKGATE__{}", key.replace('.', "__").to_uppercase());
         return Err(Failure::Config(format!(
-            "`{key}` is the built-in development value and a listener is bound beyond loopback: set your own ({var})"
+            "`{key}` is the built-in development value and the gateway is reachable beyond this machine (a listener or http.public_url): set your own ({var})"
+        )));
+    }
+    if let Some(mode) = settings.exposed_unverified_database() {
+        return Err(Failure::Config(format!(
+            "database.url has sslmode={mode} for a server beyond this machine and the gateway is reachable beyond it: use sslmode=verify-full with sslrootcert, or set database.allow_unverified_tls (BANKGATE__DATABASE__ALLOW_UNVERIFIED_TLS=true)"
         )));
     }
     let pool = configured_pool(&settings)?;

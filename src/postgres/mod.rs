@@ -2,7 +2,7 @@
 //! for `demo` and the tests.
 
 mod cluster;
-mod tls;
+pub mod tls;
 
 pub use cluster::{ClusterError, PrivateCluster};
 pub use tls::{TlsError, connection};

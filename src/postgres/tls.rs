@@ -105,6 +105,23 @@ pub fn connection(url: &str) -> Result<Connection, TlsError> {
     })
 }
 
+/// The `sslmode` of `url` when it is below `verify-full` and the URL names a server beyond
+/// this machine (a TCP host other than loopback): a connection whose server may be anyone
+/// on the path. `None` when the server's name is checked, or when every server is on this
+/// machine (a Unix socket, loopback), where TLS adds nothing.
+pub fn unverified_remote(url: &str) -> Option<String> {
+    let (rest, mode, _) = take_tls_parameters(url);
+    if mode.as_deref() == Some("verify-full") {
+        return None;
+    }
+    let config: tokio_postgres::Config = rest.parse().ok()?;
+    let remote = config.get_hosts().iter().any(|host| match host {
+        tokio_postgres::config::Host::Tcp(name) => !crate::settings::is_loopback_host(name),
+        tokio_postgres::config::Host::Unix(_) => false,
+    });
+    remote.then(|| mode.unwrap_or_else(|| "prefer".to_owned()))
+}
+
 /// The CAs in the PEM file at `path`.
 fn trusted(path: &std::path::Path) -> Result<RootCertStore, TlsError> {
     let unreadable =
@@ -224,6 +241,33 @@ impl ServerCertVerifier for Lenient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_beyond_this_machine_without_verify_full_is_named() {
+        let remote = |url: &str| unverified_remote(url);
+        assert_eq!(
+            remote("postgres://u@db.internal/x").as_deref(),
+            Some("prefer")
+        );
+        assert_eq!(
+            remote("postgres://u@db.internal/x?sslmode=verify-ca&sslrootcert=/ca.pem").as_deref(),
+            Some("verify-ca")
+        );
+        assert_eq!(
+            remote("host=10.0.0.5 user=u sslmode=require").as_deref(),
+            Some("require")
+        );
+        assert_eq!(
+            remote("postgres://u@db.internal/x?sslmode=verify-full"),
+            None
+        );
+        assert_eq!(
+            remote("postgres://u@127.0.0.1:5432/x?sslmode=disable"),
+            None
+        );
+        assert_eq!(remote("postgres://u@localhost/x"), None);
+        assert_eq!(remote("host=/var/run/postgresql user=u"), None);
+    }
 
     #[test]
     fn the_tls_parameters_come_off_the_url_and_the_rest_stays() {

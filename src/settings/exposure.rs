@@ -11,13 +11,22 @@ use secrecy::{ExposeSecret, SecretString};
 use super::{DEFAULT_TOML, Settings, webhook_secret_key};
 
 impl Settings {
-    /// The key of the first built-in development value in force, when a listener is bound
-    /// beyond loopback; `None` when none is, or every listener is on loopback.
-    pub fn exposed_development_value(&self) -> Option<String> {
-        let exposed = [self.http.client_addr, self.http.ops_addr]
+    /// Whether the gateway is reachable from beyond this machine: a listener bound beyond
+    /// loopback, or a public URL naming another host (a gateway on loopback behind a reverse
+    /// proxy is as reachable as one bound to every address).
+    pub fn exposed(&self) -> bool {
+        let listening = [self.http.client_addr, self.http.ops_addr]
             .iter()
             .any(|addr| !addr.ip().is_loopback());
-        if !exposed {
+        let public = (self.http.public_url.as_deref())
+            .is_some_and(|url| !reqwest::Url::parse(url).is_ok_and(|u| names_this_machine(&u)));
+        listening || public
+    }
+
+    /// The key of the first built-in development value in force when the gateway is exposed
+    /// (`exposed`); `None` when none is, or the gateway is reachable from this machine only.
+    pub fn exposed_development_value(&self) -> Option<String> {
+        if !self.exposed() {
             return None;
         }
         let defaults: Settings = Figment::from(Toml::string(DEFAULT_TOML))
@@ -49,4 +58,30 @@ impl Settings {
             .any(|t| development_tokens.iter().any(|d| same(&t.token, d)))
             .then(|| "ops.admin_tokens".to_owned())
     }
+
+    /// The database URL's `sslmode` when an exposed gateway (`exposed`) would connect to a
+    /// database beyond this machine without checking the server's name (below
+    /// `verify-full`), and the operator has not accepted that with
+    /// `database.allow_unverified_tls`; `None` when it may connect.
+    pub fn exposed_unverified_database(&self) -> Option<String> {
+        if !self.exposed() || self.database.allow_unverified_tls {
+            return None;
+        }
+        let url = self.database.url.as_ref()?;
+        crate::postgres::tls::unverified_remote(url.expose_secret())
+    }
+}
+
+/// Whether `url`'s host is this machine: `localhost` or a loopback address.
+fn names_this_machine(url: &reqwest::Url) -> bool {
+    url.host_str().is_some_and(is_loopback_host)
+}
+
+/// Whether a host name or address (an IPv6 one bracketed or not) is this machine's loopback.
+pub fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }

@@ -24,6 +24,7 @@ use serde::Deserialize;
 use env::{EnvMap, one_line};
 
 pub use bankgate_sandbox::settings::SandboxSettings;
+pub use exposure::is_loopback_host;
 pub use sections::*;
 
 /// The built-in defaults, compiled in so the binary runs from any directory.

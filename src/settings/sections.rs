@@ -51,6 +51,10 @@ pub struct DatabaseSettings {
     #[serde(with = "humantime_serde")]
     pub statement_timeout: Duration,
     pub data_dir: PathBuf,
+    /// Lets a gateway reachable from beyond this machine connect to a database beyond it
+    /// with an `sslmode` below `verify-full` (`serve` refuses that otherwise): the operator's
+    /// explicit choice, as where the network to the database is protected in another way.
+    pub allow_unverified_tls: bool,
 }
 
 impl DatabaseSettings {

@@ -159,6 +159,52 @@ fn production_example_needs_only_secrets_from_the_environment() {
     );
 }
 
+/// A gateway on loopback behind a reverse proxy is reachable all the same: a public URL
+/// naming another host makes the development secrets refused as a public listener does, and
+/// a database beyond this machine must then be reached with `sslmode=verify-full`, unless
+/// the operator accepts less explicitly.
+#[test]
+fn a_public_url_beyond_this_machine_exposes_the_gateway() {
+    let load = |pairs: &[(&str, &str)]| Settings::load(None, &env(pairs)).unwrap();
+    let proxied = [(
+        "BANKGATE__HTTP__PUBLIC_URL",
+        "https://bankgate.drop.example",
+    )];
+    assert_eq!(
+        load(&proxied).exposed_development_value().as_deref(),
+        Some("auth.token_secret")
+    );
+    for local in [
+        "http://localhost:8080",
+        "http://127.0.0.1:8080",
+        "http://[::1]:8080",
+    ] {
+        let settings = load(&[("BANKGATE__HTTP__PUBLIC_URL", local)]);
+        assert_eq!(settings.exposed_development_value(), None, "{local}");
+    }
+
+    let database = |url: &'static str| [proxied[0], ("BANKGATE__DATABASE__URL", url)];
+    let unverified = database("postgres://bankgate@db.internal:5432/bankgate?sslmode=require");
+    assert_eq!(
+        load(&unverified).exposed_unverified_database().as_deref(),
+        Some("require")
+    );
+    let accepted = [
+        unverified[0],
+        unverified[1],
+        ("BANKGATE__DATABASE__ALLOW_UNVERIFIED_TLS", "true"),
+    ];
+    assert_eq!(load(&accepted).exposed_unverified_database(), None);
+    let local = database("postgres://bankgate@127.0.0.1:5432/bankgate");
+    assert_eq!(load(&local).exposed_unverified_database(), None);
+    // Not exposed: the demo's and the tests' case.
+    let loopback = [(
+        "BANKGATE__DATABASE__URL",
+        "postgres://bankgate@db.internal/bankgate",
+    )];
+    assert_eq!(load(&loopback).exposed_unverified_database(), None);
+}
+
 /// `serve` refuses the published development secrets once a listener is reachable from
 /// elsewhere, naming the first one still in force, and keeps them on loopback (the demo's
 /// and the tests' case).
@@ -213,6 +259,16 @@ fn serve_refuses_development_secrets_beyond_loopback() {
     let mut all = vec![secret, client];
     all.extend(webhooks);
     assert!(serve(&all).contains("ops.admin_tokens"));
+    // With its own secrets, an exposed gateway still refuses a database it cannot verify.
+    all.push((
+        "BANKGATE__OPS__ADMIN_TOKENS",
+        "[{name=\"oncall\", token=\"0123456789abcdef0123456789abcdef\"}]",
+    ));
+    all.push((
+        "BANKGATE__DATABASE__URL",
+        "postgres://bankgate@db.internal:1/x?sslmode=require",
+    ));
+    assert!(serve(&all).contains("sslmode=require"));
 
     let loopback = Settings::load(None, &HashMap::new()).unwrap();
     assert_eq!(loopback.exposed_development_value(), None);
