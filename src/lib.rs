@@ -19,6 +19,8 @@
 //!   queue during outages and its drain, provider webhooks.
 //! - `providers`: HTTP clients of Neonomics and the banks' PSD2 APIs (the actors' `Upstream`).
 //! - `quota`: a limit of so many per window (payments per user and IP, consents per user).
+//! - `redirect`: where a user's browser may be sent back to the app after SCA (consents and
+//!   payments), and with what.
 //! - `store`: PostgreSQL behind the actors' `Store` (connections, last balances).
 //! - `token`: client bearer tokens.
 //! - `demo`: PostgreSQL, sandbox and gateway in one process tree.
@@ -48,6 +50,7 @@ pub mod payments;
 pub mod postgres;
 pub mod providers;
 pub mod quota;
+pub mod redirect;
 pub mod settings;
 pub mod shutdown;
 pub mod soak;

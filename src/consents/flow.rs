@@ -22,60 +22,11 @@ pub struct Started {
     pub sca_redirect: String,
 }
 
-/// The rule of `valid_redirect` as a regular expression over the URL, for the OpenAPI
-/// document: one of the prefixes, at a `/`, `?` or `#` or the URL's end.
-pub fn redirect_pattern(allowed: &[String]) -> String {
-    let escape = |prefix: &str| {
-        prefix
-            .chars()
-            .flat_map(|c| {
-                let special = "\\.+*?()|[]{}^$".contains(c);
-                special.then_some('\\').into_iter().chain([c])
-            })
-            .collect::<String>()
-    };
-    let alternatives: Vec<String> = allowed
-        .iter()
-        .map(|prefix| {
-            let boundary = if prefix.ends_with(['/', '?', '#']) {
-                ""
-            } else {
-                "(?:[/?#]|$)"
-            };
-            format!("{}{boundary}", escape(prefix))
-        })
-        .collect();
-    format!("^(?:{})", alternatives.join("|"))
-}
-
-/// Whether `url` is an absolute http(s) URL, written in printable ASCII as a URI is, within
-/// one of the `allowed` prefixes: it starts
-/// with one, and the prefix ends at a `/`, `?` or `#` (or the URL), so `https://drop.example`
-/// does not admit `https://drop.example.evil.com`.
-fn valid_redirect(url: &str, allowed: &[String]) -> bool {
-    let within = |prefix: &String| {
-        url.strip_prefix(prefix.as_str()).is_some_and(|rest| {
-            prefix.ends_with(['/', '?', '#'])
-                || rest.is_empty()
-                || rest.starts_with(['/', '?', '#'])
-        })
-    };
-    url.len() <= 2048
-        && url.bytes().all(|b| b.is_ascii_graphic())
-        && reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
-        && allowed.iter().any(within)
-}
-
 /// The app's redirect URL with the consent's outcome appended.
 fn finished_url(record: &ConsentRecord, status: &str) -> String {
-    let separator = if record.redirect_url.contains('?') {
-        '&'
-    } else {
-        '?'
-    };
-    format!(
-        "{}{separator}consent_id={}&status={status}",
-        record.redirect_url, record.id
+    crate::redirect::with_outcome(
+        &record.redirect_url,
+        &[("consent_id", &record.id.to_string()), ("status", status)],
     )
 }
 
@@ -134,7 +85,7 @@ impl Consents {
         bank: BankId,
         redirect_url: String,
     ) -> Result<Started, ConsentError> {
-        if !valid_redirect(&redirect_url, &self.limits.allowed_redirects) {
+        if !crate::redirect::is_allowed(&redirect_url, &self.limits.allowed_redirects) {
             return Err(ConsentError::InvalidRedirect);
         }
         self.admit(user).await?;
@@ -274,49 +225,5 @@ impl Consents {
 
     async fn consent(&self, id: Uuid) -> Result<ConsentRecord, ConsentError> {
         (self.store.consent(id).await?).ok_or(ConsentError::NoSuchConsent)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{redirect_pattern, valid_redirect};
-
-    #[test]
-    fn the_redirect_pattern_escapes_each_prefix_and_marks_its_boundary() {
-        let allowed = [
-            "https://drop.example/".to_owned(),
-            "https://app.drop.no".to_owned(),
-        ];
-        assert_eq!(
-            redirect_pattern(&allowed),
-            r"^(?:https://drop\.example/|https://app\.drop\.no(?:[/?#]|$))"
-        );
-    }
-
-    #[test]
-    fn a_redirect_must_lie_within_an_allowed_prefix_at_a_boundary() {
-        let allowed = [
-            "https://drop.example".to_owned(),
-            "https://app.drop.no/".to_owned(),
-        ];
-        for url in [
-            "https://drop.example",
-            "https://drop.example/connected",
-            "https://drop.example?x=1",
-            "https://app.drop.no/consents/done",
-        ] {
-            assert!(valid_redirect(url, &allowed), "{url}");
-        }
-        for url in [
-            "https://drop.example.evil.com/",
-            "https://drop.examplex/",
-            "https://evil.example/https://drop.example/",
-            "http://app.drop.no/",
-            "https://drop.example/\u{84}",
-            "https://drop.example/a b",
-            "javascript:alert(1)",
-        ] {
-            assert!(!valid_redirect(url, &allowed), "{url}");
-        }
     }
 }

@@ -169,7 +169,7 @@ impl Consents {
     /// This gateway's OpenAPI document, with its redirect allow-list as the pattern a
     /// consent's `redirect_url` must match.
     pub fn openapi(&self, document: &str) -> String {
-        let pattern = flow::redirect_pattern(&self.limits.allowed_redirects);
+        let pattern = crate::redirect::pattern(&self.limits.allowed_redirects);
         // Inside a YAML double-quoted string, a backslash is written twice.
         document.replace("{redirect_url_pattern}", &pattern.replace('\\', "\\\\"))
     }

@@ -99,6 +99,7 @@ fn payments_config(settings: &Settings, public_url: &str) -> PaymentsConfig {
         in_flight_timeout: payments.in_flight_timeout,
         poll_after: payments.poll_after,
         public_url: public_url.to_owned(),
+        allowed_redirects: settings.consents.allowed_redirect_urls.clone(),
     }
 }
 

@@ -78,8 +78,27 @@ pub async fn sca_returned(
         Some("FAILED") => ScaResult::Failed,
         _ => ScaResult::NotSaid,
     };
-    let body = state.payments.sca_returned(id, result).await?;
-    Ok(warp::reply::json(&body).into_response())
+    let state_given = query.get("state").map(String::as_str);
+    let back = state.payments.sca_returned(id, state_given, result).await?;
+    let Some(app) = back.redirect_url else {
+        let body = serde_json::json!({"payment_id": back.payment_id, "status": back.status});
+        return Ok(warp::reply::json(&body).into_response());
+    };
+    // The browser goes back to the app, with the payment's id and status.
+    let to = crate::redirect::with_outcome(
+        &app,
+        &[
+            ("payment_id", &back.payment_id.to_string()),
+            ("status", back.status.as_str()),
+        ],
+    );
+    let uri = to.parse::<warp::http::Uri>().map_err(|_| {
+        ApiError::new(
+            ErrorCode::Unprocessable,
+            "the redirect URL cannot be followed",
+        )
+    })?;
+    Ok(warp::redirect::see_other(uri).into_response())
 }
 
 pub async fn webhook(

@@ -21,6 +21,9 @@ pub enum PaymentError {
     InvalidJson(String),
     #[error("no such payment")]
     NotFound,
+    /// An SCA return without the payment's state, with another, or with one used already.
+    #[error("this is not the payment's SCA return, or it was used already")]
+    BadState,
     /// The debtor account is not the user's, or not at the payment's bank (`Some`).
     #[error("the debtor account is not the user's")]
     NotYourAccount { at_bank: Option<BankId> },
@@ -57,6 +60,7 @@ impl From<PaymentError> for ApiError {
             PaymentError::Invalid(error) => error,
             PaymentError::InvalidJson(_) => ApiError::new(ErrorCode::InvalidJson, message),
             PaymentError::NotFound => ApiError::not_found(message),
+            PaymentError::BadState => ApiError::new(ErrorCode::Forbidden, message),
             PaymentError::NotYourAccount { at_bank } => {
                 let issue = match at_bank {
                     Some(bank) => format!("is not one of your accounts at {bank}"),

@@ -105,6 +105,14 @@ impl Payments {
         let value: serde_json::Value =
             serde_json::from_slice(body).map_err(|e| PaymentError::InvalidJson(e.to_string()))?;
         let request = parse(&value, self.config.limits).map_err(PaymentError::Invalid)?;
+        if let Some(url) = &request.redirect_url
+            && !crate::redirect::is_allowed(url, &self.config.allowed_redirects)
+        {
+            return Err(PaymentError::Invalid(ApiError::invalid_field(
+                "redirect_url",
+                "must be an absolute http(s) URL of at most 2048 characters within consents.allowed_redirect_urls",
+            )));
+        }
         let hash = request.fingerprint();
         let user_ip = psu_ip.unwrap_or(peer);
 
@@ -310,6 +318,8 @@ mod tests {
             created_at: Utc::now(),
             updated_at: Utc::now(),
             queued_at: None,
+            callback_state: None,
+            redirect_url: None,
         }
     }
 

@@ -28,7 +28,7 @@ pub use drain::Queue;
 pub use error::PaymentError;
 pub use intake::Created;
 pub use request::{AmountLimits, Creditor, PaymentKind, PaymentRequest, idempotency_key, parse};
-pub use send::ScaResult;
+pub use send::{ScaResult, ScaReturn};
 pub use service::{Payments, PaymentsConfig};
 pub use store::PaymentStore;
 pub use views::PaymentView;

@@ -57,6 +57,8 @@ struct PaymentBody {
     #[serde(default)]
     remittance_info: Option<String>,
     kind: PaymentKind,
+    #[serde(default)]
+    redirect_url: Option<String>,
 }
 
 /// Who is paid, as stored with the payment.
@@ -90,6 +92,9 @@ pub struct PaymentRequest {
     pub creditor: Creditor,
     pub remittance_info: Option<String>,
     pub kind: PaymentKind,
+    /// Where the user's browser goes back to the app after the bank's SCA (checked against
+    /// the allow-list by the intake).
+    pub redirect_url: Option<String>,
 }
 
 impl PaymentRequest {
@@ -104,6 +109,7 @@ impl PaymentRequest {
             self.creditor,
             self.remittance_info,
             self.kind,
+            self.redirect_url,
         ]))
         .expect("plain values serialize");
         aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &canonical)
@@ -237,6 +243,7 @@ pub fn parse(body: &serde_json::Value, limits: AmountLimits) -> Result<PaymentRe
         },
         remittance_info,
         kind: parsed.kind,
+        redirect_url: parsed.redirect_url,
     })
 }
 

@@ -11,7 +11,6 @@ use bankgate_actors::BankId;
 use bankgate_actors::bank::{PayAnswer, PayRequest};
 use bankgate_actors::provider::ProviderHandle;
 use bankgate_actors::upstream::{Lookup, PaymentOrder, ProviderAccount, RemotePayment, StoreError};
-use serde_json::json;
 use uuid::Uuid;
 
 use super::error::PaymentError;
@@ -46,6 +45,15 @@ pub enum ScaResult {
     Approved,
     Failed,
     NotSaid,
+}
+
+/// Where a payment stands after the user's browser came back from SCA, and the app's
+/// address to send the browser on to, if it gave one.
+#[derive(Debug)]
+pub struct ScaReturn {
+    pub payment_id: Uuid,
+    pub status: PaymentStatus,
+    pub redirect_url: Option<String>,
 }
 
 impl Payments {
@@ -196,12 +204,22 @@ impl Payments {
             creditor_account: payment.creditor.account().to_owned(),
             remittance_info: payment.remittance_info.clone(),
             reference: payment.reference.clone(),
-            redirect_url: format!(
-                "{}/v1/payments/{}/callback",
-                self.config.public_url.trim_end_matches('/'),
-                payment.id
-            ),
+            redirect_url: self.sca_return_url(payment),
             psu_ip: payment.psu_ip.clone(),
+        }
+    }
+
+    /// Where the bank sends the user's browser after SCA: the payment's callback with its
+    /// single-use state, which only the bank's redirect carries.
+    fn sca_return_url(&self, payment: &PaymentRecord) -> String {
+        let callback = format!(
+            "{}/v1/payments/{}/callback",
+            self.config.public_url.trim_end_matches('/'),
+            payment.id
+        );
+        match &payment.callback_state {
+            Some(state) => format!("{callback}?state={state}"),
+            None => callback,
         }
     }
 
@@ -435,19 +453,34 @@ impl Payments {
         })
     }
 
-    /// The user's browser is back from SCA: a payment that was waiting for it is
-    /// `authorised` and completed at once, unless the provider said the SCA failed, when it
-    /// is asked where the payment stands.
+    /// The user's browser is back from SCA with the payment's state: a payment that was
+    /// waiting for it is `authorised` and completed at once, unless the provider said the
+    /// SCA failed, when it is asked where the payment stands. Only the browser the bank sent
+    /// back gets here, once: without the payment's state, with another, or with one used
+    /// already, nothing moves and nothing about the payment is told (`BadState`, whether the
+    /// payment exists or not). Returns where the payment stands and where the browser goes.
     pub async fn sca_returned(
         &self,
         id: Uuid,
+        state: Option<&str>,
         result: ScaResult,
-    ) -> Result<serde_json::Value, PaymentError> {
-        let payment = self
-            .store
-            .payment(id)
-            .await?
-            .ok_or(PaymentError::NotFound)?;
+    ) -> Result<ScaReturn, PaymentError> {
+        let payment = self.store.payment(id).await?;
+        let expected = payment.as_ref().and_then(|p| p.callback_state.as_deref());
+        let matches = match (expected, state) {
+            (Some(expected), Some(given)) => aws_lc_rs::constant_time::verify_slices_are_equal(
+                expected.as_bytes(),
+                given.as_bytes(),
+            )
+            .is_ok(),
+            _ => false,
+        };
+        let (Some(payment), Some(state)) = (payment, state.filter(|_| matches)) else {
+            return Err(PaymentError::BadState);
+        };
+        if !self.store.use_callback_state(id, state).await? {
+            return Err(PaymentError::BadState);
+        }
         if payment.status == PaymentStatus::PendingSca {
             if result == ScaResult::Failed {
                 self.poll(id).await?;
@@ -478,6 +511,10 @@ impl Payments {
             .payment(id)
             .await?
             .ok_or(PaymentError::NotFound)?;
-        Ok(json!({"payment_id": id, "status": payment.status}))
+        Ok(ScaReturn {
+            payment_id: id,
+            status: payment.status,
+            redirect_url: payment.redirect_url,
+        })
     }
 }

@@ -42,6 +42,8 @@ pub struct PaymentsConfig {
     pub poll_after: Duration,
     /// Where users' browsers reach the client API (the SCA return address).
     pub public_url: String,
+    /// Where a payment may send the user's browser back to the app (`redirect.rs`).
+    pub allowed_redirects: Vec<String>,
 }
 
 pub struct Payments {

@@ -19,6 +19,7 @@ mod prometheus;
 mod sandbox_consent;
 mod sandbox_faults;
 mod sandbox_payments;
+mod sca_return;
 mod schemathesis;
 mod settings;
 mod soak;

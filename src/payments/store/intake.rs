@@ -64,11 +64,14 @@ impl PaymentStore {
         let creditor = serde_json::to_value(&request.creditor).map_err(StoreError::caused_by)?;
         // The reference goes out as endToEndIdentification: at most 35 characters.
         let reference = id.simple().to_string();
+        // The SCA return's state: unguessable (122 random bits), sent only with the SCA link.
+        let callback_state = Uuid::new_v4().simple().to_string();
         tx.execute(
             "INSERT INTO payments (id, user_id, bank, debtor_connection, amount, currency, creditor,
-                 remittance_info, kind, status, request_reference, psu_ip, queued_at)
+                 remittance_info, kind, status, request_reference, psu_ip, queued_at,
+                 callback_state, redirect_url)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
-                 CASE WHEN $10 = 'queued' THEN now() END)",
+                 CASE WHEN $10 = 'queued' THEN now() END, $13, $14)",
             &[
                 &id,
                 &user,
@@ -82,6 +85,8 @@ impl PaymentStore {
                 &status.as_str(),
                 &reference,
                 &psu_ip,
+                &callback_state,
+                &request.redirect_url,
             ],
         )
         .await

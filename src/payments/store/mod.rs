@@ -53,11 +53,16 @@ pub struct PaymentRecord {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub queued_at: Option<DateTime<Utc>>,
+    /// The SCA return's single-use state; `None` once used.
+    pub callback_state: Option<String>,
+    /// Where the user's browser goes back to the app after SCA, if the app said.
+    pub redirect_url: Option<String>,
 }
 
 const PAYMENT_COLUMNS: &str = "id, user_id, bank, debtor_connection, amount, currency, creditor,
     remittance_info, kind, status, request_reference, provider, provider_payment_id, sca_redirect,
-    attempts, last_error, psu_ip, created_at, updated_at, queued_at, failure";
+    attempts, last_error, psu_ip, created_at, updated_at, queued_at, failure, callback_state,
+    redirect_url";
 
 impl PaymentRecord {
     fn from_row(row: &Row) -> Result<PaymentRecord, StoreError> {
@@ -90,6 +95,8 @@ impl PaymentRecord {
                 .get::<_, Option<&str>>(20)
                 .map(parse_column)
                 .transpose()?,
+            callback_state: row.get(21),
+            redirect_url: row.get(22),
         })
     }
 }
@@ -186,6 +193,20 @@ impl PaymentStore {
             .await
             .map_err(StoreError::caused_by)?;
         row.as_ref().map(PaymentRecord::from_row).transpose()
+    }
+
+    /// Uses up the SCA return's state of payment `id`, if `state` is it: returns whether it
+    /// was (each state answers one return, whichever comes first).
+    pub async fn use_callback_state(&self, id: Uuid, state: &str) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let used = client
+            .execute(
+                "UPDATE payments SET callback_state = NULL WHERE id = $1 AND callback_state = $2",
+                &[&id, &state],
+            )
+            .await
+            .map_err(StoreError::caused_by)?;
+        Ok(used == 1)
     }
 
     pub async fn payment(&self, id: Uuid) -> Result<Option<PaymentRecord>, StoreError> {
