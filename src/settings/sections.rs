@@ -32,6 +32,13 @@ pub struct HttpSettings {
     pub keep_alive_interval: Duration,
     /// Connections each listener holds at once.
     pub max_connections: usize,
+    /// Connections each listener holds at once from one peer address: behind a load
+    /// balancer, every connection comes from the balancer, so this must cover its pool.
+    pub max_connections_per_peer: usize,
+    /// A response the client does not read for this long (its writes stalled) closes the
+    /// connection.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
     /// Where browsers reach the client API; `None` means the bound client address.
@@ -225,6 +232,8 @@ impl HttpSettings {
             body_read_timeout: self.body_read_timeout,
             keep_alive_interval: self.keep_alive_interval,
             max_connections: self.max_connections,
+            max_connections_per_peer: self.max_connections_per_peer,
+            write_timeout: self.write_timeout,
             drain: self.shutdown_grace,
         }
     }
@@ -241,6 +250,7 @@ impl HttpSettings {
             ("http.idle_timeout", self.idle_timeout),
             ("http.body_read_timeout", self.body_read_timeout),
             ("http.keep_alive_interval", self.keep_alive_interval),
+            ("http.write_timeout", self.write_timeout),
         ] {
             if value.is_zero() {
                 return invalid(key, "must be greater than zero");
@@ -248,6 +258,9 @@ impl HttpSettings {
         }
         if self.max_connections == 0 {
             return invalid("http.max_connections", "must be at least 1");
+        }
+        if self.max_connections_per_peer == 0 {
+            return invalid("http.max_connections_per_peer", "must be at least 1");
         }
         match &self.public_url {
             Some(url) => check_url("http.public_url", url),

@@ -1,5 +1,6 @@
-//! Connections that hold the gateway's sockets without sending requests: silent ones, ones
-//! with half an HTTP/2 preface, a flood past the listener's cap and past the process's file
+//! Connections that hold the gateway's sockets without sending requests or without reading
+//! the answers: silent ones, ones with half an HTTP/2 preface, pipelining clients that never
+//! read, many from one address, a flood past the listener's cap and past the process's file
 //! descriptors. The ops listener must stay reachable through all of it.
 
 use std::time::{Duration, Instant};
@@ -8,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::helpers::{
-    free_port, fresh_database, serve_with_fd_limit, spawn_sandbox, wait_until_up,
+    eventually, free_port, fresh_database, serve, serve_with_fd_limit, spawn_sandbox, wait_until_up,
 };
 
 /// Opens `count` connections to `port` that send nothing.
@@ -151,4 +152,90 @@ async fn out_of_file_descriptors_the_gateway_serves_what_it_has() {
         healthz(&ops_url).await.map(|_| ())
     })
     .await;
+}
+
+/// A connection to `port` from the loopback address `from` (all of 127/8 is this machine).
+async fn connect_from(from: &str, port: u16, receive_buffer: Option<u32>) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    if let Some(size) = receive_buffer {
+        socket.set_recv_buffer_size(size).unwrap();
+    }
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    socket
+        .connect(format!("127.0.0.1:{port}").parse().unwrap())
+        .await
+        .unwrap()
+}
+
+/// A client from `from` that pipelines requests for the OpenAPI document (24 KB each, far
+/// more in all than the kernel buffers) and never reads an answer: the gateway's writes to
+/// it stall. Returns what keeps the connection open.
+async fn never_reads(
+    from: &str,
+    port: u16,
+) -> (tokio::net::tcp::OwnedReadHalf, tokio::task::JoinHandle<()>) {
+    let stream = connect_from(from, port, Some(4096)).await;
+    let (read, mut write) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        let request = b"GET /v1/openapi.yaml HTTP/1.1\r\nhost: gateway\r\n\r\n";
+        for _ in 0..600 {
+            if write.write_all(request).await.is_err() {
+                return;
+            }
+        }
+        // Held open, unread, until the test ends or the gateway closes it.
+        std::future::pending::<()>().await;
+    });
+    (read, writer)
+}
+
+/// Clients that pipeline requests and never read the answers are closed once the gateway's
+/// writes to them have stalled for the write timeout, so they cannot hold the listener's
+/// connections (they did, past any idle timeout, before); and one address holds at most its
+/// share of them, so others are served meanwhile.
+#[tokio::test]
+async fn clients_that_never_read_or_crowd_from_one_address_cannot_hold_the_listener() {
+    let sandbox = spawn_sandbox().await;
+    let database = fresh_database().await;
+    let (client_port, ops_port) = (free_port(), free_port());
+    let settings = [
+        ("BANKGATE__HTTP__IDLE_TIMEOUT", "1s"),
+        ("BANKGATE__HTTP__WRITE_TIMEOUT", "2s"),
+        ("BANKGATE__HTTP__MAX_CONNECTIONS", "6"),
+        ("BANKGATE__HTTP__MAX_CONNECTIONS_PER_PEER", "4"),
+    ];
+    let _gateway = serve(&sandbox, &database, client_port, ops_port, &settings, None);
+    wait_until_up(&format!("http://127.0.0.1:{ops_port}")).await;
+
+    // Four from one address, its share; a fifth from it is closed on arrival.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(never_reads("127.0.0.2", client_port).await);
+    }
+    let mut fifth = connect_from("127.0.0.2", client_port, None).await;
+    assert!(closed_within(&mut fifth, Duration::from_secs(2)).await);
+    // Two more from another address fill the listener: a third client is turned away.
+    for _ in 0..2 {
+        held.push(never_reads("127.0.0.3", client_port).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut turned_away = connect_from("127.0.0.4", client_port, None).await;
+    assert!(closed_within(&mut turned_away, Duration::from_secs(1)).await);
+
+    // Past the write timeout the stalled connections are gone and a new client is served.
+    eventually(Duration::from_secs(15), || async {
+        let mut client = connect_from("127.0.0.4", client_port, None).await;
+        client
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: gateway\r\nconnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(2), client.read_to_end(&mut answer))
+            .await
+            .ok()?
+            .ok()?;
+        answer.starts_with(b"HTTP/1.1 200").then_some(())
+    })
+    .await;
+    drop(held);
 }

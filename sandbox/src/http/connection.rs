@@ -1,5 +1,5 @@
-//! What one connection may hold: how long it may stay without a request, and how long a
-//! request's body may take to arrive.
+//! What one connection may hold: how long it may stay without a request, how long a
+//! request's body may take to arrive, and how long a response may wait for the peer to read.
 //!
 //! hyper closes an HTTP/1 connection whose request head does not arrive within the header read
 //! timeout, but only once it knows the connection speaks HTTP/1: a connection that sends
@@ -9,6 +9,10 @@
 //! has been idle for the header read timeout before its first request, or for the idle timeout
 //! after it. `TimedBody` fails a request body that has not arrived in full by its deadline,
 //! and the request is answered 400 (a broken body is the client's fault, never a 500).
+//! `WriteDeadline` fails a write the peer does not take within the write timeout: a request
+//! counts as in flight only until its handler returns, and hyper finishes writing its answer
+//! even after a graceful shutdown, so a client that stops reading (pipelining requests it
+//! never reads the answers to) would otherwise hold its connection for ever.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,6 +21,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
@@ -151,9 +156,137 @@ where
     }
 }
 
+/// A connection's socket whose writes must make progress: a write, flush or shutdown that
+/// the peer does not let through within `within` fails with `TimedOut`, and hyper then
+/// closes the connection. The clock runs only while a write is stalled.
+pub(super) struct WriteDeadline<S> {
+    inner: S,
+    within: Duration,
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S> WriteDeadline<S> {
+    pub(super) fn new(inner: S, within: Duration) -> WriteDeadline<S> {
+        WriteDeadline {
+            inner,
+            within,
+            stalled: None,
+        }
+    }
+
+    /// What a write that made no progress answers: still pending, or past the deadline.
+    fn stall<T>(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<T>> {
+        let within = self.within;
+        let deadline = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(within)));
+        match deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the peer did not read the response within the write timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn progressed<T>(
+        &mut self,
+        polled: Poll<std::io::Result<T>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<T>> {
+        match polled {
+            Poll::Ready(result) => {
+                self.stalled = None;
+                Poll::Ready(result)
+            }
+            Poll::Pending => self.stall(cx),
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteDeadline<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.progressed(polled, cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.progressed(polled, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.progressed(polled, cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.progressed(polled, cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A peer that reads nothing stalls the writes to it: past the deadline they fail, while
+    /// a peer that reads keeps the writes going however long they take in all.
+    #[tokio::test]
+    async fn a_write_the_peer_does_not_take_fails_past_the_deadline() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let (ours, mut theirs) = tokio::io::duplex(1024);
+        let mut ours = WriteDeadline::new(ours, Duration::from_millis(200));
+        let chunk = [b'x'; 512];
+        let reader = tokio::spawn(async move {
+            let (mut buffer, mut read) = ([0; 512], 0);
+            while read < 16 * chunk.len() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                read += theirs.read(&mut buffer).await.unwrap();
+            }
+            theirs
+        });
+        // 512 bytes each 20 ms: over 300 ms in all, no single stall past 200 ms.
+        for _ in 0..16 {
+            ours.write_all(&chunk)
+                .await
+                .expect("the peer reads, slowly");
+        }
+        let _theirs = reader.await.unwrap();
+        // Now the peer reads nothing: the buffer fills and the next write times out.
+        let started = Instant::now();
+        let mut failed = None;
+        for _ in 0..8 {
+            if let Err(error) = ours.write_all(&chunk).await {
+                failed = Some(error.kind());
+                break;
+            }
+        }
+        assert_eq!(failed, Some(std::io::ErrorKind::TimedOut));
+        assert!(started.elapsed() >= Duration::from_millis(200));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_connection_is_idle_only_with_no_request_in_flight() {

@@ -1,19 +1,21 @@
 //! Serves a warp filter on a listener that the caller bound.
 //!
 //! bankgate runs its own accept loop rather than `warp::serve` for three reasons: no client
-//! may hold a connection open without sending requests, nor more connections than the
-//! listener's cap (`connection.rs`; the cap keeps file descriptors for the other listeners),
+//! may hold a connection open without sending requests or without reading the answers, nor
+//! more connections than the listener's cap, nor more than its share from one address
+//! (`connection.rs`; the cap keeps file descriptors for the other listeners),
 //! every connection can be torn down at once (the sandbox's `refuse` fault closes a provider's listener *and* its open
 //! connections, as a network failure would), and the caller's socket address reaches the
 //! handlers (per-IP limits) through the `ClientAddr` request extension. Request ids are
 //! assigned here too, once per request.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -26,7 +28,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, warn};
 use warp::{Filter, Reply};
 
-use super::connection::{Activity, TimedBody};
+use super::connection::{Activity, TimedBody, WriteDeadline};
 use super::{ApiError, ErrorCode};
 use bankgate_actors::metrics::HTTP_CONNECTIONS_REFUSED;
 
@@ -50,6 +52,12 @@ pub struct ServeOptions {
     /// Connections held at once; past it a new connection is closed as soon as accepted, so
     /// that a flood on one listener cannot take the file descriptors another one needs.
     pub max_connections: usize,
+    /// Connections held at once from one peer address; past it that peer's new connection
+    /// is closed as soon as accepted, so that one client cannot take the listener's cap.
+    pub max_connections_per_peer: usize,
+    /// A write the peer does not take for this long fails and closes the connection: a
+    /// client that stops reading cannot hold its connection.
+    pub write_timeout: Duration,
     /// After the stop signal, in-flight requests get this long to finish before their
     /// connections are closed. Zero closes them at once.
     pub drain: Duration,
@@ -65,6 +73,8 @@ impl ServeOptions {
             body_read_timeout: header_read_timeout,
             keep_alive_interval: Duration::from_secs(20),
             max_connections: 10_000,
+            max_connections_per_peer: 10_000,
+            write_timeout: Duration::from_secs(60),
             drain,
         }
     }
@@ -90,6 +100,7 @@ pub async fn serve<F, R>(
         .unwrap_or_default();
     let (draining, drain_signal) = watch::channel(false);
     let mut connections = JoinSet::new();
+    let peers = Peers::default();
     let mut stop = std::pin::pin!(stop);
     loop {
         tokio::select! {
@@ -97,10 +108,15 @@ pub async fn serve<F, R>(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) if connections.len() >= options.max_connections => {
-                    ::metrics::counter!(HTTP_CONNECTIONS_REFUSED, "port" => port.clone()).increment(1);
+                    ::metrics::counter!(HTTP_CONNECTIONS_REFUSED, "port" => port.clone(), "reason" => "listener_full").increment(1);
                     drop(stream);
                 }
                 Ok((stream, peer)) => {
+                    let Some(slot) = peers.admit(peer.ip(), options.max_connections_per_peer) else {
+                        ::metrics::counter!(HTTP_CONNECTIONS_REFUSED, "port" => port.clone(), "reason" => "peer_full").increment(1);
+                        drop(stream);
+                        continue;
+                    };
                     let activity = Activity::new();
                     let service = TowerToHyperService::new(AtTheEdge {
                         inner: warp::service(filter.clone()),
@@ -110,7 +126,9 @@ pub async fn serve<F, R>(
                     });
                     let mut draining = drain_signal.clone();
                     connections.spawn(async move {
+                        let _slot = slot;
                         let builder = builder(options);
+                        let stream = WriteDeadline::new(stream, options.write_timeout);
                         let connection =
                             builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                         let mut connection = std::pin::pin!(connection);
@@ -154,6 +172,48 @@ pub async fn serve<F, R>(
         .await;
     }
     connections.shutdown().await;
+}
+
+/// The connections a listener holds per peer address.
+#[derive(Clone, Default)]
+struct Peers(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+impl Peers {
+    /// A slot for one more connection from `ip`, unless it holds `max` already; the slot is
+    /// given back when dropped.
+    fn admit(&self, ip: IpAddr, max: usize) -> Option<PeerSlot> {
+        let mut held = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = held.entry(ip).or_default();
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(PeerSlot {
+            peers: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// One connection's place in its peer's count.
+struct PeerSlot {
+    peers: Peers,
+    ip: IpAddr,
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut held = (self.peers.0.lock()).unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(count) = held.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// hyper's connection builder: HTTP/1 with the header read timeout, HTTP/2 with keep-alive
