@@ -3,6 +3,8 @@
 //! (`consents.allowed_redirect_urls`), so that the gateway never forwards a browser to an
 //! address Drop did not name; and the address the browser is sent to, with the outcome.
 
+use bankgate_sandbox::http::{ApiError, ErrorCode};
+
 /// The rule of `is_allowed` as a regular expression over the URL, for the OpenAPI
 /// document: one of the prefixes, at a `/`, `?` or `#` or the URL's end.
 pub fn pattern(allowed: &[String]) -> String {
@@ -45,6 +47,16 @@ pub fn is_allowed(url: &str, allowed: &[String]) -> bool {
         && url.bytes().all(|b| b.is_ascii_graphic())
         && reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
         && allowed.iter().any(within)
+}
+
+/// `to` as the `Location` of a redirect; an address that cannot be one is refused (422).
+pub fn location(to: &str) -> Result<warp::http::Uri, ApiError> {
+    to.parse().map_err(|_| {
+        ApiError::new(
+            ErrorCode::Unprocessable,
+            "the redirect URL cannot be followed",
+        )
+    })
 }
 
 /// What a query value keeps as it is: RFC 3986's unreserved characters.

@@ -14,7 +14,7 @@ use warp::reply::Response;
 
 use super::AppState;
 use crate::token::Claims;
-use bankgate_sandbox::http::{ApiError, ErrorCode};
+use bankgate_sandbox::http::ApiError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -60,13 +60,7 @@ pub async fn callback(
     let to = (state.consents)
         .callback(id, query.provider, query.state.as_deref(), psu_ip)
         .await?;
-    let uri = to.parse::<warp::http::Uri>().map_err(|_| {
-        ApiError::new(
-            ErrorCode::Unprocessable,
-            "the redirect URL cannot be followed",
-        )
-    })?;
-    Ok(warp::redirect::found(uri).into_response())
+    Ok(warp::redirect::found(crate::redirect::location(&to)?).into_response())
 }
 
 pub async fn list(state: AppState, claims: Arc<Claims>) -> Result<Response, ApiError> {

@@ -92,13 +92,7 @@ pub async fn sca_returned(
             ("status", back.status.as_str()),
         ],
     );
-    let uri = to.parse::<warp::http::Uri>().map_err(|_| {
-        ApiError::new(
-            ErrorCode::Unprocessable,
-            "the redirect URL cannot be followed",
-        )
-    })?;
-    Ok(warp::redirect::see_other(uri).into_response())
+    Ok(warp::redirect::see_other(crate::redirect::location(&to)?).into_response())
 }
 
 pub async fn webhook(

@@ -218,6 +218,27 @@ impl<T> Refusal<T> {
     }
 }
 
+/// A one-request HTTP server for the adapters' tests, on a free loopback port: it takes one
+/// request and hands the socket to `answer`, which writes what the test needs (an answer no
+/// well-behaved provider gives). Returns its address.
+#[cfg(test)]
+pub(crate) async fn answering_once<F, Fut>(answer: F) -> std::net::SocketAddr
+where
+    F: FnOnce(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    use tokio::io::AsyncReadExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut request = [0; 4096];
+        let _ = socket.read(&mut request).await.unwrap();
+        answer(socket).await;
+    });
+    address
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,18 +248,14 @@ mod tests {
     /// caller until a timeout nor fills the gateway's memory.
     #[tokio::test]
     async fn an_endless_error_body_is_read_to_its_limit_and_proves_nothing() {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let (mut socket, _) = listener.accept().await.unwrap();
-            let mut request = [0; 4096];
-            let _ = socket.read(&mut request).await.unwrap();
+        use tokio::io::AsyncWriteExt as _;
+        let address = answering_once(|mut socket| async move {
             let head = "HTTP/1.1 500 Internal Server Error\r\ntransfer-encoding: chunked\r\n\r\n";
             socket.write_all(head.as_bytes()).await.unwrap();
             let chunk = format!("1000\r\n{}\r\n", "x".repeat(0x1000));
             while socket.write_all(chunk.as_bytes()).await.is_ok() {}
-        });
+        })
+        .await;
         let response = reqwest::get(format!("http://{address}/")).await.unwrap();
         let refusal = tokio::time::timeout(
             Duration::from_secs(10),

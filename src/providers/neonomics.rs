@@ -841,13 +841,8 @@ mod tests {
     /// panicked the token request, and Neonomics was down until a restart.
     #[tokio::test]
     async fn a_token_answers_lifetimes_are_bounded() {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let (mut socket, _) = listener.accept().await.unwrap();
-            let mut request = [0; 4096];
-            let _ = socket.read(&mut request).await.unwrap();
+        use tokio::io::AsyncWriteExt as _;
+        let address = crate::providers::answering_once(|mut socket| async move {
             let body = serde_json::json!({
                 "access_token": "token", "expires_in": u64::MAX, "token_type": "Bearer",
                 "refresh_token": "refresh", "refresh_expires_in": u64::MAX,
@@ -858,7 +853,8 @@ mod tests {
                 body.len()
             );
             socket.write_all(answer.as_bytes()).await.unwrap();
-        });
+        })
+        .await;
         let mut settings = crate::settings::Settings::load(None, &Default::default())
             .unwrap()
             .providers
