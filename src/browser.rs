@@ -1,9 +1,12 @@
 //! Plays the user's browser through a consent against the sandbox: starts the consent at the
 //! client API, then follows each redirect (the sandbox's SCA pages approve at once, as BankID
-//! would) until the browser is sent back to the app. The demo, the benchmarks and the tests
-//! use it to connect users.
+//! would) until the browser is sent back to the app. At each SCA page the user logs in with
+//! their national identity number, as at the bank's BankID login: a bank learns who the user
+//! is there when the provider did not name them. The demo, the benchmarks and the tests use it
+//! to connect users.
 
 use bankgate_actors::BankId;
+use bankgate_actors::national_id::NationalId;
 use serde_json::Value;
 
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +22,7 @@ pub enum BrowserError {
 pub async fn connect(
     client_url: &str,
     token: &str,
+    psu: &NationalId,
     bank: BankId,
     redirect_url: &str,
 ) -> Result<String, BrowserError> {
@@ -28,7 +32,11 @@ pub async fn connect(
     let response = http
         .post(format!("{client_url}/v1/consents"))
         .bearer_auth(token)
-        .json(&serde_json::json!({"bank": bank, "redirect_url": redirect_url}))
+        .json(&serde_json::json!({
+            "bank": bank,
+            "psu_id": psu.expose(),
+            "redirect_url": redirect_url,
+        }))
         .send()
         .await?;
     if response.status() != reqwest::StatusCode::CREATED {
@@ -46,7 +54,7 @@ pub async fn connect(
         if next.starts_with(redirect_url) {
             return Ok(next);
         }
-        let response = http.get(&next).send().await?;
+        let response = http.get(logged_in(&next, psu)).send().await?;
         if !response.status().is_redirection() {
             return Err(BrowserError::Unexpected(format!(
                 "{} at a consent step",
@@ -63,4 +71,15 @@ pub async fn connect(
     Err(BrowserError::Unexpected(
         "the consent flow did not come back to the app".to_owned(),
     ))
+}
+
+/// `url` as the browser requests it: a sandbox SCA page with the user's BankID login.
+fn logged_in(url: &str, psu: &NationalId) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if parsed.path().starts_with("/sandbox/sca/") => {
+            parsed.query_pairs_mut().append_pair("psu", psu.expose());
+            parsed.into()
+        }
+        _ => url.to_owned(),
+    }
 }

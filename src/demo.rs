@@ -6,6 +6,7 @@
 
 use anyhow::Context as _;
 use bankgate_actors::BankId;
+use bankgate_actors::national_id::NationalId;
 use secrecy::ExposeSecret as _;
 
 use crate::gateway::Gateway;
@@ -77,6 +78,7 @@ async fn connect_demo_user(settings: &Settings, gateway: &Gateway) -> anyhow::Re
         crate::browser::connect(
             &gateway.client_url(),
             &token,
+            &NationalId::synthetic(DEMO_USER),
             bank,
             "https://drop.example/connected",
         )

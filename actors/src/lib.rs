@@ -64,6 +64,7 @@ pub mod freshness;
 mod ids;
 pub mod metrics;
 pub mod modes;
+pub mod national_id;
 pub mod provider;
 pub mod retry;
 pub mod session;

@@ -11,6 +11,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::national_id::NationalId;
 use crate::{BankId, ProviderId};
 
 /// How one provider addresses one of the user's accounts.
@@ -254,12 +255,12 @@ pub enum Lookup {
     Untraceable,
 }
 
-/// A consent to ask a provider for: the user (`psu`) at `bank`, whose browser comes back to
-/// `redirect_url` after the provider's SCA.
+/// A consent to ask a provider for: the user (`psu`, by national identity number) at `bank`,
+/// whose browser comes back to `redirect_url` after the provider's SCA.
 #[derive(Debug, Clone)]
 pub struct ConsentStart {
     pub bank: BankId,
-    pub psu: String,
+    pub psu: NationalId,
     pub redirect_url: String,
 }
 

@@ -15,6 +15,7 @@ use bankgate::gateway::Gateway;
 use bankgate::postgres::PrivateCluster;
 use bankgate::settings::Settings;
 use bankgate_actors::BankId;
+use bankgate_actors::national_id::NationalId;
 use bankgate_sandbox::faults::FaultSpec;
 use bankgate_sandbox::{Sandbox, SandboxClient, SandboxOptions};
 use secrecy::SecretString;
@@ -231,6 +232,7 @@ impl Bench {
                 bankgate::browser::connect(
                     &gateway.client_url(),
                     &token,
+                    &NationalId::synthetic("bench-user"),
                     bank,
                     "https://drop.example/done",
                 )

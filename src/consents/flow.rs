@@ -5,6 +5,7 @@
 //! A browser back before its SCA is done is sent back to it; a provider that cannot say
 //! where the consent stands leaves it pending and the callback answers 503, to be retried.
 
+use bankgate_actors::national_id::NationalId;
 use bankgate_actors::upstream::{
     ConsentCall, ConsentStart, ConsentState, ConsentStatus, RemoteAccount, StartedConsent,
 };
@@ -83,6 +84,7 @@ impl Consents {
         &self,
         user: &str,
         bank: BankId,
+        psu: NationalId,
         redirect_url: String,
     ) -> Result<Started, ConsentError> {
         if !crate::redirect::is_allowed(&redirect_url, &self.limits.allowed_redirects) {
@@ -96,7 +98,7 @@ impl Consents {
             let state = Uuid::new_v4().simple().to_string();
             let start = ConsentStart {
                 bank,
-                psu: user.to_owned(),
+                psu: psu.clone(),
                 redirect_url: self.callback_url(id, provider, &state),
             };
             match self.provider(provider).start_consent(start).await {

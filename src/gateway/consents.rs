@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use bankgate_actors::national_id::{InvalidNationalId, NationalId};
 use bankgate_actors::{BankId, ProviderId};
 use serde::Deserialize;
 use uuid::Uuid;
@@ -14,12 +15,15 @@ use warp::reply::Response;
 
 use super::AppState;
 use crate::token::Claims;
-use bankgate_sandbox::http::ApiError;
+use bankgate_sandbox::http::{ApiError, ErrorCode};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewConsent {
     pub bank: BankId,
+    /// The user's national identity number: banks name the PSU by it. Drop has it from the
+    /// user's BankID login.
+    pub psu_id: String,
     pub redirect_url: String,
 }
 
@@ -37,8 +41,17 @@ pub async fn create(
     claims: Arc<Claims>,
     body: NewConsent,
 ) -> Result<Response, ApiError> {
+    // The error names the field and the rule, never the value. The document's pattern
+    // states the form; a date or check digits that fail it are 422, as a payment's are.
+    let psu = NationalId::parse(&body.psu_id).map_err(|e| match e {
+        InvalidNationalId::Format => ApiError::invalid_field("psu_id", e.to_string()),
+        InvalidNationalId::Date | InvalidNationalId::Checksum => {
+            ApiError::new(ErrorCode::Unprocessable, format!("invalid `psu_id`: {e}"))
+                .with_detail("psu_id", e.to_string())
+        }
+    })?;
     let started = (state.consents)
-        .start(&claims.sub, body.bank, body.redirect_url)
+        .start(&claims.sub, body.bank, psu, body.redirect_url)
         .await?;
     let body = serde_json::json!({
         "consent_id": started.id,

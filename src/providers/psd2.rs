@@ -175,7 +175,7 @@ impl Psd2Client {
         });
         let request = self
             .request(Method::POST, start.bank, "/consents")?
-            .header("psu-id", &start.psu)
+            .header("psu-id", start.psu.expose())
             .header("tpp-redirect-uri", &start.redirect_url)
             .json(&body);
         let created: Created = Self::json(request).await?;

@@ -8,10 +8,13 @@ use bankgate_actors::{BankId, ProviderId};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    QUICK, TestApp, eventually, fresh_database, metrics_text, quick_with_long_breakers,
+    QUICK, TestApp, eventually, fresh_database, metrics_text, psu_of, quick_with_long_breakers,
     sandbox_options, spawn_app, spawn_app_on, spawn_app_with, spawn_app_with_sandbox,
     start_gateway,
 };
+
+/// A national identity number whose check digits hold.
+const NATIONAL_ID: &str = "01010112377";
 
 /// A user connected to DNB and Nordea, and a first live read of both.
 async fn connected(app: &TestApp, user: &str) -> (String, Value) {
@@ -60,7 +63,10 @@ async fn connecting_a_bank_stores_its_accounts_with_both_providers() {
     assert!(back.ends_with("status=active"));
 
     let list = app.connections(&token).await;
-    let seeded = app.sandbox.seeded_accounts(BankId::Dnb, "kari").await;
+    let seeded = app
+        .sandbox
+        .seeded_accounts(BankId::Dnb, &psu_of("kari"))
+        .await;
     assert_eq!(list.len(), seeded.len());
     assert_eq!(list[0]["providers"], json!(["neonomics", "psd2"]));
     assert!(list[0]["consent_expires_at"].is_string());
@@ -86,9 +92,17 @@ async fn connecting_a_bank_stores_its_accounts_with_both_providers() {
 async fn live_balances_match_the_bank_and_are_then_served_fresh_from_cache() {
     let app = spawn_app().await;
     let (token, body) = connected(&app, "kari").await;
-    let seeded = app.sandbox.seeded_accounts(BankId::Dnb, "kari").await;
+    let seeded = app
+        .sandbox
+        .seeded_accounts(BankId::Dnb, &psu_of("kari"))
+        .await;
     let dnb = accounts_of(&body, "dnb");
-    assert_eq!(dnb[0]["amount"], seeded[0]["balance"]);
+    // The same balances as the bank's, whatever order the accounts are listed in.
+    let mut served: Vec<&Value> = dnb.iter().map(|a| &a["amount"]).collect();
+    let mut at_bank: Vec<&Value> = seeded.iter().map(|a| &a["balance"]).collect();
+    served.sort_by_key(|v| v.to_string());
+    at_bank.sort_by_key(|v| v.to_string());
+    assert_eq!(served, at_bank);
     assert_eq!(
         dnb[0]["provider"], "neonomics",
         "the primary provider serves"
@@ -429,7 +443,9 @@ async fn an_expired_consent_is_the_users_problem_not_the_banks() {
     let app = spawn_app_with(QUICK).await;
     let (kari, body) = connected(&app, "kari").await;
     let (ola, _) = connected(&app, "ola").await;
-    app.sandbox.expire_consents("kari", BankId::Dnb).await;
+    app.sandbox
+        .expire_consents(&psu_of("kari"), BankId::Dnb)
+        .await;
     let account = accounts_of(&body, "dnb")[0]["account_id"]
         .as_str()
         .unwrap()
@@ -721,16 +737,39 @@ async fn bad_tokens_get_401_in_the_envelope() {
         .http
         .post(app.client_url("/v1/consents"))
         .bearer_auth(&token)
-        .json(&json!({"bank": "handelsbanken", "redirect_url": "https://drop.example/x"}))
+        .json(&json!({"bank": "handelsbanken", "psu_id": NATIONAL_ID, "redirect_url": "https://drop.example/x"}))
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
+    // A national identity number whose check digits fail is refused, naming the field and
+    // never the value.
+    for (wrong, status) in [
+        ("01010112378", 422),
+        ("32010112377", 422),
+        ("0101011237", 400),
+        ("not-a-number", 400),
+    ] {
+        let response = app
+            .http
+            .post(app.client_url("/v1/consents"))
+            .bearer_auth(&token)
+            .json(
+                &json!({"bank": "dnb", "psu_id": wrong, "redirect_url": "https://drop.example/x"}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{wrong}");
+        let body = response.text().await.unwrap();
+        assert!(body.contains("\"psu_id\""), "{body}");
+        assert!(!body.contains(wrong), "{body}");
+    }
     let response = app
         .http
         .post(app.client_url("/v1/consents"))
         .bearer_auth(&token)
-        .json(&json!({"bank": "dnb", "redirect_url": "javascript:alert(1)"}))
+        .json(&json!({"bank": "dnb", "psu_id": NATIONAL_ID, "redirect_url": "javascript:alert(1)"}))
         .send()
         .await
         .unwrap();
@@ -748,7 +787,7 @@ async fn bad_tokens_get_401_in_the_envelope() {
             .http
             .post(app.client_url("/v1/consents"))
             .bearer_auth(&token)
-            .json(&json!({"bank": "dnb", "redirect_url": elsewhere}))
+            .json(&json!({"bank": "dnb", "psu_id": NATIONAL_ID, "redirect_url": elsewhere}))
             .send()
             .await
             .unwrap();
@@ -965,7 +1004,7 @@ async fn consents_are_limited_per_user_in_rate_and_in_those_left_pending() {
             .post(app.client_url("/v1/consents"))
             .bearer_auth(token)
             .header("x-psu-ip-address", "192.0.2.1")
-            .json(&json!({"bank": "dnb", "redirect_url": "https://drop.example/connected"}));
+            .json(&json!({"bank": "dnb", "psu_id": NATIONAL_ID, "redirect_url": "https://drop.example/connected"}));
         async move { request.send().await.unwrap() }
     };
     let app = spawn_app_with(&[
@@ -1018,7 +1057,7 @@ async fn an_early_or_unconfirmed_sca_callback_leaves_the_consent_pending() {
     let started: Value = http
         .post(app.client_url("/v1/consents"))
         .bearer_auth(&token)
-        .json(&json!({"bank": "dnb", "redirect_url": "https://drop.example/connected"}))
+        .json(&json!({"bank": "dnb", "psu_id": NATIONAL_ID, "redirect_url": "https://drop.example/connected"}))
         .send()
         .await
         .unwrap()

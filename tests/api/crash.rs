@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bankgate_actors::BankId;
+use bankgate_actors::national_id::NationalId;
 use serde_json::{Value, json};
 use tokio_postgres::NoTls;
 
@@ -28,9 +29,15 @@ async fn sigkill_during_a_burst_and_a_drain_loses_and_doubles_nothing() {
     let secret = secrecy::SecretString::from(DEV_TOKEN_SECRET.to_owned());
     let token =
         bankgate::token::mint(&secret, "burst-user", "s-1", Duration::from_secs(600)).unwrap();
-    bankgate::browser::connect(&url, &token, BankId::Dnb, "https://drop.example/connected")
-        .await
-        .expect("consent flow");
+    bankgate::browser::connect(
+        &url,
+        &token,
+        &NationalId::synthetic("burst-user"),
+        BankId::Dnb,
+        "https://drop.example/connected",
+    )
+    .await
+    .expect("consent flow");
     let account = connection_at(&url, &token, BankId::Dnb).await;
 
     // Half the initiations fail before the bank takes them (so some payments queue and the

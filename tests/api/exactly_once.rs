@@ -27,6 +27,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bankgate_actors::BankId;
+use bankgate_actors::national_id::NationalId;
 use bankgate_sandbox::webhooks::sign;
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -101,9 +102,15 @@ impl World {
         let secret = secrecy::SecretString::from(DEV_TOKEN_SECRET.to_owned());
         let token =
             bankgate::token::mint(&secret, "randomized", "s-1", Duration::from_secs(3600)).unwrap();
-        bankgate::browser::connect(&url, &token, BankId::Dnb, "https://drop.example/connected")
-            .await
-            .expect("consent flow");
+        bankgate::browser::connect(
+            &url,
+            &token,
+            &NationalId::synthetic("randomized"),
+            BankId::Dnb,
+            "https://drop.example/connected",
+        )
+        .await
+        .expect("consent flow");
         let account = connection_at(&url, &token, BankId::Dnb).await;
         let (db, connection) = tokio_postgres::connect(&database, tokio_postgres::NoTls)
             .await

@@ -10,6 +10,7 @@ use bankgate::gateway::Gateway;
 use bankgate::postgres::PrivateCluster;
 use bankgate::settings::Settings;
 use bankgate_actors::BankId;
+use bankgate_actors::national_id::NationalId;
 use bankgate_sandbox::faults::FaultSpec;
 use bankgate_sandbox::{LedgerFilter, Sandbox, SandboxClient, SandboxOptions};
 use serde_json::Value;
@@ -453,7 +454,8 @@ impl TestApp {
     /// Connects the token's user to `bank` the way the app and the user's browser would.
     pub async fn connect(&self, token: &str, bank: BankId) -> String {
         let url = self.gateway.client_url();
-        bankgate::browser::connect(&url, token, bank, "https://drop.example/connected")
+        let psu = national_id(token);
+        bankgate::browser::connect(&url, token, &psu, bank, "https://drop.example/connected")
             .await
             .expect("consent flow")
     }
@@ -549,6 +551,19 @@ impl TestApp {
 
 /// The user's IP address, as the app forwards it when the user is present.
 const PSU_IP: &str = "192.0.2.44";
+
+/// The national identity number of the token's user: a synthetic one, from the user's id.
+pub fn national_id(token: &str) -> NationalId {
+    let secret = secrecy::SecretString::from(DEV_TOKEN_SECRET.to_owned());
+    let claims = bankgate::token::verify(&secret, token).expect("a token of ours");
+    NationalId::synthetic(&claims.sub)
+}
+
+/// The PSU the providers know the gateway's `user` by: the user's synthetic national
+/// identity number.
+pub fn psu_of(user: &str) -> String {
+    NationalId::synthetic(user).expose().to_owned()
+}
 
 /// The development token secret from `config/default.toml`.
 pub const DEV_TOKEN_SECRET: &str = "bankgate-development-secret-do-not-use-in-production";

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use bankgate_actors::BankId;
+use bankgate_actors::national_id::NationalId;
 use bankgate_sandbox::webhooks::sign;
 use serde_json::{Value, json};
 
@@ -15,9 +16,9 @@ use crate::helpers::{
     spawn_sandbox, wait_until_up,
 };
 
-/// An 11-digit Norwegian national identity number (fødselsnummer) used as the user's id and
-/// sent to the banks as PSU-ID.
-const NATIONAL_ID: &str = "15057612345";
+/// A Norwegian national identity number (fødselsnummer, check digits valid) used as the
+/// user's id and given in the consent request, for the banks' PSU-ID.
+const NATIONAL_ID: &str = "15059012387";
 const CLIENT_SECRET: &str = "sandbox-client-secret";
 const WEBHOOK_SECRET: &str = "sandbox-dnb-psd2-webhook-secret";
 /// Creditors: a Norwegian account number (MOD11), an IBAN, and one that fails MOD11.
@@ -62,7 +63,8 @@ async fn a_full_scenario_logs_no_token_secret_account_number_or_national_id() {
 
     // Consents and connections at two banks.
     for bank in [BankId::Dnb, BankId::Nordea] {
-        bankgate::browser::connect(&url, &token, bank, "https://drop.example/connected")
+        let psu = NationalId::parse(NATIONAL_ID).unwrap();
+        bankgate::browser::connect(&url, &token, &psu, bank, "https://drop.example/connected")
             .await
             .expect("consent flow");
     }

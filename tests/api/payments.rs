@@ -8,7 +8,7 @@ use bankgate_sandbox::webhooks::sign;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    QUICK, TestApp, client, eventually, fresh_database, ops_call, set_mode, spawn_app_on,
+    QUICK, TestApp, client, eventually, fresh_database, ops_call, psu_of, set_mode, spawn_app_on,
     spawn_app_with, start_gateway,
 };
 
@@ -1018,7 +1018,9 @@ async fn bad_payments_keys_and_forged_webhooks_get_their_4xx() {
 async fn a_payment_from_an_account_no_provider_holds_a_consent_for_is_refused_not_queued() {
     let app = spawn_app_with(&pay_settings(&[])).await;
     let (token, account) = dnb_user(&app, "kari").await;
-    app.sandbox.expire_consents("kari", BankId::Dnb).await;
+    app.sandbox
+        .expire_consents(&psu_of("kari"), BankId::Dnb)
+        .await;
     // A balance read finds the consents expired at both providers; the gateway records it.
     let read = app.account_balance(&token, &account).await;
     assert_eq!(read.status(), 403);

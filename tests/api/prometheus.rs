@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bankgate_actors::BankId;
+use bankgate_actors::national_id::NationalId;
 use serde_json::{Value, json};
 
 use crate::helpers::{
@@ -104,9 +105,15 @@ async fn prometheus_fires_the_failure_rate_alert_for_the_bank_that_is_down_only(
     let token =
         bankgate::token::mint(&secret, "prometheus-user", "s-1", Duration::from_secs(600)).unwrap();
     for bank in [BankId::Dnb, BankId::Nordea] {
-        bankgate::browser::connect(&url, &token, bank, "https://drop.example/connected")
-            .await
-            .expect("consent flow");
+        bankgate::browser::connect(
+            &url,
+            &token,
+            &NationalId::synthetic("prometheus-user"),
+            bank,
+            "https://drop.example/connected",
+        )
+        .await
+        .expect("consent flow");
     }
     let accounts: Vec<String> = connections(&url, &token)
         .await

@@ -1,8 +1,9 @@
 //! schemathesis (from PyPI) against the client API's served OpenAPI document, with a valid
 //! token for a user connected to DNB: every check, every phase (examples, coverage, fuzzing,
 //! stateful). No 5xx, every error in the envelope, every answer as documented, schema-valid
-//! data accepted and schema-invalid data refused. `tests/schemathesis.toml` holds the one
-//! allowance a schema cannot express (422 for checksums and foreign debtor accounts).
+//! data accepted and schema-invalid data refused. `tests/schemathesis.toml` holds the
+//! allowances a schema cannot express (422 for checksums, of account numbers and of national
+//! identity numbers, and for foreign debtor accounts).
 //!
 //! What it found when first run is pinned by the tests named in the README (the 405 `Allow`
 //! header in `balances::the_openapi_document_matches_the_routes`, and the tightened document).

@@ -20,6 +20,7 @@ use tokio::time::timeout;
 use super::{Behaviour, Call, DEFAULT_BALANCE, PSU_IP, TestTree, eventually, test_config};
 use crate::bank::{ActorUnavailable, BalanceAnswer, FetchRequest, Source, Warning};
 use crate::breaker::BreakerState;
+use crate::national_id::NationalId;
 use crate::session::{AccountBalance, SessionError, SessionHandle};
 use crate::upstream::{ConsentCall, ConsentStart, ConsentState, FailureClass, UpstreamError};
 use crate::{BankId, ProviderId};
@@ -330,7 +331,7 @@ async fn a_consent_is_started_through_the_provider_and_renews_a_refused_token() 
     let neonomics = &t.tree.providers[&ProviderId::Neonomics];
     let start = ConsentStart {
         bank: DNB,
-        psu: "kari".to_owned(),
+        psu: NationalId::synthetic("kari"),
         redirect_url: "https://gateway.example/callback".to_owned(),
     };
     neonomics

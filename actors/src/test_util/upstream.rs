@@ -369,7 +369,7 @@ impl Upstream for ScriptedUpstream {
         if let Err(error) = self.receive(start.bank, Call::StartConsent, &token) {
             return refused(error);
         }
-        let external_id = format!("{}-consent-{}", self.provider.as_str(), start.psu);
+        let external_id = format!("{}-consent-{}", self.provider.as_str(), start.psu.expose());
         Box::pin(async move {
             Ok(StartedConsent {
                 sca_redirect: format!("https://sca.example/{external_id}"),

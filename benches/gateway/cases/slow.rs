@@ -11,6 +11,7 @@
 use std::time::{Duration, Instant};
 
 use bankgate::gateway::Gateway;
+use bankgate_actors::national_id::NationalId;
 use bankgate_actors::{BankId, ProviderId, Service};
 use bankgate_sandbox::SandboxClient;
 use bankgate_sandbox::faults::{FaultKind, FaultSpec};
@@ -78,6 +79,7 @@ pub async fn run(bench: &Bench) -> Outcome {
         bankgate::browser::connect(
             &gateway.client_url(),
             &token,
+            &NationalId::synthetic(&format!("slow-{user}")),
             BankId::Dnb,
             "https://drop.example/done",
         )

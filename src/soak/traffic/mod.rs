@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bankgate_actors::BankId;
+use bankgate_actors::national_id::NationalId;
 use reqwest::StatusCode;
 use serde::Serialize;
 use serde_json::Value;
@@ -25,6 +26,7 @@ const APP_RETURN: &str = "https://drop.example/connected";
 /// A user of the soak, connected to every bank.
 pub struct User {
     pub token: String,
+    national_id: NationalId,
     accounts: Mutex<Vec<(String, BankId)>>,
     renewed: Mutex<HashMap<BankId, Instant>>,
 }
@@ -108,11 +110,14 @@ impl Traffic {
             let name = format!("soak-{run}-{index}");
             let session = Uuid::new_v4().to_string();
             let token = crate::token::mint(token_secret, &name, &session, ttl)?;
+            let national_id = NationalId::synthetic(&name);
             for bank in BankId::ALL {
-                crate::browser::connect(&client_url, &token, bank, APP_RETURN).await?;
+                crate::browser::connect(&client_url, &token, &national_id, bank, APP_RETURN)
+                    .await?;
             }
             let user = User {
                 token,
+                national_id,
                 accounts: Mutex::new(Vec::new()),
                 renewed: Mutex::new(HashMap::new()),
             };
@@ -188,9 +193,15 @@ impl Traffic {
             }
             renewed.insert(bank, Instant::now());
         }
-        if crate::browser::connect(&self.client_url, &user.token, bank, APP_RETURN)
-            .await
-            .is_err()
+        if crate::browser::connect(
+            &self.client_url,
+            &user.token,
+            &user.national_id,
+            bank,
+            APP_RETURN,
+        )
+        .await
+        .is_err()
         {
             return;
         }
